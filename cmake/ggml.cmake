@@ -1,0 +1,42 @@
+# Provides the targets ggml / ggml-base / ggml-cpu, from one of three places:
+#   1. -DAUTOGLM_USE_SYSTEM_GGML=ON    find_package(ggml)
+#   2. -DAUTOGLM_GGML_SOURCE_DIR=...    a local ggml source tree
+#   3. default                          the pinned sdist's ggml, via cmake/fetch_ggml.py (cached per user)
+# Backends pass straight through: -DGGML_CUDA=ON / -DGGML_METAL=ON / -DGGML_VULKAN=ON.
+
+if(AUTOGLM_USE_SYSTEM_GGML)
+  find_package(ggml REQUIRED)
+  message(STATUS "autoglm-gguf: using system ggml ${ggml_VERSION}")
+  return()
+endif()
+
+if(AUTOGLM_GGML_SOURCE_DIR)
+  set(_ggml_dir "${AUTOGLM_GGML_SOURCE_DIR}")
+  if(NOT EXISTS "${_ggml_dir}/CMakeLists.txt")
+    message(FATAL_ERROR "AUTOGLM_GGML_SOURCE_DIR=${_ggml_dir} is not a ggml source tree (no CMakeLists.txt)")
+  endif()
+else()
+  find_package(Python COMPONENTS Interpreter REQUIRED)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/fetch_ggml.py"
+            --package "${AUTOGLM_GGML_PIN_PACKAGE}"
+            --version "${AUTOGLM_GGML_PIN_VERSION}"
+            --sha256 "${AUTOGLM_GGML_PIN_SHA256}"
+    OUTPUT_VARIABLE _ggml_dir
+    ERROR_VARIABLE _ggml_err
+    RESULT_VARIABLE _ggml_rc
+    OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT _ggml_rc EQUAL 0)
+    message(FATAL_ERROR "${_ggml_err}")
+  endif()
+endif()
+
+message(STATUS "autoglm-gguf: ggml source: ${_ggml_dir}")
+# Static, position-independent ggml linked into our extension; no tests/examples of ggml.
+set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+set(GGML_STATIC OFF CACHE BOOL "")
+set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
+set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
+set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+set(GGML_CCACHE OFF CACHE BOOL "")
+add_subdirectory("${_ggml_dir}" "${CMAKE_BINARY_DIR}/ggml" EXCLUDE_FROM_ALL)

@@ -1,0 +1,127 @@
+"""The `autoglm-gguf` command line: convert | info (run/chat/bench arrive with the runtime)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import AutoGLMError
+
+TEXT_OUTTYPES = ("q4_0", "q8_0", "f16", "bf16", "f32")
+MMPROJ_OUTTYPES = ("f16", "f32", "q8_0")
+
+
+def _version_text() -> str:
+    from . import _core
+
+    devices = ", ".join(f"{d['name']} ({d['description']})" for d in _core.devices())
+    return (f"autoglm-gguf {_core.__version__}\n"
+            f"ggml {_core.ggml_version()} (commit {_core.ggml_commit()})\n"
+            f"backends: {', '.join(_core.backends())}\n"
+            f"devices: {devices}")
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertOptions, convert_checkpoint
+
+    model_dir = args.model_dir
+    force = args.force
+    if model_dir is None:
+        from .tiny_checkpoint import write_checkpoint
+
+        demo = Path(args.demo_dir)
+        print(f"No checkpoint given: generating a tiny RANDOM-WEIGHT GLM-4.1V-architecture checkpoint in "
+              f"{demo / 'checkpoint'} and converting that (a demo of the pipeline; its outputs are meaningless). "
+              "Pass a Hugging Face checkpoint directory to convert a real model.", file=sys.stderr)
+        demo.mkdir(parents=True, exist_ok=True)
+        model_dir = write_checkpoint(demo / "checkpoint")
+        if args.outfile is None:
+            args.outfile = str(demo / f"{Path(model_dir).name}-{args.outtype.upper()}.gguf")
+        force = True  # the demo directory is ours to overwrite
+    opts = ConvertOptions(
+        outfile=Path(args.outfile) if args.outfile else None,
+        outtype=args.outtype,
+        mmproj_outfile=Path(args.mmproj_out) if args.mmproj_out else None,
+        mmproj_outtype=args.mmproj_outtype,
+        mmproj=not args.no_mmproj,
+        force=force,
+        progress=not args.quiet,
+        n_threads=args.threads,
+    )
+    result = convert_checkpoint(Path(model_dir), opts)
+    if not args.quiet:
+        for path, stats in result.items():
+            print(f"wrote {path} ({stats['tensors']} tensors, {stats['bytes'] / 2**20:.1f} MiB)", file=sys.stderr)
+    for path in result:
+        print(path)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .gguf_info import format_summary, summarize
+
+    summaries = [summarize(p) for p in args.files]
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+    else:
+        print("\n\n".join(format_summary(s) for s in summaries))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoglm-gguf", description="Run AutoGLM-Phone-9B / GLM-4.1V locally from GGUF files.")
+    p.add_argument("--version", action="store_true", help="print versions, ggml backends and devices, then exit")
+    sub = p.add_subparsers(dest="command")
+
+    c = sub.add_parser("convert", help="convert a Hugging Face Glm4v checkpoint to a text GGUF + mmproj GGUF",
+                       description="Convert a Hugging Face Glm4vForConditionalGeneration checkpoint directory into a "
+                                   "text-model GGUF and a vision-projector (mmproj) GGUF, laid out as llama.cpp's own "
+                                   "converter does. Without HF_DIR, converts a tiny random demo checkpoint.")
+    c.add_argument("model_dir", metavar="HF_DIR", nargs="?", help="checkpoint directory (omit for the tiny demo)")
+    c.add_argument("-o", "--outfile", help="text GGUF path (default: <HF_DIR>/../<name>-<OUTTYPE>.gguf)")
+    c.add_argument("--outtype", default="q4_0", type=str.lower, choices=TEXT_OUTTYPES,
+                   help="storage type of the text model's weight matrices (default q4_0)")
+    c.add_argument("--mmproj-out", help="mmproj GGUF path (default: mmproj-<name>-<MMPROJ_OUTTYPE>.gguf next to the text GGUF)")
+    c.add_argument("--mmproj-outtype", default="f16", type=str.lower, choices=MMPROJ_OUTTYPES,
+                   help="storage type of the vision tower's weight matrices (default f16)")
+    c.add_argument("--no-mmproj", action="store_true", help="write only the text GGUF")
+    c.add_argument("--force", action="store_true", help="overwrite existing output files")
+    c.add_argument("-t", "--threads", type=int, default=0, help="quantizer threads (default: all cores)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
+    c.add_argument("--demo-dir", default="autoglm-demo", help=argparse.SUPPRESS)
+    c.set_defaults(func=_cmd_convert)
+
+    i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
+    i.add_argument("files", nargs="+", metavar="FILE.gguf")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=_cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(_version_text())
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except AutoGLMError as e:
+        print(f"autoglm-gguf {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"autoglm-gguf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"autoglm-gguf {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""Exception types. Every message says what was wrong, where, and what to do about it."""
+
+
+class AutoGLMError(Exception):
+    """Base class of every error autoglm-gguf raises on purpose."""
+
+
+class ConversionError(AutoGLMError):
+    """The input checkpoint or the requested conversion is not valid."""
+
+
+class GGUFFileError(AutoGLMError):
+    """A GGUF file could not be read or is not what was expected."""
