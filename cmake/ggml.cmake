@@ -18,10 +18,7 @@ if(AUTOGLM_GGML_SOURCE_DIR)
 else()
   find_package(Python COMPONENTS Interpreter REQUIRED)
   execute_process(
-    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/fetch_ggml.py"
-            --package "${AUTOGLM_GGML_PIN_PACKAGE}"
-            --version "${AUTOGLM_GGML_PIN_VERSION}"
-            --sha256 "${AUTOGLM_GGML_PIN_SHA256}"
+    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_LIST_DIR}/fetch_ggml.py" --tree ggml
     OUTPUT_VARIABLE _ggml_dir
     ERROR_VARIABLE _ggml_err
     RESULT_VARIABLE _ggml_rc

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random-weight GLM-4.1V checkpoints and their conversions (session scoped)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
+from autoglm_gguf.tiny_checkpoint import write_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The default tiny checkpoint (bf16, like the real release)."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-glm4v", dtype="bf16", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_f32(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt32") / "tiny-glm4v", dtype="f32", seed=0)
+
+
+@pytest.fixture(scope="session")
+def convert_tiny(tmp_path_factory):
+    """convert_tiny(checkpoint, outtype, mmproj_outtype) -> (text path, mmproj path), cached per argument set."""
+    cache: dict[tuple, tuple[Path, Path]] = {}
+
+    def run(ckpt: Path, outtype: str = "f32", mmproj_outtype: str = "f32") -> tuple[Path, Path]:
+        key = (str(ckpt), outtype, mmproj_outtype)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"conv-{outtype}-{mmproj_outtype}")
+            text, mmproj = out / f"model-{outtype}.gguf", out / f"mmproj-{mmproj_outtype}.gguf"
+            convert_checkpoint(ckpt, ConvertOptions(outfile=text, outtype=outtype, mmproj_outfile=mmproj,
+                                                    mmproj_outtype=mmproj_outtype, progress=False))
+            cache[key] = (text, mmproj)
+        return cache[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def llamacpp_converter() -> Path:
+    """llama.cpp's own converter (convert_hf_to_gguf.py + conversion/ + gguf-py/) from the pinned sdist,
+    extracted into the same per-user cache as the build's ggml."""
+    proc = subprocess.run([sys.executable, str(REPO / "cmake" / "fetch_ggml.py"), "--tree", "converter"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot obtain llama.cpp's converter: {proc.stderr}")
+    return Path(proc.stdout.strip())
+
+
+# A second architecture variant: other widths, head counts, GQA ratio, rope sections and theta, depth,
+# and an FFN width (100) that is not a multiple of 32, so quantized types must fall back.
+ALT_TEXT = {"hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
+            "intermediate_size": 100, "rope_parameters": {"rope_theta": 500000.0, "mrope_section": [2, 1, 1]}}
+ALT_VISION = {"hidden_size": 48, "depth": 3, "num_heads": 4, "intermediate_size": 72, "image_size": 84}
+
+
+@pytest.fixture(scope="session")
+def alt_checkpoint(tmp_path_factory) -> Path:
+    from autoglm_gguf.tiny_checkpoint import make_config
+
+    cfg = make_config(text=ALT_TEXT, vision=ALT_VISION)
+    return write_checkpoint(tmp_path_factory.mktemp("alt") / "alt-glm4v", cfg, dtype="f16", seed=1,
+                            max_shard_bytes=40_000)
