@@ -32,12 +32,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if model_dir is None:
         from .tiny_checkpoint import write_checkpoint
 
-        demo = Path(args.demo_dir)
+        demo = Path(args.demo_dir).resolve()
         print(f"No checkpoint given: generating a tiny RANDOM-WEIGHT GLM-4.1V-architecture checkpoint in "
-              f"{demo / 'checkpoint'} and converting that (a demo of the pipeline; its outputs are meaningless). "
-              "Pass a Hugging Face checkpoint directory to convert a real model.", file=sys.stderr)
+              f"{demo / 'tiny-glm4v-random'} and converting that (a demo of the pipeline; its outputs are "
+              "meaningless). Pass a Hugging Face checkpoint directory to convert a real model.", file=sys.stderr)
         demo.mkdir(parents=True, exist_ok=True)
-        model_dir = write_checkpoint(demo / "checkpoint")
+        model_dir = write_checkpoint(demo / "tiny-glm4v-random")
         if args.outfile is None:
             args.outfile = str(demo / f"{Path(model_dir).name}-{args.outtype.upper()}.gguf")
         force = True  # the demo directory is ours to overwrite
@@ -56,7 +56,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         for path, stats in result.items():
             print(f"wrote {path} ({stats['tensors']} tensors, {stats['bytes'] / 2**20:.1f} MiB)", file=sys.stderr)
     for path in result:
-        print(path)
+        print(Path(path).resolve())
     return 0
 
 
