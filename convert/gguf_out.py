@@ -117,8 +117,11 @@ class OutputSet:
         self.temps: list[Path] = []
 
     def __enter__(self) -> "OutputSet":
+        umask = os.umask(0)
+        os.umask(umask)
         for p in self.targets:
             fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; the model files are ordinary files
             os.close(fd)
             self.temps.append(Path(tmp))
         return self

@@ -257,3 +257,14 @@ def test_failure_midway_leaves_nothing(ckpt_copy, out_dir):
         fh.write(b"\xc0\x7f")  # bf16 NaN
     convert_expecting(ckpt_copy, out_dir, rf"output_norm\.weight: non-finite value", outtype="f32",
                       mmproj_outfile=out_dir / "mm.gguf")
+
+
+def test_outputs_get_ordinary_permissions(tiny_checkpoint, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        convert_checkpoint(tiny_checkpoint, ConvertOptions(outfile=tmp_path / "m.gguf", progress=False))
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.glob("*.gguf")} == {oct(0o644)}

@@ -679,7 +679,7 @@ def _write_tokenizer_files(out: Path, config: dict) -> None:
                 }
                 for i, t in enumerate(GLM_SPECIAL_TOKENS)
             },
-            "extra_special_tokens": [t for t in GLM_SPECIAL_TOKENS if t not in _NON_SPECIAL and t != eot],
+            "additional_special_tokens": [t for t in GLM_SPECIAL_TOKENS if t not in _NON_SPECIAL and t != eot],
             "eos_token": eot,
             "pad_token": eot,
             "clean_up_tokenization_spaces": False,
