@@ -43,14 +43,14 @@ def _import_tiny_checkpoint():
 
 tcp = _import_tiny_checkpoint()
 
-from transformers import (  # noqa: E402
+from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoTokenizer,
     Glm4vForConditionalGeneration,
     Glm4vProcessor,
 )
-from transformers.utils import logging as hf_logging  # noqa: E402
+from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()
 
@@ -137,7 +137,12 @@ def test_make_config_defaults():
     assert cfg["model_type"] == "glm4v"
     assert cfg["architectures"] == ["Glm4vForConditionalGeneration"]
     tc, vc = cfg["text_config"], cfg["vision_config"]
-    assert (tc["hidden_size"], tc["num_hidden_layers"], tc["num_attention_heads"], tc["num_key_value_heads"]) == (
+    assert (
+        tc["hidden_size"],
+        tc["num_hidden_layers"],
+        tc["num_attention_heads"],
+        tc["num_key_value_heads"],
+    ) == (
         64,
         2,
         4,
@@ -263,7 +268,9 @@ def test_deterministic_and_independent(tmp_path):
 
     assert digest(a) == digest(b) != digest(c)
     # a tensor depends only on (seed, name, shape): a 3-layer model shares layer 0 with the 2-layer one
-    d = tcp.write_checkpoint(tmp_path / "d", tcp.make_config(text={"num_hidden_layers": 3}), seed=7, tokenizer=False)
+    d = tcp.write_checkpoint(
+        tmp_path / "d", tcp.make_config(text={"num_hidden_layers": 3}), seed=7, tokenizer=False
+    )
     from safetensors.torch import load_file
 
     ta, td = load_file(a / "model.safetensors"), load_file(d / "model.safetensors")
@@ -277,7 +284,11 @@ def test_rope_parameters_reach_transformers(tmp_path):
             "hidden_size": 96,
             "num_attention_heads": 6,
             "num_key_value_heads": 3,
-            "rope_parameters": {"rope_theta": 500000.0, "mrope_section": [2, 1, 3], "partial_rotary_factor": 0.75},
+            "rope_parameters": {
+                "rope_theta": 500000.0,
+                "mrope_section": [2, 1, 3],
+                "partial_rotary_factor": 0.75,
+            },
         },
         vision={"depth": 1, "hidden_size": 48, "num_heads": 3, "attention_bias": True},
     )
@@ -316,7 +327,9 @@ def test_streaming_memory_is_bounded(tmp_path):
         print(size, hwm_kib // 1024)
         """
     )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     size, rss_mib = map(int, res.stdout.split())
     assert size > 700 * 2**20
@@ -351,16 +364,24 @@ def test_tokenizer(tiny_ckpt):
     pieces = tok.convert_ids_to_tokens(tok("12345")["input_ids"])
     assert "".join(pieces) == "12345" and all(len(p) <= 3 for p in pieces)
     # special tokens are atomic
-    assert tok("[gMASK]<sop><|user|>\n")["input_ids"][:3] == tok.convert_tokens_to_ids(["[gMASK]", "<sop>", "<|user|>"])
+    assert tok("[gMASK]<sop><|user|>\n")["input_ids"][:3] == tok.convert_tokens_to_ids(
+        ["[gMASK]", "<sop>", "<|user|>"]
+    )
 
 
 def test_chat_template(tiny_ckpt):
     tok = AutoTokenizer.from_pretrained(tiny_ckpt)
-    assert tok.apply_chat_template(IMAGE_MESSAGES, tokenize=False, add_generation_prompt=True) == EXPECTED_IMAGE_PROMPT
+    assert (
+        tok.apply_chat_template(IMAGE_MESSAGES, tokenize=False, add_generation_prompt=True)
+        == EXPECTED_IMAGE_PROMPT
+    )
     convo = [
         {"role": "user", "content": "Open settings"},
         {"role": "assistant", "content": "done"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}],
+        },
     ]
     assert tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=False) == (
         "[gMASK]<sop><|user|>\nOpen settings<|assistant|>\ndone"
@@ -370,9 +391,7 @@ def test_chat_template(tiny_ckpt):
 
 def test_processor_and_mrope_positions(tiny_ckpt, tiny_model_f32):
     proc = _image_only_processor(tiny_ckpt)
-    assert isinstance(proc.image_processor, transformers.image_processing_utils.BaseImageProcessor) or hasattr(
-        proc.image_processor, "preprocess"
-    )
+    assert proc.image_processor.merge_size == 2
     text = proc.apply_chat_template(IMAGE_MESSAGES, tokenize=False, add_generation_prompt=True)
     assert text == EXPECTED_IMAGE_PROMPT
     inputs = proc(text=[text], images=[_test_image(112, 56)], return_tensors="pt")
@@ -435,8 +454,11 @@ def test_greedy_image_margins(tiny_ckpt, tiny_model_f32):
     assert len(new) == 16 and max(new) < len(proc.tokenizer) and len(set(new)) >= 8
     assert min(margins) > MIN_MARGIN, margins
     # the image matters: a different image changes the continuation's logits
-    other = proc(text=[text], images=[_test_image(112, 56).transpose(PIL_Image.Transpose.FLIP_LEFT_RIGHT)],
-                 return_tensors="pt")
+    other = proc(
+        text=[text],
+        images=[_test_image(112, 56).transpose(PIL_Image.Transpose.FLIP_LEFT_RIGHT)],
+        return_tensors="pt",
+    )
     with torch.no_grad():
         la = tiny_model_f32(**inputs).logits[0, -1]
         lb = tiny_model_f32(**other).logits[0, -1]
@@ -452,12 +474,15 @@ def test_no_torch_import_needed(tmp_path):
         out = tc.write_checkpoint({str(tmp_path / "ck")!r})
         bad = [m for m in ("torch", "transformers") if m in sys.modules]
         assert not bad, bad
-        print(sorted(p.name for p in out.iterdir()))
+        import json
+        print(json.dumps(sorted(p.name for p in out.iterdir())))
         """
     )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr
-    names = eval(res.stdout)  # noqa: S307 - our own printed list
+    names = json.loads(res.stdout)
     for required in (
         "config.json",
         "generation_config.json",

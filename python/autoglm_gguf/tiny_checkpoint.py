@@ -76,16 +76,16 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = [
-    "TINY_TEXT",
-    "TINY_VISION",
+    "CHAT_TEMPLATE",
     "GLM_SPECIAL_TOKENS",
     "N_BPE",
+    "TINY_TEXT",
+    "TINY_VISION",
+    "build_tokenizer_json",
+    "f32_to_bf16_bits",
     "make_config",
     "tensor_specs",
     "write_checkpoint",
-    "f32_to_bf16_bits",
-    "build_tokenizer_json",
-    "CHAT_TEMPLATE",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -217,7 +217,9 @@ def _merge_rope(base: dict, text_over: dict) -> dict:
         if key in text_over:
             explicit = [v.get(key) for _, v in sources if key in v]
             if explicit and any(e != text_over[key] for e in explicit):
-                raise ValueError(f"conflicting text {key}: {text_over[key]!r} vs rope_parameters {explicit!r}")
+                raise ValueError(
+                    f"conflicting text {key}: {text_over[key]!r} vs rope_parameters {explicit!r}"
+                )
             rp[key] = text_over[key]
     rp.setdefault("rope_type", "default")
     rp.setdefault("rope_theta", 10000.0)
@@ -293,6 +295,17 @@ def make_config(text: dict | None = None, vision: dict | None = None, **top) -> 
     return cfg
 
 
+def _text_rope(tc: dict) -> dict:
+    """The text RoPE parameters of any config layout (ours, transformers 5, or a legacy config.json
+    such as the released GLM-4.1V one), resolved the way transformers 5.23 resolves them."""
+    rp = dict(tc.get("rope_scaling") or tc.get("rope_parameters") or {})
+    rp.setdefault("rope_type", rp.pop("type", "default"))
+    rp.setdefault("rope_theta", tc.get("rope_theta", 10000.0))
+    if tc.get("partial_rotary_factor") is not None:
+        rp.setdefault("partial_rotary_factor", tc["partial_rotary_factor"])
+    return rp
+
+
 def _validate(cfg: dict) -> None:
     tc, vc = cfg["text_config"], cfg["vision_config"]
     hid, nh, nkv = tc["hidden_size"], tc["num_attention_heads"], tc["num_key_value_heads"]
@@ -302,10 +315,12 @@ def _validate(cfg: dict) -> None:
         raise ValueError(f"num_attention_heads {nh} not divisible by num_key_value_heads {nkv}")
     head_dim = hid // nh
     if tc.get("head_dim") not in (None, head_dim):
-        raise ValueError(f"Glm4v text attention uses head_dim = hidden/heads = {head_dim}, got {tc['head_dim']}")
+        raise ValueError(
+            f"Glm4v text attention uses head_dim = hidden/heads = {head_dim}, got {tc['head_dim']}"
+        )
     if not tc.get("attention_bias", True):
         raise ValueError("Glm4v text attention always has q/k/v biases (attention_bias must be true)")
-    rp = tc["rope_parameters"]
+    rp = _text_rope(tc)
     rot = int(head_dim * rp.get("partial_rotary_factor", 1.0))
     if rot % 2 or rot <= 0:
         raise ValueError(f"rotary dim {rot} must be even and positive")
@@ -327,17 +342,25 @@ def _validate(cfg: dict) -> None:
 # Tensor list
 # --------------------------------------------------------------------------------------
 
+
 # kind: "w" matrix/conv/embedding, "norm" norm weight, "bias" bias
 def tensor_specs(config: dict) -> list[tuple[str, tuple[int, ...], str]]:
     """All persistent tensors of ``Glm4vForConditionalGeneration`` as ``(name, shape, kind)``,
     in module order (vision tower, language model, lm_head)."""
     tc, vc = config["text_config"], config["vision_config"]
     specs: list[tuple[str, tuple[int, ...], str]] = []
-    add = lambda name, shape, kind: specs.append((name, tuple(int(s) for s in shape), kind))  # noqa: E731
+
+    def add(name: str, shape, kind: str) -> None:
+        specs.append((name, tuple(int(s) for s in shape), kind))
 
     # ---- vision tower
     vh, out_h = vc["hidden_size"], vc["out_hidden_size"]
-    p, tp, cin, m = vc["patch_size"], vc["temporal_patch_size"], vc.get("in_channels", 3), vc["spatial_merge_size"]
+    p, tp, cin, m = (
+        vc["patch_size"],
+        vc["temporal_patch_size"],
+        vc.get("in_channels", 3),
+        vc["spatial_merge_size"],
+    )
     v = "model.visual."
     add(v + "embeddings.position_embedding.weight", ((vc["image_size"] // p) ** 2, vh), "w")
     add(v + "patch_embed.proj.weight", (vh, cin, tp, p, p), "w")
@@ -366,7 +389,12 @@ def tensor_specs(config: dict) -> list[tuple[str, tuple[int, ...], str]]:
     add(v + "post_layernorm.weight", (vh,), "norm")
 
     # ---- language model
-    hid, ff, nh, nkv = tc["hidden_size"], tc["intermediate_size"], tc["num_attention_heads"], tc["num_key_value_heads"]
+    hid, ff, nh, nkv = (
+        tc["hidden_size"],
+        tc["intermediate_size"],
+        tc["num_attention_heads"],
+        tc["num_key_value_heads"],
+    )
     hd = hid // nh
     t = "model.language_model."
     add(t + "embed_tokens.weight", (tc["vocab_size"], hid), "w")
@@ -590,13 +618,19 @@ def build_tokenizer_json() -> str:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    lines = [ln for ln in _CORPUS.splitlines(keepends=True)]
-    tok.train_from_iterator(lines * 3, trainer=trainer)
+    tok.train_from_iterator(_CORPUS.splitlines(keepends=True), trainer=trainer)
     if tok.get_vocab_size() != N_BPE:
         raise RuntimeError(f"tiny BPE has {tok.get_vocab_size()} tokens, expected {N_BPE}")
     tok.add_tokens(
         [
-            AddedToken(t, special=t not in _NON_SPECIAL, normalized=False, lstrip=False, rstrip=False, single_word=False)
+            AddedToken(
+                t,
+                special=t not in _NON_SPECIAL,
+                normalized=False,
+                lstrip=False,
+                rstrip=False,
+                single_word=False,
+            )
             for t in GLM_SPECIAL_TOKENS
         ]
     )
@@ -651,17 +685,22 @@ _OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _write_tokenizer_files(out: Path, config: dict) -> None:
-    tj = build_tokenizer_json()
+def _check_tokenizer_compat(config: dict) -> None:
     n_tok = N_BPE + len(GLM_SPECIAL_TOKENS)
     vocab = config["text_config"]["vocab_size"]
     if vocab < n_tok:
-        raise ValueError(f"text vocab_size {vocab} < tokenizer size {n_tok}")
+        raise ValueError(f"text vocab_size {vocab} < tokenizer size {n_tok}; pass tokenizer=False")
     expect = {k: v for k, v in _TOP_DEFAULTS.items() if k.endswith("_token_id")}
     bad = {k: config.get(k) for k, v in expect.items() if config.get(k) != v}
     if bad:
-        raise ValueError(f"config token ids {bad} do not match the tiny tokenizer ({expect}); pass tokenizer=False")
-    (out / "tokenizer.json").write_text(tj, encoding="utf-8")
+        raise ValueError(
+            f"config token ids {bad} do not match the tiny tokenizer ({expect}); pass tokenizer=False"
+        )
+
+
+def _write_tokenizer_files(out: Path, config: dict) -> None:
+    _check_tokenizer_compat(config)
+    (out / "tokenizer.json").write_text(build_tokenizer_json(), encoding="utf-8")
     eot = "<|endoftext|>"
     _write_json(
         out / "tokenizer_config.json",
@@ -679,7 +718,9 @@ def _write_tokenizer_files(out: Path, config: dict) -> None:
                 }
                 for i, t in enumerate(GLM_SPECIAL_TOKENS)
             },
-            "additional_special_tokens": [t for t in GLM_SPECIAL_TOKENS if t not in _NON_SPECIAL and t != eot],
+            "additional_special_tokens": [
+                t for t in GLM_SPECIAL_TOKENS if t not in _NON_SPECIAL and t != eot
+            ],
             "eos_token": eot,
             "pad_token": eot,
             "clean_up_tokenization_spaces": False,
@@ -749,11 +790,15 @@ def write_checkpoint(
     st_dtype, esize, cfg_dtype = _DTYPES[dtype]
     config = copy.deepcopy(config) if config is not None else make_config()
     _validate(config)
-    config["dtype"] = cfg_dtype
+    if tokenizer:
+        _check_tokenizer_compat(config)
+    config["dtype"] = cfg_dtype  # transformers >= 5
+    config["torch_dtype"] = cfg_dtype  # transformers 4.x
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
+    stale_files = list(out.glob("model*.safetensors")) + list(out.glob("model*.safetensors.partial"))
+    for stale in stale_files + [out / "model.safetensors.index.json"]:
         if stale.exists():
             stale.unlink()
 
@@ -765,7 +810,7 @@ def write_checkpoint(
     nshard = len(shards)
     total_bytes = sum(math.prod(s) * esize for _, s, _ in specs)
     weight_map: dict[str, str] = {}
-    t0 = time.perf_counter()
+    t0 = last_report = time.perf_counter()
     written = 0
     for si, entries in enumerate(shards):
         fname = "model.safetensors" if nshard == 1 else f"model-{si + 1:05d}-of-{nshard:05d}.safetensors"
@@ -780,11 +825,12 @@ def write_checkpoint(
                     f.write(memoryview(chunk).cast("B"))
                     written += chunk.nbytes
                 weight_map[name] = fname
-                if progress:
-                    dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                if progress and (now - last_report >= 0.5 or written == total_bytes):
+                    last_report = now
                     sys.stderr.write(
                         f"\r[tiny_checkpoint] {written / 2**20:9.1f}/{total_bytes / 2**20:.1f} MiB "
-                        f"({written / 2**20 / max(dt, 1e-9):7.1f} MiB/s) {fname}"
+                        f"({written / 2**20 / max(now - t0, 1e-9):7.1f} MiB/s) {fname}"
                     )
                     sys.stderr.flush()
         os.replace(tmp, out / fname)
