@@ -9,7 +9,6 @@ model has clear top-1/top-2 margins (so runtime parity tests can compare tokens)
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import json
 import math
@@ -25,23 +24,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-_REPO = Path(__file__).resolve().parents[1]
-_MODULE_PATH = _REPO / "python" / "autoglm_gguf" / "tiny_checkpoint.py"
-
-
-def _import_tiny_checkpoint():
-    try:
-        return importlib.import_module("autoglm_gguf.tiny_checkpoint")
-    except ImportError:
-        # The package __init__ needs the native extension; the module itself is pure Python.
-        spec = importlib.util.spec_from_file_location("_autoglm_tiny_checkpoint", _MODULE_PATH)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-tcp = _import_tiny_checkpoint()
+import autoglm_gguf.tiny_checkpoint as tcp  # noqa: E402
 
 from transformers import (
     AutoConfig,
@@ -308,9 +291,8 @@ def test_streaming_memory_is_bounded(tmp_path):
     """A 1024-wide, 8-layer, 151552-vocab checkpoint (~0.8 GB bf16) is written with a small RSS."""
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("tc", {str(_MODULE_PATH)!r})
-        tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+        import sys
+        import autoglm_gguf.tiny_checkpoint as tc
         cfg = tc.make_config(
             text=dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
                       intermediate_size=2816, vocab_size=151552),
@@ -468,9 +450,8 @@ def test_greedy_image_margins(tiny_ckpt, tiny_model_f32):
 def test_no_torch_import_needed(tmp_path):
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("tc", {str(_MODULE_PATH)!r})
-        tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+        import sys
+        import autoglm_gguf.tiny_checkpoint as tc
         out = tc.write_checkpoint({str(tmp_path / "ck")!r})
         bad = [m for m in ("torch", "transformers") if m in sys.modules]
         assert not bad, bad
