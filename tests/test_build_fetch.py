@@ -30,7 +30,10 @@ def test_missing_sdist_file(tmp_path):
 def test_cached_tree_is_reused_without_download(tmp_path):
     # The build already populated the default cache; asking again must answer from it, even with
     # pip made unusable.
+    import os
+
     env = {"PATH": "/nonexistent", "HOME": str(Path.home()), "PYTHONPATH": "/nonexistent-pip"}
+    env.update({k: os.environ[k] for k in ("AUTOGLM_GGML_CACHE", "XDG_CACHE_HOME") if k in os.environ})
     first = run_fetch("--tree", "ggml")
     assert first.returncode == 0, first.stderr
     again = subprocess.run([sys.executable, "-S", str(FETCH), "--tree", "ggml"], capture_output=True, text=True, env=env)
