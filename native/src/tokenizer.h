@@ -1,0 +1,55 @@
+// GLM-4 byte-level BPE tokenizer built from a GGUF's tokenizer.ggml.* arrays.
+// ref: HF tokenizers (BPE model + GLM-4 Split pre-tokenizer + ByteLevel), llama.cpp's "glm4" pre-type.
+//
+// encode(): text -> ids. With parse_special, added tokens (GGUF type CONTROL or USER_DEFINED) that
+// occur in the text are matched first (longest match wins) and emitted as their ids; the text between
+// them goes through the GLM-4 pre-tokenizer regex, byte-level mapping and BPE merges (by rank).
+// token_bytes(): the raw bytes a token stands for (byte-level mapping undone); added tokens give
+// their text. A multi-byte UTF-8 character may be split across tokens: callers that stream must
+// buffer incomplete sequences (see utf8_complete_prefix).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace autoglm {
+
+// GGUF token types (gguf-py TokenType).
+enum token_type : int32_t {
+    TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5, TOKEN_BYTE = 6,
+};
+
+struct vocab_data {
+    std::vector<std::string> tokens;   // tokenizer.ggml.tokens (byte-level unicode strings for normal tokens)
+    std::vector<int32_t> types;        // tokenizer.ggml.token_type
+    std::vector<std::string> merges;   // tokenizer.ggml.merges, "left right", in rank order
+};
+
+class tokenizer {
+public:
+    explicit tokenizer(vocab_data data);  // throws autoglm::error on malformed data (names the entry)
+
+    std::vector<int32_t> encode(std::string_view text, bool parse_special) const;
+    std::string token_bytes(int32_t id) const;                   // throws invalid_argument for a bad id
+    std::string decode(const std::vector<int32_t> & ids) const;  // concatenated token_bytes
+    int32_t n_vocab() const { return (int32_t) tokens_.size(); }
+    int32_t find(std::string_view token_text) const;             // id of an exact token string, or -1
+    int32_t type(int32_t id) const;
+
+private:
+    std::vector<std::string> tokens_;
+    std::vector<int32_t> types_;
+    std::unordered_map<std::string, int32_t> token_to_id_;
+    std::unordered_map<std::string, int32_t> merge_rank_;        // key: left + ' ' + right
+    std::vector<std::pair<std::string, int32_t>> specials_;      // added tokens, longest text first
+    void bpe(const std::string & word, std::vector<int32_t> & out) const;
+};
+
+// Length of the longest prefix of s that ends on a UTF-8 character boundary (incomplete trailing
+// sequences are held back by streaming callers until the next piece completes them).
+size_t utf8_complete_prefix(std::string_view s);
+
+}  // namespace autoglm
