@@ -1,0 +1,93 @@
+#include "backend.h"
+
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "error.h"
+#include "ggml-cpu.h"
+
+namespace autoglm {
+
+int default_thread_count() {
+    // Count distinct thread-sibling sets: one per physical core. Hyper-threads share a core's SIMD
+    // units, and matmul-bound inference gets slower, not faster, when it uses both.
+    std::set<std::string> cores;
+    for (unsigned cpu = 0; cpu < 4096; ++cpu) {
+        std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+        if (!f) break;
+        std::string s;
+        std::getline(f, s);
+        cores.insert(s);
+    }
+    if (!cores.empty()) return (int) cores.size();
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw > 0 ? (int) hw : 1;
+}
+
+backend_set::backend_set(int n_threads, bool want_gpu) {
+    cpu_dev_ = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!cpu_dev_) throw error("ggml has no CPU backend");
+    cpu_ = ggml_backend_dev_init(cpu_dev_, nullptr);
+    if (!cpu_) throw error("cannot initialize the ggml CPU backend");
+    set_n_threads(n_threads > 0 ? n_threads : default_thread_count());
+
+    auto reg = ggml_backend_dev_backend_reg(cpu_dev_);
+    auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
+    if (get_extra) {
+        for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev_); b && *b; ++b) cpu_extra_.push_back(*b);
+    }
+
+    if (want_gpu) {
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            ggml_backend_dev_t d = ggml_backend_dev_get(i);
+            const auto t = ggml_backend_dev_type(d);
+            if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+                gpu_ = ggml_backend_dev_init(d, nullptr);
+                if (!gpu_) throw error(std::string("cannot initialize GPU device ") + ggml_backend_dev_name(d));
+                gpu_dev_ = d;
+                break;
+            }
+        }
+    }
+}
+
+backend_set::~backend_set() {
+    if (gpu_) ggml_backend_free(gpu_);
+    if (cpu_) ggml_backend_free(cpu_);
+}
+
+std::vector<ggml_backend_t> backend_set::all() const {
+    std::vector<ggml_backend_t> out;
+    if (gpu_) out.push_back(gpu_);
+    out.push_back(cpu_);
+    return out;
+}
+
+void backend_set::set_n_threads(int n) {
+    n_threads_ = n > 0 ? n : 1;
+    ggml_backend_cpu_set_n_threads(cpu_, n_threads_);
+}
+
+std::string backend_set::describe() const {
+    std::string s = "CPU (" + std::to_string(n_threads_) + " threads)";
+    if (gpu_dev_) s += std::string(" + ") + ggml_backend_dev_name(gpu_dev_) + " (" + ggml_backend_dev_description(gpu_dev_) + ")";
+    return s;
+}
+
+ggml_backend_buffer_type_t backend_set::cpu_weight_buft(ggml_tensor * op, ggml_tensor * weight) const {
+    for (ggml_backend_buffer_type_t buft : cpu_extra_) {
+        // An extra buffer type answers "can op run with its src0 in me" through supports_op, which
+        // looks at the weight's buffer: give the weight a zero-size buffer of that type to ask.
+        ggml_backend_buffer_t probe = ggml_backend_buft_alloc_buffer(buft, 0);
+        ggml_backend_buffer_t saved = weight->buffer;
+        weight->buffer = probe;
+        const bool ok = ggml_backend_dev_supports_op(cpu_dev_, op);
+        weight->buffer = saved;
+        ggml_backend_buffer_free(probe);
+        if (ok) return buft;
+    }
+    return ggml_backend_dev_buffer_type(cpu_dev_);
+}
+
+}  // namespace autoglm

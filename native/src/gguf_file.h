@@ -1,0 +1,53 @@
+// A GGUF file opened for reading: metadata with typed, checked accessors, tensor infos, and the
+// file mapped into memory so tensor data can be copied (or used in place) without staging.
+// Every error names the file and the key/tensor, and what was expected.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml.h"
+#include "gguf.h"
+
+namespace autoglm {
+
+class gguf_file {
+public:
+    explicit gguf_file(const std::string & path);  // throws autoglm::error (missing/unreadable/truncated/not GGUF)
+    ~gguf_file();
+    gguf_file(const gguf_file &) = delete;
+    gguf_file & operator=(const gguf_file &) = delete;
+
+    const std::string & path() const { return path_; }
+    gguf_context * ctx() const { return gguf_; }
+    ggml_context * meta() const { return meta_; }  // tensors with shapes/types, no data
+
+    bool has(const std::string & key) const;
+    std::string get_str(const std::string & key) const;
+    std::string get_str(const std::string & key, const std::string & def) const;
+    uint32_t get_u32(const std::string & key) const;  // accepts any integer type that fits
+    uint32_t get_u32(const std::string & key, uint32_t def) const;
+    float get_f32(const std::string & key) const;
+    float get_f32(const std::string & key, float def) const;
+    bool get_bool(const std::string & key, bool def) const;
+    std::vector<int32_t> get_i32_array(const std::string & key) const;  // integer arrays of any width
+    std::vector<float> get_f32_array(const std::string & key) const;
+    std::vector<std::string> get_str_array(const std::string & key) const;
+
+    // Tensor data in the mapped file (nullptr if absent). Sizes were checked against the file on open.
+    ggml_tensor * tensor(const std::string & name) const;
+    const uint8_t * tensor_data(const std::string & name) const;
+    size_t file_size() const { return size_; }
+
+private:
+    int64_t key_id(const std::string & key) const;  // throws when missing
+    std::string path_;
+    gguf_context * gguf_ = nullptr;
+    ggml_context * meta_ = nullptr;
+    void * map_ = nullptr;
+    size_t size_ = 0;
+};
+
+}  // namespace autoglm

@@ -1,0 +1,126 @@
+#include "session.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "error.h"
+
+namespace autoglm {
+
+session::session(const text_model & model, const session_params & params)
+    : model_(model), params_(params), kv_(model, params.n_ctx, params.kv_type) {
+    if (params_.n_batch == 0) throw invalid_argument("n_batch must be positive");
+    auto backends = model_.backends().all();
+    sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), graph_max_nodes(model_), false, true));
+    if (!sched_) throw error("cannot create the backend scheduler");
+    graph_buf_.resize(graph_ctx_size(model_));
+
+    // Reserve compute memory once for the largest graph (a full micro-batch at a full cache), so
+    // evaluation never reallocates mid-conversation and an impossible n_ctx fails here, clearly.
+    ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
+    ggml_ctx_ptr ctx(ggml_init(ip));
+    const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
+    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx - n_tok, n_tok, false});
+    if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
+        throw error("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
+                    std::to_string(params_.n_batch) + "; use smaller values");
+    }
+}
+
+std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, logits_mode mode) {
+    const int32_t n_vocab = (int32_t) model_.hparams().n_vocab;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            throw invalid_argument("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                   " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+        }
+    }
+    std::vector<std::array<int32_t, 3>> pos(tokens.size());
+    std::vector<int32_t> next(tokens.size());
+    int32_t p = kv_.next_pos();
+    for (size_t i = 0; i < tokens.size(); ++i, ++p) {
+        pos[i] = {p, p, p};
+        next[i] = p + 1;
+    }
+    return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, mode);
+}
+
+std::vector<float> session::eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
+                                            int32_t next_pos_after, logits_mode mode) {
+    if (pos.size() != n) throw invalid_argument("eval_embeddings: one (t,h,w) position per embedding row is required");
+    return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), mode);
+}
+
+std::vector<float> session::eval(const int32_t * tokens, const float * embd, uint32_t n,
+                                 const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
+                                 logits_mode mode) {
+    if (n == 0) return {};
+    if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
+        throw invalid_argument("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
+                               " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the model with a larger n_ctx)");
+    }
+    const size_t n_vocab = model_.hparams().n_vocab;
+    const uint32_t n_out_total = mode == logits_mode::all ? n : (mode == logits_mode::last ? 1 : 0);
+    std::vector<float> logits(n_out_total * n_vocab);
+    const size_t n_embd = model_.hparams().n_embd;
+    const uint32_t start = kv_.n_used();
+    try {
+        for (uint32_t i0 = 0; i0 < n; i0 += params_.n_batch) {
+            if (abort_check && abort_check()) throw error("aborted");
+            const uint32_t nb = std::min(params_.n_batch, n - i0);
+            const bool last_ub = i0 + nb == n;
+            const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);
+            float * out = n_out ? logits.data() + (mode == logits_mode::all ? (size_t) i0 * n_vocab : 0) : nullptr;
+            run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out, out);
+            for (uint32_t j = 0; j < nb; ++j) kv_.append(tokens ? tokens[i0 + j] : -1, pos[i0 + j], next_after[i0 + j]);
+        }
+    } catch (...) {
+        kv_.truncate(start);  // all or nothing: a failed evaluation leaves the cache as it was
+        throw;
+    }
+    return logits;
+}
+
+void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
+                         uint32_t n_out, float * logits_out) {
+    const text_hparams & hp = model_.hparams();
+    const uint32_t kv_head = kv_.n_used();
+    ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
+    ggml_ctx_ptr ctx(ggml_init(ip));
+    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n, kv_head, n_out, embd != nullptr});
+
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.gf)) throw error("cannot allocate the compute graph");
+
+    if (g.inp_tokens) ggml_backend_tensor_set(g.inp_tokens, tokens, 0, n * sizeof(int32_t));
+    if (g.inp_embd) ggml_backend_tensor_set(g.inp_embd, embd, 0, (size_t) n * hp.n_embd * sizeof(float));
+
+    std::vector<int32_t> p(hp.mrope ? 4 * n : n, 0);
+    for (uint32_t i = 0; i < n; ++i) {
+        if (hp.mrope) {
+            p[i] = pos[i][0];          // t
+            p[n + i] = pos[i][1];      // h
+            p[2 * n + i] = pos[i][2];  // w  (4th stream stays 0)
+        } else {
+            p[i] = pos[i][0];
+        }
+    }
+    ggml_backend_tensor_set(g.inp_pos, p.data(), 0, p.size() * sizeof(int32_t));
+
+    // Causal over cells: query i (cell kv_head + i) sees cells 0..kv_head + i.
+    const uint32_t n_kv = kv_head + n;
+    std::vector<float> mask((size_t) n_kv * n, -std::numeric_limits<float>::infinity());
+    for (uint32_t i = 0; i < n; ++i) std::fill_n(mask.begin() + (size_t) i * n_kv, kv_head + i + 1, 0.0f);
+    ggml_backend_tensor_set(g.inp_mask, mask.data(), 0, mask.size() * sizeof(float));
+
+    if (g.inp_out_ids) {
+        std::vector<int32_t> ids(n_out);
+        for (uint32_t i = 0; i < n_out; ++i) ids[i] = (int32_t) (n - n_out + i);
+        ggml_backend_tensor_set(g.inp_out_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
+    }
+    if (ggml_backend_sched_graph_compute(sched_.get(), g.gf) != GGML_STATUS_SUCCESS) throw error("graph computation failed");
+    if (n_out) ggml_backend_tensor_get(g.logits, logits_out, 0, (size_t) n_out * hp.n_vocab * sizeof(float));
+}
+
+}  // namespace autoglm

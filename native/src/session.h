@@ -1,0 +1,62 @@
+// One conversation over a text_model: the KV cache, the backend scheduler, and evaluation of
+// tokens (or embeddings) in micro-batches. Positions are explicit 3-stream M-RoPE positions
+// (t, h, w); text tokens use t = h = w = next position.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "ggml_ptr.h"
+#include "kv_cache.h"
+#include "text_graph.h"
+#include "text_model.h"
+
+namespace autoglm {
+
+struct session_params {
+    uint32_t n_ctx = 8192;
+    uint32_t n_batch = 512;               // micro-batch size for prompt processing
+    ggml_type kv_type = GGML_TYPE_F16;
+};
+
+enum class logits_mode { none, last, all };
+
+class session {
+public:
+    session(const text_model & model, const session_params & params);
+
+    // Appends text tokens after what the cache holds. Returns logits rows (n_vocab floats each):
+    // none, the last token's, or every token's. Throws invalid_argument when the context would overflow.
+    std::vector<float> eval_tokens(const std::vector<int32_t> & tokens, logits_mode mode);
+
+    // Appends embeddings [n, n_embd] (row-major) at the given positions (one (t,h,w) per row) and sets
+    // the next text position to next_pos_after (images: st + max(rows, cols), spec D.4).
+    std::vector<float> eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
+                                       int32_t next_pos_after, logits_mode mode);
+
+    uint32_t n_past() const { return kv_.n_used(); }
+    const std::vector<int32_t> & tokens() const { return kv_.tokens(); }
+    uint32_t n_ctx() const { return kv_.n_ctx(); }
+    void truncate(uint32_t n) { kv_.truncate(n); }
+    const text_model & model() const { return model_; }
+    const kv_cache & cache() const { return kv_; }
+    // Set before a long evaluation; checked between micro-batches, returning true stops it (throws "aborted").
+    std::function<bool()> abort_check;
+
+private:
+    std::vector<float> eval(const int32_t * tokens, const float * embd, uint32_t n,
+                            const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
+                            logits_mode mode);
+    void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
+                    uint32_t n_out, float * logits_out);
+
+    const text_model & model_;
+    session_params params_;
+    kv_cache kv_;
+    ggml_sched_ptr sched_;
+    std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)
+};
+
+}  // namespace autoglm

@@ -1,0 +1,130 @@
+// ref: transformers models/glm4v/modeling_glm4v.py Glm4vTextModel, Glm4vTextDecoderLayer,
+//      Glm4vTextAttention, Glm4vTextMLP, apply_multimodal_rotary_pos_emb.
+#include "text_graph.h"
+
+#include <cmath>
+
+namespace autoglm {
+
+namespace {
+
+// Every intermediate gets a name ("attn_out-3"), so a debug eval callback can dump it for
+// comparison with the PyTorch reference.
+ggml_tensor * named(ggml_tensor * t, const char * name, int il = -1) {
+    if (il >= 0) ggml_format_name(t, "%s-%d", name, il);
+    else ggml_set_name(t, name);
+    return t;
+}
+
+ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, float eps) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
+}
+
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
+}  // namespace
+
+size_t graph_max_nodes(const text_model & model) { return 1024 + 64 * (size_t) model.hparams().n_layer; }
+
+size_t graph_ctx_size(const text_model & model) {
+    const size_t n = graph_max_nodes(model);
+    return n * ggml_tensor_overhead() + ggml_graph_overhead_custom(n, false);
+}
+
+text_graph build_text_graph(ggml_context * ctx, const text_model & model, const kv_cache & kv, const text_graph_shape & s) {
+    const text_hparams & hp = model.hparams();
+    const int64_t n_tokens = s.n_tokens, n_kv = s.kv_head + s.n_tokens;
+    const int64_t head_dim = hp.head_dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv;
+    const int64_t n_embd_kv = head_dim * n_head_kv;
+    const float kq_scale = 1.0f / std::sqrt((float) head_dim);
+
+    text_graph g;
+    g.gf = ggml_new_graph_custom(ctx, graph_max_nodes(model), false);
+
+    ggml_tensor * cur;
+    if (s.embd_input) {
+        g.inp_embd = named(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, n_tokens), "inp_embd");
+        ggml_set_input(g.inp_embd);
+        cur = g.inp_embd;
+    } else {
+        g.inp_tokens = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens), "inp_tokens");
+        ggml_set_input(g.inp_tokens);
+        cur = named(ggml_get_rows(ctx, model.tok_embd(), g.inp_tokens), "inp_embd");  // no embedding scaling in GLM-4
+    }
+    g.inp_pos = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, hp.mrope ? 4 * n_tokens : n_tokens), "inp_pos");
+    ggml_set_input(g.inp_pos);
+    g.inp_mask = named(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_tokens), "inp_mask");
+    ggml_set_input(g.inp_mask);
+
+    // Rotary embedding on the first n_rot dims of each head. M-RoPE files hold Q/K rows in NeoX
+    // order, so ggml's M-RoPE kernel (half-split pairs, sections over t/h/w) reproduces HF's
+    // interleaved rotation exactly; old text-only files keep HF order: interleaved pairs, 1-D positions.
+    int sections[4] = {hp.rope_sections[0], hp.rope_sections[1], hp.rope_sections[2], hp.rope_sections[3]};
+    auto rope = [&](ggml_tensor * x) {
+        if (hp.mrope) {
+            return ggml_rope_multi(ctx, x, g.inp_pos, nullptr, hp.n_rot, sections, GGML_ROPE_TYPE_MROPE,
+                                   hp.n_ctx_train, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+        }
+        return ggml_rope_ext(ctx, x, g.inp_pos, nullptr, hp.n_rot, GGML_ROPE_TYPE_NORMAL, hp.n_ctx_train, hp.rope_theta,
+                             1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+    };
+
+    for (int il = 0; il < (int) hp.n_layer; ++il) {
+        const text_layer & L = model.layers()[il];
+        ggml_tensor * inpL = cur;
+
+        // --- attention (sandwich-normed) ---
+        cur = named(rms_norm(ctx, inpL, L.attn_norm, hp.rms_eps), "attn_norm", il);
+        ggml_tensor * q = linear(ctx, L.wq, cur, L.bq);  // [n_head*head_dim, n_tokens]
+        ggml_tensor * k = linear(ctx, L.wk, cur, L.bk);  // [n_head_kv*head_dim, n_tokens]
+        ggml_tensor * v = linear(ctx, L.wv, cur, L.bv);
+        q = named(rope(ggml_reshape_3d(ctx, q, head_dim, n_head, n_tokens)), "q_rope", il);     // [hd, n_head, n_tok]
+        k = named(rope(ggml_reshape_3d(ctx, k, head_dim, n_head_kv, n_tokens)), "k_rope", il);  // [hd, n_kv_h, n_tok]
+
+        // Append this batch's K/V to the cache cells [kv_head, kv_head + n_tokens).
+        ggml_tensor * k_cache = kv.k(il), * v_cache = kv.v(il);
+        const size_t row = ggml_row_size(k_cache->type, n_embd_kv);
+        ggml_build_forward_expand(g.gf, ggml_cpy(ctx, k, ggml_view_1d(ctx, k_cache, n_tokens * n_embd_kv, s.kv_head * row)));
+        ggml_build_forward_expand(g.gf, ggml_cpy(ctx, v, ggml_view_1d(ctx, v_cache, n_tokens * n_embd_kv, s.kv_head * row)));
+
+        // Attend over cells [0, n_kv): K, V as [head_dim, n_kv, n_head_kv] views of the cache.
+        ggml_tensor * K = ggml_view_3d(ctx, k_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(k_cache->type, head_dim), 0);
+        ggml_tensor * V = ggml_view_3d(ctx, v_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(v_cache->type, head_dim), 0);
+        ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                        // [hd, n_tok, n_head]
+        ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                // [n_kv, n_tok, n_head] (GQA broadcast)
+        ggml_prec_set_acc(kq, GGML_PREC_F32);
+        kq = named(ggml_soft_max_ext(ctx, kq, g.inp_mask, kq_scale, 0.0f), "kq_soft_max", il);
+        ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, V, 1, 0, 2, 3));      // [n_kv, hd, n_head_kv]
+        ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);                             // [hd, n_tok, n_head]
+        cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), head_dim * n_head, n_tokens);
+        cur = ggml_mul_mat(ctx, L.wo, cur);
+        ggml_prec_set_acc(cur, GGML_PREC_F32);  // glm4 needs F32 accumulation here (spec A.3.5)
+        cur = named(rms_norm(ctx, cur, L.post_attn_norm, hp.rms_eps), "attn_post_norm", il);
+        ggml_tensor * h = named(ggml_add(ctx, inpL, cur), "attn_residual", il);
+
+        // --- MLP (sandwich-normed): down(silu(gate) * up) with gate/up fused, gate rows first ---
+        cur = named(rms_norm(ctx, h, L.ffn_norm, hp.rms_eps), "ffn_norm", il);
+        cur = ggml_swiglu(ctx, ggml_mul_mat(ctx, L.ffn_up, cur));
+        cur = ggml_mul_mat(ctx, L.ffn_down, cur);
+        ggml_prec_set_acc(cur, GGML_PREC_F32);
+        cur = named(rms_norm(ctx, cur, L.post_ffw_norm, hp.rms_eps), "ffn_post_norm", il);
+        cur = named(ggml_add(ctx, h, cur), "l_out", il);
+    }
+
+    if (s.n_out == 0) return g;  // prefill chunk whose logits nobody reads: only the cache writes matter
+    if (s.n_out != s.n_tokens) {  // keep only the rows whose logits are wanted
+        g.inp_out_ids = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, s.n_out), "inp_out_ids");
+        ggml_set_input(g.inp_out_ids);
+        cur = ggml_get_rows(ctx, cur, g.inp_out_ids);
+    }
+    cur = named(rms_norm(ctx, cur, model.output_norm(), hp.rms_eps), "result_norm");
+    g.logits = named(ggml_mul_mat(ctx, model.output(), cur), "result_output");
+    ggml_set_output(g.logits);
+    ggml_build_forward_expand(g.gf, g.logits);
+    return g;
+}
+
+}  // namespace autoglm

@@ -1,0 +1,34 @@
+// The GLM-4 decoder forward graph for one micro-batch appended to the KV cache.
+// ref: transformers Glm4vTextModel.forward / Glm4vTextDecoderLayer (spec A.1, A.3).
+#pragma once
+
+#include <cstdint>
+
+#include "kv_cache.h"
+#include "text_model.h"
+
+namespace autoglm {
+
+struct text_graph {
+    ggml_cgraph * gf = nullptr;
+    ggml_tensor * inp_tokens = nullptr;  // I32 [n_tokens]            (token input)
+    ggml_tensor * inp_embd = nullptr;    // F32 [n_embd, n_tokens]    (embedding input, e.g. image tokens)
+    ggml_tensor * inp_pos = nullptr;     // I32 [4*n_tokens]: streams t,h,w,0 (M-RoPE) or [n_tokens] (1-D)
+    ggml_tensor * inp_mask = nullptr;    // F32 [n_kv, n_tokens]      0 or -inf (causal over cells)
+    ggml_tensor * inp_out_ids = nullptr; // I32 [n_out]               rows whose logits are wanted (when n_out < n_tokens)
+    ggml_tensor * logits = nullptr;      // F32 [n_vocab, n_out]
+};
+
+struct text_graph_shape {
+    uint32_t n_tokens = 0;  // tokens in this micro-batch
+    uint32_t kv_head = 0;   // first cache cell they are written to
+    uint32_t n_out = 0;     // how many of them need logits (0: none, the graph stops after the cache writes)
+    bool embd_input = false;
+};
+
+// Builds into `ctx` (a no_alloc context sized with graph_ctx_size()).
+text_graph build_text_graph(ggml_context * ctx, const text_model & model, const kv_cache & kv, const text_graph_shape & s);
+size_t graph_max_nodes(const text_model & model);
+size_t graph_ctx_size(const text_model & model);
+
+}  // namespace autoglm

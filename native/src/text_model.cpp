@@ -1,0 +1,211 @@
+#include "text_model.h"
+
+#include <algorithm>
+#include <map>
+
+#include "error.h"
+
+namespace autoglm {
+
+namespace {
+
+std::string shape_str(const int64_t * ne, int n) {
+    std::string s = "[";
+    for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "]";
+}
+
+const char * const ARCH = "glm4";
+
+std::string key(const char * suffix) { return std::string(ARCH) + "." + suffix; }
+
+}  // namespace
+
+void text_model::read_hparams(const gguf_file & f) {
+    const std::string arch = f.get_str("general.architecture");
+    if (arch != ARCH) {
+        throw error(f.path() + ": architecture '" + arch + "', expected a GLM-4 text model ('glm4')" +
+                    (arch == "clip" ? " - this is a vision projector (mmproj) file; pass it as the mmproj" : ""));
+    }
+    hp_.n_embd = f.get_u32(key("embedding_length"));
+    hp_.n_layer = f.get_u32(key("block_count"));
+    hp_.n_ff = f.get_u32(key("feed_forward_length"));
+    hp_.n_head = f.get_u32(key("attention.head_count"));
+    hp_.n_head_kv = f.get_u32(key("attention.head_count_kv"), hp_.n_head);
+    hp_.n_ctx_train = f.get_u32(key("context_length"), 4096);
+    if (hp_.n_head == 0 || hp_.n_head_kv == 0 || hp_.n_head % hp_.n_head_kv) {
+        throw error(f.path() + ": head counts " + std::to_string(hp_.n_head) + " / " + std::to_string(hp_.n_head_kv) +
+                    " (attention.head_count / head_count_kv) are not valid for grouped-query attention");
+    }
+    hp_.head_dim = f.get_u32(key("attention.key_length"), hp_.n_embd / hp_.n_head);
+    hp_.n_rot = f.get_u32(key("rope.dimension_count"), hp_.head_dim);
+    if (hp_.n_rot == 0 || hp_.n_rot % 2 || hp_.n_rot > hp_.head_dim) {
+        throw error(f.path() + ": rope.dimension_count " + std::to_string(hp_.n_rot) + " must be even and <= head_dim " +
+                    std::to_string(hp_.head_dim));
+    }
+    hp_.rope_theta = f.get_f32(key("rope.freq_base"), 10000.0f);
+    hp_.rms_eps = f.get_f32(key("attention.layer_norm_rms_epsilon"));
+    if (f.has(key("rope.dimension_sections"))) {
+        const auto s = f.get_i32_array(key("rope.dimension_sections"));
+        for (size_t i = 0; i < s.size() && i < 4; ++i) hp_.rope_sections[i] = s[i];
+        hp_.mrope = hp_.rope_sections[0] > 0 && hp_.rope_sections[1] > 0;
+        const int sum = hp_.rope_sections[0] + hp_.rope_sections[1] + hp_.rope_sections[2] + hp_.rope_sections[3];
+        if (hp_.mrope && sum != (int) hp_.n_rot / 2) {
+            throw error(f.path() + ": rope.dimension_sections sum to " + std::to_string(sum) + ", expected n_rot/2 = " +
+                        std::to_string(hp_.n_rot / 2));
+        }
+    }
+}
+
+void text_model::read_vocab(const gguf_file & f) {
+    const std::string model = f.get_str("tokenizer.ggml.model");
+    if (model != "gpt2") throw error(f.path() + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' (byte-level BPE)");
+    vocab_.tokens = f.get_str_array("tokenizer.ggml.tokens");
+    vocab_.types = f.has("tokenizer.ggml.token_type") ? f.get_i32_array("tokenizer.ggml.token_type")
+                                                      : std::vector<int32_t>(vocab_.tokens.size(), TOKEN_NORMAL);
+    vocab_.merges = f.get_str_array("tokenizer.ggml.merges");
+    chat_template_ = f.get_str("tokenizer.chat_template", "");
+
+    // End of generation: our converter's complete list, else the file's eos/eot plus GLM's stop
+    // tokens found by their text (<|endoftext|>, <|user|>, <|observation|>).
+    if (f.has("autoglm.eog_token_ids")) {
+        eog_ids_ = f.get_i32_array("autoglm.eog_token_ids");
+    } else {
+        for (const char * k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
+            if (f.has(k)) eog_ids_.push_back((int32_t) f.get_u32(k));
+        }
+        for (const char * t : {"<|endoftext|>", "<|user|>", "<|observation|>"}) {
+            auto it = std::find(vocab_.tokens.begin(), vocab_.tokens.end(), t);
+            if (it != vocab_.tokens.end()) eog_ids_.push_back((int32_t) (it - vocab_.tokens.begin()));
+        }
+    }
+    std::sort(eog_ids_.begin(), eog_ids_.end());
+    eog_ids_.erase(std::unique(eog_ids_.begin(), eog_ids_.end()), eog_ids_.end());
+}
+
+text_model::text_model(const std::string & path, const model_params & params) : path_(path) {
+    gguf_file f(path);
+    read_hparams(f);
+    read_vocab(f);
+    name_ = f.get_str("general.name", "");
+
+    const int n_layer = (int) hp_.n_layer;
+    backends_ = std::make_unique<backend_set>(params.n_threads, params.n_gpu_layers != 0);
+    if (params.n_gpu_layers != 0 && !backends_->gpu() && params.log) {
+        params.log("no GPU backend in this build: n_gpu_layers=" + std::to_string(params.n_gpu_layers) + " ignored, running on the CPU");
+    }
+    if (backends_->gpu()) {
+        n_gpu_layers_ = (params.n_gpu_layers < 0 || params.n_gpu_layers > n_layer) ? n_layer : params.n_gpu_layers;
+        output_on_gpu_ = params.n_gpu_layers < 0 || params.n_gpu_layers > n_layer;
+    }
+
+    // One no_alloc context per buffer type; tensors are created there with the file's type and the
+    // shape the architecture requires, then allocated and filled from the mapped file.
+    std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_of;
+    const size_t n_tensors = (size_t) gguf_get_n_tensors(f.ctx()) + 1;
+    auto ctx_for = [&](ggml_backend_buffer_type_t buft) {
+        auto it = ctx_of.find(buft);
+        if (it != ctx_of.end()) return it->second;
+        ggml_init_params ip{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+        ggml_context * c = ggml_init(ip);
+        if (!c) throw error("out of memory creating a tensor context");
+        ctxs_.emplace_back(c);
+        ctx_of[buft] = c;
+        return c;
+    };
+    struct pending {
+        ggml_tensor * t;
+        const uint8_t * data;
+    };
+    std::vector<pending> todo;
+
+    enum class use { other, matmul };
+    auto create = [&](const std::string & name, std::vector<int64_t> ne, ggml_backend_t where, use u,
+                      bool required = true) -> ggml_tensor * {
+        ggml_tensor * ft = f.tensor(name);
+        if (!ft) {
+            if (!required) return nullptr;
+            throw error(path + ": tensor '" + name + "' is missing (not a complete GLM-4 model?)");
+        }
+        ne.resize(GGML_MAX_DIMS, 1);
+        if (!std::equal(ne.begin(), ne.end(), ft->ne)) {
+            throw error(path + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
+                        shape_str(ne.data(), std::max(1, ggml_n_dims(ft))) + " from the file's hyperparameters");
+        }
+        ggml_backend_buffer_type_t buft;
+        if (where == backends_->gpu()) {
+            buft = ggml_backend_dev_buffer_type(backends_->gpu_dev());
+        } else if (u == use::matmul && params.repack) {
+            // Ask with a sample matmul whether a repacked CPU layout can serve this weight.
+            ggml_init_params tip{4 * ggml_tensor_overhead(), nullptr, true};
+            ggml_ctx_ptr probe(ggml_init(tip));
+            ggml_tensor * x = ggml_new_tensor_2d(probe.get(), GGML_TYPE_F32, ft->ne[0], 8);
+            buft = backends_->cpu_weight_buft(ggml_mul_mat(probe.get(), ft, x), ft);
+        } else {
+            buft = ggml_backend_dev_buffer_type(backends_->cpu_dev());
+        }
+        ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
+        ggml_set_name(t, name.c_str());
+        todo.push_back({t, f.tensor_data(name)});
+        return t;
+    };
+
+    const int64_t E = hp_.n_embd, Q = (int64_t) hp_.n_head * hp_.head_dim, KV = (int64_t) hp_.n_head_kv * hp_.head_dim;
+    ggml_tensor * emb_meta = f.tensor("token_embd.weight");
+    if (!emb_meta) throw error(path + ": tensor 'token_embd.weight' is missing");
+    hp_.n_vocab = (uint32_t) emb_meta->ne[1];
+    if (vocab_.tokens.size() != hp_.n_vocab) {
+        throw error(path + ": the vocabulary has " + std::to_string(vocab_.tokens.size()) + " tokens but token_embd has " +
+                    std::to_string(hp_.n_vocab) + " rows");
+    }
+    const int64_t V = hp_.n_vocab;
+    ggml_backend_t out_dev = output_on_gpu_ ? backends_->gpu() : backends_->cpu();
+    // The embedding lookup (get_rows) stays on the CPU, as in llama.cpp: it reads one row per token.
+    tok_embd_ = create("token_embd.weight", {E, V}, backends_->cpu(), use::other);
+    output_norm_ = create("output_norm.weight", {E}, out_dev, use::other);
+    output_ = create("output.weight", {E, V}, out_dev, use::matmul, /*required=*/false);
+    if (!output_) output_ = tok_embd_;  // tied head (llama.cpp's fallback too)
+
+    layers_.resize(n_layer);
+    for (int il = 0; il < n_layer; ++il) {
+        ggml_backend_t dev = layer_backend(il);
+        const std::string p = "blk." + std::to_string(il) + ".";
+        text_layer & l = layers_[il];
+        l.attn_norm = create(p + "attn_norm.weight", {E}, dev, use::other);
+        l.wq = create(p + "attn_q.weight", {E, Q}, dev, use::matmul);
+        l.bq = create(p + "attn_q.bias", {Q}, dev, use::other, false);
+        l.wk = create(p + "attn_k.weight", {E, KV}, dev, use::matmul);
+        l.bk = create(p + "attn_k.bias", {KV}, dev, use::other, false);
+        l.wv = create(p + "attn_v.weight", {E, KV}, dev, use::matmul);
+        l.bv = create(p + "attn_v.bias", {KV}, dev, use::other, false);
+        l.wo = create(p + "attn_output.weight", {Q, E}, dev, use::matmul);
+        l.post_attn_norm = create(p + "post_attention_norm.weight", {E}, dev, use::other);
+        l.ffn_norm = create(p + "ffn_norm.weight", {E}, dev, use::other);
+        l.ffn_up = create(p + "ffn_up.weight", {E, 2 * (int64_t) hp_.n_ff}, dev, use::matmul);
+        l.ffn_down = create(p + "ffn_down.weight", {(int64_t) hp_.n_ff, E}, dev, use::matmul);
+        l.post_ffw_norm = create(p + "post_ffw_norm.weight", {E}, dev, use::other);
+    }
+
+    for (auto & [buft, c] : ctx_of) {
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
+        if (!buf) throw error(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the weights");
+        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        bufs_.emplace_back(buf);
+        weight_bytes_ += ggml_backend_buffer_get_size(buf);
+    }
+    size_t total = 0, done = 0;
+    for (auto & p : todo) total += ggml_nbytes(p.t);
+    for (auto & p : todo) {
+        ggml_backend_tensor_set(p.t, p.data, 0, ggml_nbytes(p.t));
+        done += ggml_nbytes(p.t);
+        if (params.progress && !params.progress(total ? (float) done / (float) total : 1.0f)) {
+            throw error(path + ": loading aborted by the progress callback");
+        }
+    }
+}
+
+ggml_backend_t text_model::layer_backend(int il) const {
+    return (backends_->gpu() && il >= (int) hp_.n_layer - n_gpu_layers_) ? backends_->gpu() : backends_->cpu();
+}
+
+}  // namespace autoglm
