@@ -1,10 +1,15 @@
 // Token sampling: pure functions over a logits row plus a seeded RNG object.
 // ref: llama.cpp common sampler chain order: penalties -> top-k -> top-p -> min-p -> temperature -> draw.
+// Truncation therefore sees the temperature-1 distribution; temperature only reshapes what is kept.
 //
-// temperature <= 0 means greedy (argmax after penalties; ties -> lowest id). top_k <= 0 disables top-k;
-// top_p >= 1 and min_p <= 0 disable those. Penalties (repeat as in CTRL/llama.cpp: divide positive logits,
-// multiply negative ones; frequency/presence as OpenAI) look at the last penalty_last_n tokens of
-// `history` (prompt + generated). Invalid values throw autoglm::invalid_argument naming the parameter.
+// temperature == 0 means greedy (argmax after penalties; ties -> lowest id; no randomness consumed).
+// top_k == 0, top_p == 1 and min_p == 0 disable those. NaN logits count as -inf (never chosen); if some
+// logits are +inf, only those tokens remain, equally likely; all NaN/-inf is an error. Every non-greedy
+// sample() consumes exactly one 64-bit RNG output, so a seed gives the same token stream on every
+// platform and compiler. Penalties (repeat as in CTRL/llama.cpp: divide positive logits, multiply
+// negative ones; frequency/presence as OpenAI; each distinct token once, by its count) look at the last
+// penalty_last_n tokens of `history` (prompt + generated; -1 = all of it, 0 = off). Invalid values throw
+// autoglm::invalid_argument naming the parameter, its value and the allowed range.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +43,24 @@ public:
 private:
     sampling_params p_;
     std::mt19937_64 rng_;
+    struct scored {
+        float logit;
+        int32_t id;
+        double weight;  // exp(logit - max logit)
+    };
+
     std::vector<std::pair<float, int32_t>> cand_;  // scratch: (logit, id)
+    std::vector<std::pair<float, int32_t>> top_;   // scratch: top-k heap
+    std::vector<int32_t> window_;                  // scratch: the penalty window, sorted
+    std::vector<scored> scored_;                   // scratch: top-p selection
+    std::vector<double> weights_;                  // scratch: unnormalized final probabilities
+
+    void apply_penalties(const std::vector<int32_t> & history);
+    void drop_impossible();
+    void top_k_filter();
+    void top_p_filter(bool ranked);
+    void min_p_filter();
+    int32_t draw();
 };
 
 }  // namespace autoglm

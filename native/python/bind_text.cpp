@@ -1,0 +1,86 @@
+// Python view of the text runtime: TextModel and Session.
+#include "bind_common.h"
+#include "error.h"
+#include "session.h"
+#include "text_model.h"
+
+namespace {
+
+autoglm::logits_mode parse_logits_mode(const std::string & m) {
+    if (m == "last") return autoglm::logits_mode::last;
+    if (m == "all") return autoglm::logits_mode::all;
+    if (m == "none") return autoglm::logits_mode::none;
+    throw autoglm::invalid_argument("logits must be 'last', 'all' or 'none', got '" + m + "'");
+}
+
+// Logits rows as a (n_rows, n_vocab) float32 array that owns the vector's memory (no copy).
+py::array_t<float> logits_array(std::vector<float> && v, size_t n_vocab) {
+    auto * heap = new std::vector<float>(std::move(v));
+    py::capsule owner(heap, [](void * p) { delete (std::vector<float> *) p; });
+    const py::ssize_t rows = n_vocab ? (py::ssize_t) (heap->size() / n_vocab) : 0;
+    return py::array_t<float>({rows, (py::ssize_t) n_vocab}, {(py::ssize_t) (n_vocab * sizeof(float)), (py::ssize_t) sizeof(float)},
+                              heap->data(), owner);
+}
+
+}  // namespace
+
+void bind_text(py::module_ & m) {
+    py::class_<autoglm::text_model>(m, "TextModel")
+        .def(py::init([](const std::string & path, int n_gpu_layers, int n_threads, bool repack) {
+                 autoglm::model_params p;
+                 p.n_gpu_layers = n_gpu_layers;
+                 p.n_threads = n_threads;
+                 p.repack = repack;
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<autoglm::text_model>(path, p);
+             }),
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("n_threads") = 0, py::arg("repack") = true)
+        .def_property_readonly("hparams", [](const autoglm::text_model & tm) {
+            const auto & h = tm.hparams();
+            py::dict d;
+            d["n_vocab"] = h.n_vocab; d["n_embd"] = h.n_embd; d["n_layer"] = h.n_layer; d["n_head"] = h.n_head;
+            d["n_head_kv"] = h.n_head_kv; d["head_dim"] = h.head_dim; d["n_ff"] = h.n_ff; d["n_rot"] = h.n_rot;
+            d["n_ctx_train"] = h.n_ctx_train; d["rope_theta"] = h.rope_theta; d["rms_eps"] = h.rms_eps;
+            d["rope_sections"] = std::vector<int>(h.rope_sections.begin(), h.rope_sections.end()); d["mrope"] = h.mrope;
+            return d;
+        })
+        .def_property_readonly("eog_ids", &autoglm::text_model::eog_ids)
+        .def_property_readonly("chat_template", &autoglm::text_model::chat_template)
+        .def_property_readonly("name", &autoglm::text_model::name)
+        .def_property_readonly("weight_bytes", &autoglm::text_model::weight_bytes)
+        .def_property_readonly("n_gpu_layers", &autoglm::text_model::n_gpu_layers)
+        .def_property_readonly("devices", [](const autoglm::text_model & tm) { return tm.backends().describe(); })
+        .def_property_readonly("vocab", [](const autoglm::text_model & tm) {
+            const auto & v = tm.vocab();
+            return py::make_tuple(v.tokens, v.types, v.merges);
+        });
+
+    py::class_<autoglm::session>(m, "Session")
+        .def(py::init([](const autoglm::text_model & tm, uint32_t n_ctx, uint32_t n_batch, const std::string & kv_type) {
+                 autoglm::session_params p;
+                 p.n_ctx = n_ctx;
+                 p.n_batch = n_batch;
+                 if (kv_type == "f16") p.kv_type = GGML_TYPE_F16;
+                 else if (kv_type == "f32") p.kv_type = GGML_TYPE_F32;
+                 else throw autoglm::invalid_argument("kv_type must be 'f16' or 'f32', got '" + kv_type + "'");
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<autoglm::session>(tm, p);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_batch") = 512, py::arg("kv_type") = "f16",
+             py::keep_alive<1, 2>())
+        .def("eval_tokens", [](autoglm::session & s, const std::vector<int32_t> & tokens, const std::string & logits) {
+                 const auto mode = parse_logits_mode(logits);
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = s.eval_tokens(tokens, mode);
+                 }
+                 return logits_array(std::move(out), s.model().hparams().n_vocab);
+             },
+             py::arg("tokens"), py::arg("logits") = "last",
+             "Append tokens to the context; returns logits rows (n_rows, n_vocab): 'last', 'all' or 'none'.")
+        .def_property_readonly("n_past", &autoglm::session::n_past)
+        .def_property_readonly("n_ctx", &autoglm::session::n_ctx)
+        .def_property_readonly("tokens", &autoglm::session::tokens)
+        .def("truncate", &autoglm::session::truncate, py::arg("n"), "Forget everything after the first n cells.");
+}
