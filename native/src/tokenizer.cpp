@@ -141,9 +141,10 @@ tokenizer::tokenizer(vocab_data data) : tokens_(std::move(data.tokens)), types_(
     }
 
     // Leftmost-longest matching tries, at each byte, the added tokens starting with that byte from the
-    // longest down. The same text twice keeps the lower id.
-    std::stable_sort(specials_.begin(), specials_.end(),
-                     [](const auto & a, const auto & b) { return a.first.size() > b.first.size(); });
+    // longest down. The same text twice keeps the lower id (the stable sort keeps ids in order).
+    std::stable_sort(specials_.begin(), specials_.end(), [](const auto & a, const auto & b) {
+        return a.first.size() != b.first.size() ? a.first.size() > b.first.size() : a.first < b.first;
+    });
     specials_.erase(std::unique(specials_.begin(), specials_.end(),
                                 [](const auto & a, const auto & b) { return a.first == b.first; }),
                     specials_.end());
