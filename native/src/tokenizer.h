@@ -2,8 +2,11 @@
 // ref: HF tokenizers (BPE model + GLM-4 Split pre-tokenizer + ByteLevel), llama.cpp's "glm4" pre-type.
 //
 // encode(): text -> ids. With parse_special, added tokens (GGUF type CONTROL or USER_DEFINED) that
-// occur in the text are matched first (longest match wins) and emitted as their ids; the text between
-// them goes through the GLM-4 pre-tokenizer regex, byte-level mapping and BPE merges (by rank).
+// occur in the text are matched first (leftmost, then longest, as HF's matcher) and emitted as their
+// ids; the text between them goes through the GLM-4 pre-tokenizer regex, byte-level mapping and BPE
+// merges (by rank). Without parse_special, their text is ordinary text (no added-token ids at all;
+// HF's encode_special_tokens and llama.cpp would still match USER_DEFINED ones).
+// token_bytes(): UNUSED placeholders ("[PAD<id>]") stand for no bytes.
 // token_bytes(): the raw bytes a token stands for (byte-level mapping undone); added tokens give
 // their text. A multi-byte UTF-8 character may be split across tokens: callers that stream must
 // buffer incomplete sequences (see utf8_complete_prefix).
