@@ -118,5 +118,7 @@ def plan_text(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
         vocab.write(w, pre="glm4")
         # Ours, beyond llama.cpp's keys: every end-of-generation id (llama.cpp keeps only eos/eot).
         w.add_array("autoglm.eog_token_ids", eog)
+        # HF's BPE flag that GGUF has no key for (llama.cpp assumes true for glm4): tokenization must match.
+        w.add_bool("autoglm.tokenizer.ignore_merges", vocab.ignore_merges)
 
     return GGUFPlan(path=path, arch=ARCH, metadata=metadata, tensors=tensors)

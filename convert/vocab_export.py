@@ -47,6 +47,7 @@ class VocabExport:
     special_ids: dict[str, int] = field(default_factory=dict)   # role -> id, in first-set order
     add_flags: dict[str, bool] = field(default_factory=dict)    # role -> add_<role>_token, in first-set order
     chat_template: str | None = None
+    ignore_merges: bool = False                                 # tokenizer.json model.ignore_merges
 
     def set_role(self, role: str, tid: Any) -> None:
         if isinstance(tid, int) and not isinstance(tid, bool) and 0 <= tid < len(self.tokens):
@@ -122,7 +123,8 @@ def export_vocab(ckpt: Checkpoint) -> VocabExport:
             tokens.append(t)
             types.append(int(gguf.TokenType.NORMAL))
 
-    out = VocabExport(tokens=tokens, token_types=types, merges=_merge_strings(model.get("merges") or []))
+    out = VocabExport(tokens=tokens, token_types=types, merges=_merge_strings(model.get("merges") or []),
+                      ignore_merges=bool(model.get("ignore_merges", False)))
     tok_cfg = dict(ckpt.tokenizer_config)
     _apply_post_processor(tok.get("post_processor"), tok_cfg, out)
 

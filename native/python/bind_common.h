@@ -9,3 +9,5 @@ namespace py = pybind11;
 
 void bind_text(py::module_ & m);
 void bind_sampling(py::module_ & m);
+void bind_tokenizer(py::module_ & m);
+void bind_generate(py::module_ & m);

@@ -50,6 +50,21 @@ void bind_text(py::module_ & m) {
         .def_property_readonly("weight_bytes", &autoglm::text_model::weight_bytes)
         .def_property_readonly("n_gpu_layers", &autoglm::text_model::n_gpu_layers)
         .def_property_readonly("devices", [](const autoglm::text_model & tm) { return tm.backends().describe(); })
+        .def("tokenize", [](const autoglm::text_model & tm, const std::string & text, bool special) {
+                 py::gil_scoped_release nogil;
+                 return tm.tok().encode(text, special);
+             },
+             py::arg("text"), py::arg("special") = true,
+             "Token ids of UTF-8 text; with special=True, added tokens written in the text (<|user|>...) are recognized.")
+        .def("detokenize", [](const autoglm::text_model & tm, const std::vector<int32_t> & ids) {
+                 for (int32_t id : ids) {
+                     if (id < 0 || id >= (int32_t) tm.hparams().n_vocab) {
+                         throw autoglm::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary");
+                     }
+                 }
+                 return py::bytes(tm.tok().decode(ids));
+             },
+             py::arg("ids"), "The bytes the ids stand for (may end inside a UTF-8 character).")
         .def_property_readonly("vocab", [](const autoglm::text_model & tm) {
             const auto & v = tm.vocab();
             return py::make_tuple(v.tokens, v.types, v.merges);

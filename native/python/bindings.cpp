@@ -78,4 +78,6 @@ PYBIND11_MODULE(_core, m) {
 
     bind_text(m);
     bind_sampling(m);
+    bind_tokenizer(m);
+    bind_generate(m);
 }

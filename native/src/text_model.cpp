@@ -64,6 +64,10 @@ void text_model::read_vocab(const gguf_file & f) {
     vocab_.types = f.has("tokenizer.ggml.token_type") ? f.get_i32_array("tokenizer.ggml.token_type")
                                                       : std::vector<int32_t>(vocab_.tokens.size(), TOKEN_NORMAL);
     vocab_.merges = f.get_str_array("tokenizer.ggml.merges");
+    // HF's BPE option "ignore_merges" (a pre-token that is itself a token is not split). Our converter
+    // records tokenizer.json's value; other glm4 files get llama.cpp's setting for GLM-4 (on).
+    vocab_.ignore_merges = f.get_bool("autoglm.tokenizer.ignore_merges", true);
+    tokenizer_ = std::make_unique<tokenizer>(vocab_);
     chat_template_ = f.get_str("tokenizer.chat_template", "");
 
     // End of generation: our converter's complete list, else the file's eos/eot plus GLM's stop

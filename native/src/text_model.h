@@ -78,6 +78,7 @@ public:
     int n_gpu_layers() const { return n_gpu_layers_; }
 
     const vocab_data & vocab() const { return vocab_; }
+    const tokenizer & tok() const { return *tokenizer_; }
     const std::vector<int32_t> & eog_ids() const { return eog_ids_; }
     const std::string & chat_template() const { return chat_template_; }
     const std::string & path() const { return path_; }
@@ -100,6 +101,7 @@ private:
     int n_gpu_layers_ = 0;
     bool output_on_gpu_ = false;
     vocab_data vocab_;
+    std::unique_ptr<tokenizer> tokenizer_;
     std::vector<int32_t> eog_ids_;
     size_t weight_bytes_ = 0;
 };

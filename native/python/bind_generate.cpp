@@ -1,0 +1,61 @@
+// Python view of generation: Generator, an iterator of UTF-8 byte pieces. Each step runs without the
+// GIL; between steps Python code (and KeyboardInterrupt) runs, so breaking out of a stream stops
+// generation at once and leaves the session usable.
+#include "bind_common.h"
+#include "error.h"
+#include "generate.h"
+
+namespace {
+
+const char * reason_name(autoglm::finish_reason r) {
+    switch (r) {
+        case autoglm::finish_reason::stop: return "stop";
+        case autoglm::finish_reason::length: return "length";
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
+void bind_generate(py::module_ & m) {
+    using autoglm::generator;
+    py::class_<generator>(m, "Generator")
+        .def(py::init([](autoglm::session & s, const std::vector<int32_t> & prompt, const autoglm::sampling_params & sp,
+                         int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog) {
+                 autoglm::generate_params p;
+                 p.sampling = sp;
+                 p.max_tokens = max_tokens;
+                 p.stop = stop;
+                 p.stop_at_eog = stop_at_eog;
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<generator>(s, s.model().tok(), prompt, p);
+             }),
+             py::arg("session"), py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = 256,
+             py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true, py::keep_alive<1, 2>(),
+             "Prefill `prompt` (reusing the session's cached prefix) and prepare to generate.")
+        .def("__iter__", [](generator & g) -> generator & { return g; })
+        .def("__next__", [](generator & g) {
+            std::string piece;
+            bool more;
+            {
+                py::gil_scoped_release nogil;
+                more = g.next(piece);
+            }
+            if (!more) throw py::stop_iteration();
+            return py::bytes(piece);
+        })
+        .def_property_readonly("finish_reason", [](const generator & g) { return reason_name(g.reason()); })
+        .def_property_readonly("generated", &generator::generated)
+        .def_property_readonly("timings", [](const generator & g) {
+            const auto & t = g.timings();
+            py::dict d;
+            d["prompt_tokens"] = t.n_prompt;
+            d["prompt_tokens_reused"] = t.n_prompt_reused;
+            d["prompt_ms"] = t.prompt_ms;
+            d["prompt_tokens_per_s"] = t.prompt_tps();
+            d["generated_tokens"] = t.n_generated;
+            d["generation_ms"] = t.gen_ms;
+            d["generation_tokens_per_s"] = t.gen_tps();
+            return d;
+        });
+}

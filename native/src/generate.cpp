@@ -1,0 +1,122 @@
+#include "generate.h"
+
+#include <algorithm>
+
+#include "error.h"
+
+namespace autoglm {
+
+using clock_type = std::chrono::steady_clock;
+
+static double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+double generate_timings::prompt_tps() const {
+    const uint32_t n = n_prompt - n_prompt_reused;
+    return prompt_ms > 0 ? n / (prompt_ms / 1000.0) : 0.0;
+}
+
+double generate_timings::gen_tps() const { return gen_ms > 0 ? n_generated / (gen_ms / 1000.0) : 0.0; }
+
+size_t common_prefix(const std::vector<int32_t> & cached, const std::vector<int32_t> & prompt) {
+    size_t n = 0;
+    while (n < cached.size() && n < prompt.size() && cached[n] == prompt[n] && cached[n] >= 0) ++n;
+    return n;
+}
+
+generator::generator(session & s, const tokenizer & tok, const std::vector<int32_t> & prompt, const generate_params & p)
+    : s_(s), tok_(tok), p_(p), sampler_(p.sampling), history_(prompt) {
+    if (prompt.empty()) throw invalid_argument("the prompt is empty");
+    for (const auto & st : p_.stop) {
+        if (st.empty()) throw invalid_argument("stop strings must not be empty");
+    }
+    // Reuse the longest cached prefix; at least the last prompt token is evaluated again, because
+    // its logits (not kept in the cache) start the generation.
+    size_t reuse = std::min(common_prefix(s_.tokens(), prompt), prompt.size() - 1);
+    if (prompt.size() > s_.n_ctx()) {
+        throw invalid_argument("the prompt has " + std::to_string(prompt.size()) + " tokens, more than n_ctx = " +
+                               std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
+    }
+    s_.truncate((uint32_t) reuse);
+    t_.n_prompt = (uint32_t) prompt.size();
+    t_.n_prompt_reused = (uint32_t) reuse;
+    const auto t0 = clock_type::now();
+    auto rows = s_.eval_tokens(std::vector<int32_t>(prompt.begin() + (long) reuse, prompt.end()), logits_mode::last);
+    t_.prompt_ms = ms_since(t0);
+    logits_ = std::move(rows);
+}
+
+size_t generator::held_back_len() const {
+    // The longest suffix of pending_ that is a proper prefix of some stop string.
+    size_t keep = 0;
+    for (const auto & st : p_.stop) {
+        for (size_t n = std::min(st.size() - 1, pending_.size()); n > keep; --n) {
+            if (pending_.compare(pending_.size() - n, n, st, 0, n) == 0) {
+                keep = n;
+                break;
+            }
+        }
+    }
+    return keep;
+}
+
+bool generator::step(std::string & produced) {
+    if (p_.max_tokens >= 0 && (int32_t) out_ids_.size() >= p_.max_tokens) {
+        reason_ = finish_reason::length;
+        return false;
+    }
+    const auto t0 = clock_type::now();
+    const int32_t n_vocab = (int32_t) s_.model().hparams().n_vocab;
+    const int32_t id = sampler_.sample(logits_.data(), n_vocab, history_);
+    const auto & eog = s_.model().eog_ids();
+    if (p_.stop_at_eog && std::binary_search(eog.begin(), eog.end(), id)) {
+        t_.gen_ms += ms_since(t0);
+        reason_ = finish_reason::stop;
+        return false;
+    }
+    out_ids_.push_back(id);
+    history_.push_back(id);
+    produced = tok_.token_bytes(id);
+    t_.n_generated++;
+    if (s_.n_past() >= s_.n_ctx()) {  // no room to evaluate this token: finish with what we have
+        t_.gen_ms += ms_since(t0);
+        reason_ = finish_reason::length;
+        return true;
+    }
+    logits_ = s_.eval_tokens({id}, logits_mode::last);
+    t_.gen_ms += ms_since(t0);
+    return true;
+}
+
+bool generator::next(std::string & piece) {
+    piece.clear();
+    while (!done_) {
+        std::string produced;
+        const bool more = step(produced);
+        pending_ += produced;
+        // A stop string anywhere in the pending text ends generation there.
+        size_t cut = std::string::npos;
+        for (const auto & st : p_.stop) cut = std::min(cut, pending_.find(st));
+        if (cut != std::string::npos) {
+            piece = pending_.substr(0, cut);
+            pending_.clear();
+            reason_ = finish_reason::stop;
+            done_ = true;
+            return !piece.empty();
+        }
+        if (!more || reason_ != finish_reason::none) done_ = true;
+        // Emit what is certainly final: complete UTF-8, and not possibly the start of a stop string.
+        const size_t hold = done_ ? 0 : held_back_len();
+        size_t emit = pending_.size() - hold;
+        if (!done_) emit = utf8_complete_prefix(std::string_view(pending_).substr(0, emit));
+        if (emit > 0) {
+            piece = pending_.substr(0, emit);
+            pending_.erase(0, emit);
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace autoglm

@@ -1,0 +1,69 @@
+// Pull-style generation over a session: prefill a prompt (reusing the cached common prefix), then
+// next() yields text pieces until an end-of-generation token, a stop string or max_tokens.
+// ref: transformers GenerationMixin.generate (greedy when temperature == 0), llama.cpp's stop handling.
+//
+// Pieces are always complete UTF-8; text that might be the start of a stop string is held back until
+// it is known not to be one, and the stop string itself is never emitted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sampling.h"
+#include "session.h"
+#include "tokenizer.h"
+
+namespace autoglm {
+
+struct generate_params {
+    sampling_params sampling;
+    int32_t max_tokens = 256;           // < 0: until the context is full
+    std::vector<std::string> stop;      // stop strings (not emitted)
+    bool stop_at_eog = true;            // stop at the model's end-of-generation ids
+};
+
+struct generate_timings {
+    uint32_t n_prompt = 0;         // prompt tokens
+    uint32_t n_prompt_reused = 0;  // of those, taken from the cache (prefix reuse)
+    uint32_t n_generated = 0;
+    double prompt_ms = 0.0;        // time to evaluate the non-reused prompt tokens
+    double gen_ms = 0.0;           // time spent generating (sampling + decoding)
+    double prompt_tps() const;
+    double gen_tps() const;
+};
+
+enum class finish_reason { none, stop, length };
+
+class generator {
+public:
+    generator(session & s, const tokenizer & tok, const std::vector<int32_t> & prompt, const generate_params & p);
+
+    // Next piece of text; false when generation has finished (see reason()).
+    bool next(std::string & piece);
+    finish_reason reason() const { return reason_; }
+    const generate_timings & timings() const { return t_; }
+    const std::vector<int32_t> & generated() const { return out_ids_; }
+
+private:
+    bool step(std::string & produced);  // one token: sample, decode, account; false when finished
+    size_t held_back_len() const;       // bytes at the end of pending_ that could start a stop string
+
+    session & s_;
+    const tokenizer & tok_;
+    generate_params p_;
+    sampler sampler_;
+    std::vector<float> logits_;          // logits of the last evaluated token
+    std::vector<int32_t> history_;       // prompt + generated (for penalties)
+    std::vector<int32_t> out_ids_;
+    std::string pending_;                // decoded but not yet emitted bytes
+    finish_reason reason_ = finish_reason::none;
+    bool done_ = false;
+    generate_timings t_;
+};
+
+// Number of leading tokens that `prompt` shares with what the session has cached.
+size_t common_prefix(const std::vector<int32_t> & cached, const std::vector<int32_t> & prompt);
+
+}  // namespace autoglm
