@@ -2,6 +2,7 @@
 // GIL; between steps Python code (and KeyboardInterrupt) runs, so breaking out of a stream stops
 // generation at once and leaves the session usable.
 #include "bind_common.h"
+#include "chat_template.h"
 #include "error.h"
 #include "generate.h"
 
@@ -18,6 +19,29 @@ const char * reason_name(autoglm::finish_reason r) {
 }  // namespace
 
 void bind_generate(py::module_ & m) {
+    m.def("format_chat", [](const py::list & messages, bool add_generation_prompt) {
+              // messages: [{"role": str, "parts": [("text", str) | ("image", "") | ("video", "")], "metadata": str}]
+              std::vector<autoglm::chat_message> msgs;
+              for (const auto & item : messages) {
+                  const py::dict d = item.cast<py::dict>();
+                  autoglm::chat_message cm;
+                  cm.role = d["role"].cast<std::string>();
+                  if (d.contains("metadata")) cm.metadata = d["metadata"].cast<std::string>();
+                  for (const auto & part : d["parts"].cast<py::list>()) {
+                      const auto t = part.cast<std::pair<std::string, std::string>>();
+                      autoglm::chat_part p;
+                      if (t.first == "image") p.type = autoglm::chat_part::kind::image;
+                      else if (t.first == "video") p.type = autoglm::chat_part::kind::video;
+                      else p.text = t.second;
+                      cm.parts.push_back(std::move(p));
+                  }
+                  msgs.push_back(std::move(cm));
+              }
+              return autoglm::format_glm4v_chat(msgs, add_generation_prompt);
+          },
+          py::arg("messages"), py::arg("add_generation_prompt") = true,
+          "Render messages in the built-in GLM-4.1V / AutoGLM chat format.");
+
     using autoglm::generator;
     py::class_<generator>(m, "Generator")
         .def(py::init([](autoglm::session & s, const std::vector<int32_t> & prompt, const autoglm::sampling_params & sp,

@@ -79,7 +79,9 @@ bool generator::step(std::string & produced) {
     history_.push_back(id);
     produced = tok_.token_bytes(id);
     t_.n_generated++;
-    if (s_.n_past() >= s_.n_ctx()) {  // no room to evaluate this token: finish with what we have
+    const bool at_limit = p_.max_tokens >= 0 && (int32_t) out_ids_.size() >= p_.max_tokens;
+    if (at_limit || s_.n_past() >= s_.n_ctx()) {
+        // Nothing will read this token's logits: finish without the extra decode (it is not cached).
         t_.gen_ms += ms_since(t0);
         reason_ = finish_reason::length;
         return true;

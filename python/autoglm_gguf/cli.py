@@ -1,4 +1,4 @@
-"""The `autoglm-gguf` command line: convert | info (run/chat/bench arrive with the runtime)."""
+"""The `autoglm-gguf` command line: run | convert | info."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
     c.add_argument("--demo-dir", default="autoglm-demo", help=argparse.SUPPRESS)
     c.set_defaults(func=_cmd_convert)
+
+    from .cli_run import add_run_parser
+
+    add_run_parser(sub)
 
     i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
     i.add_argument("files", nargs="+", metavar="FILE.gguf")

@@ -11,3 +11,7 @@ class ConversionError(AutoGLMError):
 
 class GGUFFileError(AutoGLMError):
     """A GGUF file could not be read or is not what was expected."""
+
+
+class ContextFullError(AutoGLMError, ValueError):
+    """The prompt (plus what is generated) does not fit in n_ctx."""

@@ -1,0 +1,109 @@
+"""`autoglm-gguf run`: one prompt, or an interactive chat, streamed to stdout (flags as in llama.cpp)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+
+def add_run_parser(sub) -> None:
+    r = sub.add_parser("run", help="generate from a prompt, or chat interactively (without -p)",
+                       description="Stream an answer to stdout; timings go to stderr. Without -p: interactive chat "
+                                   "(/clear forgets the conversation, /quit exits; Ctrl-C stops an answer, twice exits).")
+    r.add_argument("-m", "--model", required=True, help="text model GGUF")
+    r.add_argument("--mmproj", help="vision projector GGUF (images arrive with the vision runtime)")
+    r.add_argument("-p", "--prompt", help="user message (wrapped in the chat template unless --raw)")
+    r.add_argument("-sys", "--system", help="system message")
+    r.add_argument("--raw", action="store_true", help="send -p as raw text, without the chat template")
+    r.add_argument("-n", "--n-predict", type=int, default=512, help="max tokens to generate (-1: until the context is full)")
+    r.add_argument("-c", "--ctx-size", type=int, default=8192)
+    r.add_argument("-b", "--batch-size", type=int, default=512)
+    r.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
+    r.add_argument("-ngl", "--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all)")
+    r.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--min-p", type=float, default=0.0)
+    r.add_argument("--repeat-penalty", type=float, default=1.0)
+    r.add_argument("-s", "--seed", type=int, default=None)
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def _stream(llm, prompt: str, args) -> str:
+    out = []
+    for piece in llm.generate(prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
+                              top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                              seed=args.seed, stream=True):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        out.append(piece)
+    return "".join(out)
+
+
+def _timings_line(llm, load_s: float | None = None) -> str:
+    t = llm.last_timings or {}
+    s = (f"prompt: {t.get('prompt_tokens', 0)} tokens ({t.get('prompt_tokens_reused', 0)} reused), "
+         f"{t.get('prompt_tokens_per_s', 0.0):.1f} tok/s | generated: {t.get('generated_tokens', 0)} tokens, "
+         f"{t.get('generation_tokens_per_s', 0.0):.1f} tok/s")
+    return s + (f" | load: {load_s:.2f} s" if load_s is not None else "")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .model import AutoGLM
+
+    t0 = time.perf_counter()
+    llm = AutoGLM(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_batch=args.batch_size,
+                  n_threads=args.threads, n_gpu_layers=args.gpu_layers, seed=args.seed, verbose=args.verbose)
+    load_s = time.perf_counter() - t0
+    system = [{"role": "system", "content": args.system}] if args.system else []
+
+    if args.prompt is not None:
+        prompt = args.prompt if args.raw else llm.apply_chat_template(system + [{"role": "user", "content": args.prompt}])
+        _stream(llm, prompt, args)
+        sys.stdout.write("\n")
+        print(_timings_line(llm, load_s), file=sys.stderr)
+        return 0
+    return _chat(llm, system, args)
+
+
+def _chat(llm, system: list, args) -> int:
+    history = list(system)
+    interactive = sys.stdin.isatty()
+    last_interrupt = 0.0
+    while True:
+        try:
+            if interactive:
+                sys.stdout.write("> ")
+                sys.stdout.flush()
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            return 130
+        if not line:
+            return 0
+        text = line.rstrip("\n")
+        if text.strip() == "/quit":
+            return 0
+        if text.strip() == "/clear":
+            history = list(system)
+            llm.reset()
+            continue
+        if not text.strip():
+            continue
+        history.append({"role": "user", "content": text})
+        try:
+            answer = _stream(llm, llm.apply_chat_template(history), args)
+        except KeyboardInterrupt:
+            now = time.monotonic()
+            if now - last_interrupt < 2.0:
+                return 130
+            last_interrupt = now
+            answer = ""
+            sys.stdout.write("\n[interrupted; Ctrl-C again to exit]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": answer})
+        if args.verbose or not interactive:
+            print(_timings_line(llm), file=sys.stderr)
