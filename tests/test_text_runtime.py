@@ -189,3 +189,49 @@ def test_hparams_read_from_the_file(case, model):
     assert hp["n_embd"] == cfg["hidden_size"] and hp["n_layer"] == cfg["num_hidden_layers"]
     assert hp["n_head_kv"] == cfg["num_key_value_heads"] and hp["mrope"]
     assert hp["rope_sections"][:3] == cfg["rope_parameters"]["mrope_section"]
+
+
+def test_old_text_only_glm4_file_uses_interleaved_rope(case, tmp_path):
+    """A glm4 file from before M-RoPE support: Q/K rows in HF's interleaved order and no
+    rope.dimension_sections. Text-only use must still be exact (1-D positions, interleaved pairs)."""
+    import gguf
+
+    from autoglm_gguf.gguf_info import field_value
+
+    _, path, ids, ref, _ = case
+    r = gguf.GGUFReader(path)
+    hp = {k: field_value(f) for k, f in r.fields.items()}
+    n_head, n_kv = hp["glm4.attention.head_count"], hp["glm4.attention.head_count_kv"]
+    head_dim = hp["glm4.embedding_length"] // n_head
+    n_rot = hp["glm4.rope.dimension_count"]
+
+    def to_interleaved(x, heads):  # inverse of the converter's NeoX permutation (spec A.3.3)
+        x = x.reshape(heads, head_dim, -1).copy()
+        rot = x[:, :n_rot].copy()
+        x[:, 0:n_rot:2], x[:, 1:n_rot:2] = rot[:, : n_rot // 2], rot[:, n_rot // 2:]
+        return x.reshape(heads * head_dim, -1).squeeze(-1) if x.shape[-1] == 1 else x.reshape(heads * head_dim, -1)
+
+    old = tmp_path / "old.gguf"
+    w = gguf.GGUFWriter(old, "glm4")
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "glm4.rope.dimension_sections"):
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(name, field_value(f), vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(name, field_value(f), vt)
+    for t in r.tensors:
+        data = np.array(t.data)
+        if ".attn_q." in t.name or ".attn_k." in t.name:
+            data = to_interleaved(data, n_head if ".attn_q." in t.name else n_kv)
+        w.add_tensor(t.name, np.ascontiguousarray(data, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    m = _core.TextModel(str(old), n_threads=2)
+    assert m.hparams["mrope"] is False
+    logits = _core.Session(m, n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
+    assert np.abs(logits - ref).max() <= 1e-4
