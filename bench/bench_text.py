@@ -33,13 +33,19 @@ def ours_run(model, n_ctx, n_batch, prompt, n_gen, kv_type):
 def llamacpp_run(llm, prompt, n_gen):
     import llama_cpp
 
+    n_vocab = llm.n_vocab()
+
+    def last_logits():
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+
     llm.reset()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
     llama_cpp.llama_perf_context_reset(llm.ctx)
     llm.eval(prompt)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last_logits()))
     for _ in range(n_gen - 1):  # as ours: the last sampled token is not decoded
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
     p = llama_cpp.llama_perf_context(llm.ctx)
     return p.n_p_eval / (p.t_p_eval_ms / 1e3), p.n_eval / (p.t_eval_ms / 1e3)
 

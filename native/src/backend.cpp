@@ -1,6 +1,8 @@
 #include "backend.h"
 
+#include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -25,7 +27,19 @@ int default_thread_count() {
     return hw > 0 ? (int) hw : 1;
 }
 
+// ggml reports through a process-wide logger that by default prints everything (including a
+// debug line per repacked tensor). Keep warnings and errors, drop the chatter.
+static void ggml_log_filter(enum ggml_log_level level, const char * text, void *) {
+    static enum ggml_log_level last = GGML_LOG_LEVEL_NONE;
+    if (level == GGML_LOG_LEVEL_CONT) level = last;  // continuation of the previous message
+    last = level;
+    if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
 backend_set::backend_set(int n_threads, bool want_gpu) {
+    static std::once_flag log_once;
+    std::call_once(log_once, [] { ggml_log_set(ggml_log_filter, nullptr); });
+
     cpu_dev_ = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!cpu_dev_) throw error("ggml has no CPU backend");
     cpu_ = ggml_backend_dev_init(cpu_dev_, nullptr);
