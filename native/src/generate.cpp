@@ -35,7 +35,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<int32
     // its logits (not kept in the cache) start the generation.
     size_t reuse = std::min(common_prefix(s_.tokens(), prompt), prompt.size() - 1);
     if (prompt.size() > s_.n_ctx()) {
-        throw invalid_argument("the prompt has " + std::to_string(prompt.size()) + " tokens, more than n_ctx = " +
+        throw context_full("the prompt has " + std::to_string(prompt.size()) + " tokens, more than n_ctx = " +
                                std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
     }
     s_.truncate((uint32_t) reuse);

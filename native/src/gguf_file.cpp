@@ -15,15 +15,15 @@ namespace autoglm {
 gguf_file::gguf_file(const std::string & path) : path_(path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
-        throw error(path + ": cannot open (" + std::strerror(errno) + ")");
+        throw file_error(path + ": cannot open (" + std::strerror(errno) + ")");
     }
-    if (!S_ISREG(st.st_mode)) throw error(path + ": not a regular file");
+    if (!S_ISREG(st.st_mode)) throw file_error(path + ": not a regular file");
     size_ = (size_t) st.st_size;
 
     gguf_init_params params{/*no_alloc=*/true, /*ctx=*/&meta_};
     gguf_ = gguf_init_from_file(path.c_str(), params);
     if (!gguf_) {
-        throw error(path + ": not a valid GGUF file (bad magic/version, or truncated metadata)");
+        throw file_error(path + ": not a valid GGUF file (bad magic/version, or truncated metadata)");
     }
     // Every tensor must lie inside the file: a truncated download is reported here, not as garbage later.
     const size_t data_off = gguf_get_data_offset(gguf_);
@@ -35,7 +35,7 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
             ggml_free(meta_);
             gguf_ = nullptr;
             meta_ = nullptr;
-            throw error(path + ": truncated: tensor '" + name + "' ends at byte " + std::to_string(end) +
+            throw file_error(path + ": truncated: tensor '" + name + "' ends at byte " + std::to_string(end) +
                         " but the file has " + std::to_string(size_) + " bytes (incomplete download?)");
         }
     }
@@ -48,7 +48,7 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
     if (!map_) {
         gguf_free(gguf_);
         ggml_free(meta_);
-        throw error(path + ": cannot memory-map the file (" + std::strerror(errno) + ")");
+        throw file_error(path + ": cannot memory-map the file (" + std::strerror(errno) + ")");
     }
 }
 
@@ -62,7 +62,7 @@ bool gguf_file::has(const std::string & key) const { return gguf_find_key(gguf_,
 
 int64_t gguf_file::key_id(const std::string & key) const {
     const int64_t id = gguf_find_key(gguf_, key.c_str());
-    if (id < 0) throw error(path_ + ": missing metadata key '" + key + "'");
+    if (id < 0) throw file_error(path_ + ": missing metadata key '" + key + "'");
     return id;
 }
 
@@ -93,7 +93,7 @@ static int64_t int_value(const gguf_context * g, int64_t id) {
 std::string gguf_file::get_str(const std::string & key) const {
     const int64_t id = key_id(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_STRING) {
-        throw error(path_ + ": metadata '" + key + "' should be a string, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
+        throw file_error(path_ + ": metadata '" + key + "' should be a string, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
     }
     return gguf_get_val_str(gguf_, id);
 }
@@ -105,10 +105,10 @@ std::string gguf_file::get_str(const std::string & key, const std::string & def)
 uint32_t gguf_file::get_u32(const std::string & key) const {
     const int64_t id = key_id(key);
     if (!is_int_type(gguf_get_kv_type(gguf_, id))) {
-        throw error(path_ + ": metadata '" + key + "' should be an integer, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
+        throw file_error(path_ + ": metadata '" + key + "' should be an integer, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
     }
     const int64_t v = int_value(gguf_, id);
-    if (v < 0 || v > (int64_t) UINT32_MAX) throw error(path_ + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+    if (v < 0 || v > (int64_t) UINT32_MAX) throw file_error(path_ + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
     return (uint32_t) v;
 }
 
@@ -120,7 +120,7 @@ float gguf_file::get_f32(const std::string & key) const {
     if (t == GGUF_TYPE_FLOAT32) return gguf_get_val_f32(gguf_, id);
     if (t == GGUF_TYPE_FLOAT64) return (float) gguf_get_val_f64(gguf_, id);
     if (is_int_type(t)) return (float) int_value(gguf_, id);
-    throw error(path_ + ": metadata '" + key + "' should be a number, is " + gguf_type_name(t));
+    throw file_error(path_ + ": metadata '" + key + "' should be a number, is " + gguf_type_name(t));
 }
 
 float gguf_file::get_f32(const std::string & key, float def) const { return has(key) ? get_f32(key) : def; }
@@ -128,13 +128,13 @@ float gguf_file::get_f32(const std::string & key, float def) const { return has(
 bool gguf_file::get_bool(const std::string & key, bool def) const {
     if (!has(key)) return def;
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_BOOL) throw error(path_ + ": metadata '" + key + "' should be a bool");
+    if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_BOOL) throw file_error(path_ + ": metadata '" + key + "' should be a bool");
     return gguf_get_val_bool(gguf_, id);
 }
 
 std::vector<int32_t> gguf_file::get_i32_array(const std::string & key) const {
     const int64_t id = key_id(key);
-    if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) throw error(path_ + ": metadata '" + key + "' should be an array");
+    if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) throw file_error(path_ + ": metadata '" + key + "' should be an array");
     const gguf_type at = gguf_get_arr_type(gguf_, id);
     const size_t n = gguf_get_arr_n(gguf_, id);
     const void * data = gguf_get_arr_data(gguf_, id);
@@ -149,7 +149,7 @@ std::vector<int32_t> gguf_file::get_i32_array(const std::string & key) const {
             case GGUF_TYPE_UINT16: out[i] = ((const uint16_t *) data)[i]; break;
             case GGUF_TYPE_INT8: out[i] = ((const int8_t *) data)[i]; break;
             case GGUF_TYPE_UINT8: out[i] = ((const uint8_t *) data)[i]; break;
-            default: throw error(path_ + ": metadata '" + key + "' should be an integer array, holds " + gguf_type_name(at));
+            default: throw file_error(path_ + ": metadata '" + key + "' should be an integer array, holds " + gguf_type_name(at));
         }
     }
     return out;
@@ -158,7 +158,7 @@ std::vector<int32_t> gguf_file::get_i32_array(const std::string & key) const {
 std::vector<float> gguf_file::get_f32_array(const std::string & key) const {
     const int64_t id = key_id(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(gguf_, id) != GGUF_TYPE_FLOAT32) {
-        throw error(path_ + ": metadata '" + key + "' should be a float32 array");
+        throw file_error(path_ + ": metadata '" + key + "' should be a float32 array");
     }
     const float * data = (const float *) gguf_get_arr_data(gguf_, id);
     return std::vector<float>(data, data + gguf_get_arr_n(gguf_, id));
@@ -167,7 +167,7 @@ std::vector<float> gguf_file::get_f32_array(const std::string & key) const {
 std::vector<std::string> gguf_file::get_str_array(const std::string & key) const {
     const int64_t id = key_id(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING) {
-        throw error(path_ + ": metadata '" + key + "' should be a string array");
+        throw file_error(path_ + ": metadata '" + key + "' should be a string array");
     }
     const size_t n = gguf_get_arr_n(gguf_, id);
     std::vector<std::string> out;

@@ -28,7 +28,7 @@ kv_cache::kv_cache(const text_model & model, uint32_t n_ctx, ggml_type type) : n
     for (auto & [be, c] : ctx_of) {
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(c, be);
         if (!buf) {
-            throw error("cannot allocate the KV cache (" + std::to_string(n_ctx) + " cells) on " + ggml_backend_name(be) +
+            throw out_of_memory("cannot allocate the KV cache (" + std::to_string(n_ctx) + " cells) on " + ggml_backend_name(be) +
                         "; use a smaller n_ctx");
         }
         ggml_backend_buffer_clear(buf, 0);  // no NaN garbage in cells that a mask hides (0 * NaN = NaN)

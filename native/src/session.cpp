@@ -23,7 +23,7 @@ session::session(const text_model & model, const session_params & params)
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
     text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx - n_tok, n_tok, false});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
-        throw error("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
+        throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
                     std::to_string(params_.n_batch) + "; use smaller values");
     }
 }
@@ -57,7 +57,7 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
                                  logits_mode mode) {
     if (n == 0) return {};
     if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
-        throw invalid_argument("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
+        throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
                                " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the model with a larger n_ctx)");
     }
     const size_t n_vocab = model_.hparams().n_vocab;
@@ -67,7 +67,7 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     const uint32_t start = kv_.n_used();
     try {
         for (uint32_t i0 = 0; i0 < n; i0 += params_.n_batch) {
-            if (abort_check && abort_check()) throw error("aborted");
+            if (abort_check && abort_check()) throw aborted("aborted");
             const uint32_t nb = std::min(params_.n_batch, n - i0);
             const bool last_ub = i0 + nb == n;
             const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);

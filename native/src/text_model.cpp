@@ -24,7 +24,7 @@ std::string key(const char * suffix) { return std::string(ARCH) + "." + suffix; 
 void text_model::read_hparams(const gguf_file & f) {
     const std::string arch = f.get_str("general.architecture");
     if (arch != ARCH) {
-        throw error(f.path() + ": architecture '" + arch + "', expected a GLM-4 text model ('glm4')" +
+        throw file_error(f.path() + ": architecture '" + arch + "', expected a GLM-4 text model ('glm4')" +
                     (arch == "clip" ? " - this is a vision projector (mmproj) file; pass it as the mmproj" : ""));
     }
     hp_.n_embd = f.get_u32(key("embedding_length"));
@@ -34,13 +34,13 @@ void text_model::read_hparams(const gguf_file & f) {
     hp_.n_head_kv = f.get_u32(key("attention.head_count_kv"), hp_.n_head);
     hp_.n_ctx_train = f.get_u32(key("context_length"), 4096);
     if (hp_.n_head == 0 || hp_.n_head_kv == 0 || hp_.n_head % hp_.n_head_kv) {
-        throw error(f.path() + ": head counts " + std::to_string(hp_.n_head) + " / " + std::to_string(hp_.n_head_kv) +
+        throw file_error(f.path() + ": head counts " + std::to_string(hp_.n_head) + " / " + std::to_string(hp_.n_head_kv) +
                     " (attention.head_count / head_count_kv) are not valid for grouped-query attention");
     }
     hp_.head_dim = f.get_u32(key("attention.key_length"), hp_.n_embd / hp_.n_head);
     hp_.n_rot = f.get_u32(key("rope.dimension_count"), hp_.head_dim);
     if (hp_.n_rot == 0 || hp_.n_rot % 2 || hp_.n_rot > hp_.head_dim) {
-        throw error(f.path() + ": rope.dimension_count " + std::to_string(hp_.n_rot) + " must be even and <= head_dim " +
+        throw file_error(f.path() + ": rope.dimension_count " + std::to_string(hp_.n_rot) + " must be even and <= head_dim " +
                     std::to_string(hp_.head_dim));
     }
     hp_.rope_theta = f.get_f32(key("rope.freq_base"), 10000.0f);
@@ -51,7 +51,7 @@ void text_model::read_hparams(const gguf_file & f) {
         hp_.mrope = hp_.rope_sections[0] > 0 && hp_.rope_sections[1] > 0;
         const int sum = hp_.rope_sections[0] + hp_.rope_sections[1] + hp_.rope_sections[2] + hp_.rope_sections[3];
         if (hp_.mrope && sum != (int) hp_.n_rot / 2) {
-            throw error(f.path() + ": rope.dimension_sections sum to " + std::to_string(sum) + ", expected n_rot/2 = " +
+            throw file_error(f.path() + ": rope.dimension_sections sum to " + std::to_string(sum) + ", expected n_rot/2 = " +
                         std::to_string(hp_.n_rot / 2));
         }
     }
@@ -59,7 +59,7 @@ void text_model::read_hparams(const gguf_file & f) {
 
 void text_model::read_vocab(const gguf_file & f) {
     const std::string model = f.get_str("tokenizer.ggml.model");
-    if (model != "gpt2") throw error(f.path() + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' (byte-level BPE)");
+    if (model != "gpt2") throw file_error(f.path() + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' (byte-level BPE)");
     vocab_.tokens = f.get_str_array("tokenizer.ggml.tokens");
     vocab_.types = f.has("tokenizer.ggml.token_type") ? f.get_i32_array("tokenizer.ggml.token_type")
                                                       : std::vector<int32_t>(vocab_.tokens.size(), TOKEN_NORMAL);
@@ -67,7 +67,11 @@ void text_model::read_vocab(const gguf_file & f) {
     // HF's BPE option "ignore_merges" (a pre-token that is itself a token is not split). Our converter
     // records tokenizer.json's value; other glm4 files get llama.cpp's setting for GLM-4 (on).
     vocab_.ignore_merges = f.get_bool("autoglm.tokenizer.ignore_merges", true);
-    tokenizer_ = std::make_unique<tokenizer>(vocab_);
+    try {
+        tokenizer_ = std::make_unique<tokenizer>(vocab_);
+    } catch (const error & e) {
+        throw file_error(f.path() + ": " + e.what());  // a malformed vocabulary is a bad file
+    }
     chat_template_ = f.get_str("tokenizer.chat_template", "");
 
     // End of generation: our converter's complete list, else the file's eos/eot plus GLM's stop
@@ -112,7 +116,7 @@ text_model::text_model(const std::string & path, const model_params & params) : 
         if (it != ctx_of.end()) return it->second;
         ggml_init_params ip{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
         ggml_context * c = ggml_init(ip);
-        if (!c) throw error("out of memory creating a tensor context");
+        if (!c) throw out_of_memory("out of memory creating a tensor context");
         ctxs_.emplace_back(c);
         ctx_of[buft] = c;
         return c;
@@ -129,11 +133,11 @@ text_model::text_model(const std::string & path, const model_params & params) : 
         ggml_tensor * ft = f.tensor(name);
         if (!ft) {
             if (!required) return nullptr;
-            throw error(path + ": tensor '" + name + "' is missing (not a complete GLM-4 model?)");
+            throw file_error(path + ": tensor '" + name + "' is missing (not a complete GLM-4 model?)");
         }
         ne.resize(GGML_MAX_DIMS, 1);
         if (!std::equal(ne.begin(), ne.end(), ft->ne)) {
-            throw error(path + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
+            throw file_error(path + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
                         shape_str(ne.data(), std::max(1, ggml_n_dims(ft))) + " from the file's hyperparameters");
         }
         ggml_backend_buffer_type_t buft;
@@ -156,10 +160,10 @@ text_model::text_model(const std::string & path, const model_params & params) : 
 
     const int64_t E = hp_.n_embd, Q = (int64_t) hp_.n_head * hp_.head_dim, KV = (int64_t) hp_.n_head_kv * hp_.head_dim;
     ggml_tensor * emb_meta = f.tensor("token_embd.weight");
-    if (!emb_meta) throw error(path + ": tensor 'token_embd.weight' is missing");
+    if (!emb_meta) throw file_error(path + ": tensor 'token_embd.weight' is missing");
     hp_.n_vocab = (uint32_t) emb_meta->ne[1];
     if (vocab_.tokens.size() != hp_.n_vocab) {
-        throw error(path + ": the vocabulary has " + std::to_string(vocab_.tokens.size()) + " tokens but token_embd has " +
+        throw file_error(path + ": the vocabulary has " + std::to_string(vocab_.tokens.size()) + " tokens but token_embd has " +
                     std::to_string(hp_.n_vocab) + " rows");
     }
     const int64_t V = hp_.n_vocab;
@@ -192,7 +196,7 @@ text_model::text_model(const std::string & path, const model_params & params) : 
 
     for (auto & [buft, c] : ctx_of) {
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
-        if (!buf) throw error(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the weights");
+        if (!buf) throw out_of_memory(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the weights");
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         bufs_.emplace_back(buf);
         weight_bytes_ += ggml_backend_buffer_get_size(buf);
@@ -203,7 +207,7 @@ text_model::text_model(const std::string & path, const model_params & params) : 
         ggml_backend_tensor_set(p.t, p.data, 0, ggml_nbytes(p.t));
         done += ggml_nbytes(p.t);
         if (params.progress && !params.progress(total ? (float) done / (float) total : 1.0f)) {
-            throw error(path + ": loading aborted by the progress callback");
+            throw aborted(path + ": loading aborted by the progress callback");
         }
     }
 }
