@@ -1,8 +1,8 @@
 #include "backend.h"
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -36,9 +36,16 @@ static void ggml_log_filter(enum ggml_log_level level, const char * text, void *
     if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
 }
 
+static std::atomic<bool> g_logger_configured{false};
+
+void set_ggml_logger(ggml_log_callback cb) {
+    g_logger_configured = true;
+    ggml_log_set(cb ? cb : ggml_log_filter, nullptr);
+}
+
 backend_set::backend_set(int n_threads, bool want_gpu) {
-    static std::once_flag log_once;
-    std::call_once(log_once, [] { ggml_log_set(ggml_log_filter, nullptr); });
+    // Our filter, unless a caller (e.g. autoglm_log_set in the C API) has already chosen a logger.
+    if (!g_logger_configured.exchange(true)) ggml_log_set(ggml_log_filter, nullptr);
 
     cpu_dev_ = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!cpu_dev_) throw error("ggml has no CPU backend");

@@ -12,6 +12,9 @@ namespace autoglm {
 
 int default_thread_count();  // physical cores (SMT siblings counted once)
 
+// Where ggml's own messages go: cb, or (nullptr) our default that keeps only warnings and errors.
+void set_ggml_logger(ggml_log_callback cb);
+
 class backend_set {
 public:
     backend_set(int n_threads, bool want_gpu);

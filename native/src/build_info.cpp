@@ -22,6 +22,7 @@ static const char * device_type_name(enum ggml_backend_dev_type t) {
         case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
         case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
         case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
+        default: break;  // newer ggml device kinds
     }
     return "unknown";
 }

@@ -1,6 +1,7 @@
 // The C API (include/autoglm.h), part 1: errors, logging, model, tokens, chat, session. A thin shell
 // over the C++ core: every entry point runs its body in guarded() (c_api_internal.h), which turns any
 // exception into a status code plus a thread-local message, so nothing ever unwinds into C (or Swift).
+#include "backend.h"
 #include "c_api_internal.h"
 
 #include <algorithm>
@@ -145,8 +146,8 @@ void autoglm_log_set(autoglm_log_callback callback, void * user_data) {
     } catch (...) {  // std::mutex::lock failing: leave the sink as it was
         return;
     }
-    // Without a callback ggml goes back to its own default (stderr), which matches ours.
-    ggml_log_set(callback ? ggml_forward : nullptr, nullptr);
+    // Without a callback ggml's messages go to our default (warnings and errors on stderr).
+    autoglm::set_ggml_logger(callback ? ggml_forward : nullptr);
 }
 
 // ---------------------------------------------------------------------------------------- model
