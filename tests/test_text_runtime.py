@@ -235,3 +235,15 @@ def test_old_text_only_glm4_file_uses_interleaved_rope(case, tmp_path):
     assert m.hparams["mrope"] is False
     logits = _core.Session(m, n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
     assert np.abs(logits - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("n_batch", [1, 5, 512])
+def test_flash_attention_matches_the_unfused_path(case, model, n_batch):
+    _, _, ids, ref, _ = case
+    fused = _core.Session(model, n_ctx=256, n_batch=n_batch, kv_type="f16", flash_attn=True)
+    plain = _core.Session(model, n_ctx=256, n_batch=n_batch, kv_type="f16", flash_attn=False)
+    a, b = fused.eval_tokens(ids, "all"), plain.eval_tokens(ids, "all")
+    assert np.abs(a - b).max() < 0.05   # both round K/V to f16; the fused kernel also rounds Q and P to f16
+    assert np.abs(a - ref).max() < 0.25
+    assert greedy(_core.Session(model, n_ctx=256, n_batch=n_batch, kv_type="f16", flash_attn=True), ids, 24) == \
+        greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 24)

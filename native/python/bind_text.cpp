@@ -71,8 +71,12 @@ void bind_text(py::module_ & m) {
         });
 
     py::class_<autoglm::session>(m, "Session")
-        .def(py::init([](const autoglm::text_model & tm, uint32_t n_ctx, uint32_t n_batch, const std::string & kv_type) {
+        .def(py::init([](const autoglm::text_model & tm, uint32_t n_ctx, uint32_t n_batch, const std::string & kv_type,
+                         py::object flash_attn) {
                  autoglm::session_params p;
+                 if (!flash_attn.is_none()) {
+                     p.flash_attn = flash_attn.cast<bool>() ? autoglm::session_params::flash::on : autoglm::session_params::flash::off;
+                 }
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
                  if (kv_type == "f16") p.kv_type = GGML_TYPE_F16;
@@ -82,7 +86,8 @@ void bind_text(py::module_ & m) {
                  return std::make_unique<autoglm::session>(tm, p);
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_batch") = 512, py::arg("kv_type") = "f16",
-             py::keep_alive<1, 2>())
+             py::arg("flash_attn") = py::none(), py::keep_alive<1, 2>(),
+             "flash_attn: None = automatic (on with the f16 cache), True/False to force.")
         .def("eval_tokens", [](autoglm::session & s, const std::vector<int32_t> & tokens, const std::string & logits) {
                  const auto mode = parse_logits_mode(logits);
                  std::vector<float> out;

@@ -11,6 +11,8 @@ namespace autoglm {
 session::session(const text_model & model, const session_params & params)
     : model_(model), params_(params), kv_(model, params.n_ctx, params.kv_type) {
     if (params_.n_batch == 0) throw invalid_argument("n_batch must be positive");
+    flash_attn_ = params_.flash_attn == session_params::flash::on ||
+                  (params_.flash_attn == session_params::flash::automatic && params_.kv_type == GGML_TYPE_F16);
     auto backends = model_.backends().all();
     sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), graph_max_nodes(model_), false, true));
     if (!sched_) throw error("cannot create the backend scheduler");
@@ -21,7 +23,7 @@ session::session(const text_model & model, const session_params & params)
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
-    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx - n_tok, n_tok, false});
+    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx - n_tok, n_tok, false, flash_attn_});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
         throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
                     std::to_string(params_.n_batch) + "; use smaller values");
@@ -88,7 +90,7 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
     const uint32_t kv_head = kv_.n_used();
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n, kv_head, n_out, embd != nullptr});
+    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n, kv_head, n_out, embd != nullptr, flash_attn_});
 
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.gf)) throw error("cannot allocate the compute graph");
@@ -112,7 +114,13 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
     const uint32_t n_kv = kv_head + n;
     std::vector<float> mask((size_t) n_kv * n, -std::numeric_limits<float>::infinity());
     for (uint32_t i = 0; i < n; ++i) std::fill_n(mask.begin() + (size_t) i * n_kv, kv_head + i + 1, 0.0f);
-    ggml_backend_tensor_set(g.inp_mask, mask.data(), 0, mask.size() * sizeof(float));
+    if (flash_attn_) {
+        std::vector<ggml_fp16_t> mask16(mask.size());
+        ggml_fp32_to_fp16_row(mask.data(), mask16.data(), (int64_t) mask.size());
+        ggml_backend_tensor_set(g.inp_mask, mask16.data(), 0, mask16.size() * sizeof(ggml_fp16_t));
+    } else {
+        ggml_backend_tensor_set(g.inp_mask, mask.data(), 0, mask.size() * sizeof(float));
+    }
 
     if (g.inp_out_ids) {
         std::vector<int32_t> ids(n_out);

@@ -19,6 +19,9 @@ struct session_params {
     uint32_t n_ctx = 8192;
     uint32_t n_batch = 512;               // micro-batch size for prompt processing
     ggml_type kv_type = GGML_TYPE_F16;
+    // Fused attention kernel; on by default with an F16 cache. The F32 cache keeps the exact
+    // softmax(QK^T)V path (its results match the float64 reference within 1e-4).
+    enum class flash { automatic, on, off } flash_attn = flash::automatic;
 };
 
 enum class logits_mode { none, last, all };
@@ -54,6 +57,7 @@ private:
 
     const text_model & model_;
     session_params params_;
+    bool flash_attn_ = false;
     kv_cache kv_;
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)

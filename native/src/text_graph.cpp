@@ -56,7 +56,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     }
     g.inp_pos = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, hp.mrope ? 4 * n_tokens : n_tokens), "inp_pos");
     ggml_set_input(g.inp_pos);
-    g.inp_mask = named(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_tokens), "inp_mask");
+    g.inp_mask = named(ggml_new_tensor_2d(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, n_kv, n_tokens), "inp_mask");
     ggml_set_input(g.inp_mask);
 
     // Rotary embedding on the first n_rot dims of each head. M-RoPE files hold Q/K rows in NeoX
@@ -94,12 +94,20 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         ggml_tensor * K = ggml_view_3d(ctx, k_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(k_cache->type, head_dim), 0);
         ggml_tensor * V = ggml_view_3d(ctx, v_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(v_cache->type, head_dim), 0);
         ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                        // [hd, n_tok, n_head]
-        ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                                // [n_kv, n_tok, n_head] (GQA broadcast)
-        ggml_prec_set_acc(kq, GGML_PREC_F32);
-        kq = named(ggml_soft_max_ext(ctx, kq, g.inp_mask, kq_scale, 0.0f), "kq_soft_max", il);
-        ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, V, 1, 0, 2, 3));      // [n_kv, hd, n_head_kv]
-        ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);                             // [hd, n_tok, n_head]
-        cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), head_dim * n_head, n_tokens);
+        if (s.flash_attn) {
+            // Fused softmax(QK^T)V without materializing the [n_kv, n_tok, n_head] scores.
+            ggml_tensor * kqv = ggml_flash_attn_ext(ctx, Q, K, V, g.inp_mask, kq_scale, 0.0f, 0.0f);  // [hd, n_head, n_tok]
+            ggml_prec_set_acc(kqv, GGML_PREC_F32);
+            cur = ggml_reshape_2d(ctx, kqv, head_dim * n_head, n_tokens);
+        } else {
+            ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                            // [n_kv, n_tok, n_head] (GQA broadcast)
+            ggml_prec_set_acc(kq, GGML_PREC_F32);
+            kq = named(ggml_soft_max_ext(ctx, kq, g.inp_mask, kq_scale, 0.0f), "kq_soft_max", il);
+            ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, V, 1, 0, 2, 3));  // [n_kv, hd, n_head_kv]
+            ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);                         // [hd, n_tok, n_head]
+            cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), head_dim * n_head, n_tokens);
+        }
+        cur = named(cur, "kqv_out", il);
         cur = ggml_mul_mat(ctx, L.wo, cur);
         ggml_prec_set_acc(cur, GGML_PREC_F32);  // glm4 needs F32 accumulation here (spec A.3.5)
         cur = named(rms_norm(ctx, cur, L.post_attn_norm, hp.rms_eps), "attn_post_norm", il);

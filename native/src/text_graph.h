@@ -14,7 +14,7 @@ struct text_graph {
     ggml_tensor * inp_tokens = nullptr;  // I32 [n_tokens]            (token input)
     ggml_tensor * inp_embd = nullptr;    // F32 [n_embd, n_tokens]    (embedding input, e.g. image tokens)
     ggml_tensor * inp_pos = nullptr;     // I32 [4*n_tokens]: streams t,h,w,0 (M-RoPE) or [n_tokens] (1-D)
-    ggml_tensor * inp_mask = nullptr;    // F32 [n_kv, n_tokens]      0 or -inf (causal over cells)
+    ggml_tensor * inp_mask = nullptr;    // F32 (F16 with flash_attn) [n_kv, n_tokens]: 0 or -inf (causal over cells)
     ggml_tensor * inp_out_ids = nullptr; // I32 [n_out]               rows whose logits are wanted (when n_out < n_tokens)
     ggml_tensor * logits = nullptr;      // F32 [n_vocab, n_out]
 };
@@ -24,6 +24,7 @@ struct text_graph_shape {
     uint32_t kv_head = 0;   // first cache cell they are written to
     uint32_t n_out = 0;     // how many of them need logits (0: none, the graph stops after the cache writes)
     bool embd_input = false;
+    bool flash_attn = false;  // fused attention (ggml_flash_attn_ext); mask becomes F16
 };
 
 // Builds into `ctx` (a no_alloc context sized with graph_ctx_size()).
