@@ -188,3 +188,41 @@ def test_cli_interactive_two_turns(files):
 def test_cli_run_bad_model_is_a_clean_error(tmp_path):
     proc = run_cli("run", "-m", str(tmp_path / "missing.gguf"), "-p", "hi")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "no such model file" in proc.stderr
+
+
+def test_load_progress_and_abort(files):
+    from autoglm_gguf import _core
+
+    seen = []
+    _core.TextModel(str(files[1]), progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(KeyboardInterrupt, match="aborted"):
+        _core.TextModel(str(files[1]), progress=lambda f: f < 0.5)
+
+
+def test_gpu_layers_without_a_gpu_backend_run_on_the_cpu_with_a_notice(files):
+    from autoglm_gguf import _core
+
+    if any(d["type"] in ("gpu", "igpu") for d in _core.devices()):
+        pytest.skip("this build has a GPU backend")
+    code = (f"from autoglm_gguf import AutoGLM; llm = AutoGLM({str(files[1])!r}, n_ctx=64, n_gpu_layers=99); "
+            "print(llm.generate('[gMASK]<sop><|user|>\\nhi<|assistant|>\\n', max_tokens=3) is not None)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True"
+    assert proc.stderr.count("\n") == 1 and "no GPU backend" in proc.stderr and "running on the CPU" in proc.stderr
+
+
+def test_ctrl_c_during_a_long_prompt_stops_it_and_keeps_the_model(files):
+    import os
+    import signal
+    import threading
+
+    llm = AutoGLM(files[1], n_ctx=4096, n_batch=1, n_threads=2)
+    prompt = "[gMASK]<sop><|user|>\n" + "tap the button and swipe up " * 250  # ~3300 tokens, one per micro-batch
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate(prompt, max_tokens=4)
+    timer.join()
+    assert llm.n_past == 0  # the interrupted evaluation left nothing half-written in the cache
+    assert isinstance(llm.generate("[gMASK]<sop><|user|>\nhi<|assistant|>\n", max_tokens=4), str)

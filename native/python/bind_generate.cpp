@@ -51,6 +51,17 @@ void bind_generate(py::module_ & m) {
                  p.max_tokens = max_tokens;
                  p.stop = stop;
                  p.stop_at_eog = stop_at_eog;
+                 // Ctrl-C during a long prompt evaluation stops it between micro-batches.
+                 s.abort_check = [] {
+                     py::gil_scoped_acquire gil;
+                     if (PyErr_CheckSignals() == 0) return false;
+                     PyErr_Clear();
+                     return true;
+                 };
+                 struct reset_abort {
+                     autoglm::session & s;
+                     ~reset_abort() { s.abort_check = nullptr; }
+                 } guard{s};
                  py::gil_scoped_release nogil;
                  return std::make_unique<generator>(s, s.model().tok(), prompt, p);
              }),

@@ -1,4 +1,6 @@
 // Python view of the text runtime: TextModel and Session.
+#include <cstdio>
+
 #include "bind_common.h"
 #include "error.h"
 #include "session.h"
@@ -26,15 +28,34 @@ py::array_t<float> logits_array(std::vector<float> && v, size_t n_vocab) {
 
 void bind_text(py::module_ & m) {
     py::class_<autoglm::text_model>(m, "TextModel")
-        .def(py::init([](const std::string & path, int n_gpu_layers, int n_threads, bool repack) {
+        .def(py::init([](const std::string & path, int n_gpu_layers, int n_threads, bool repack, py::object progress) {
                  autoglm::model_params p;
                  p.n_gpu_layers = n_gpu_layers;
                  p.n_threads = n_threads;
                  p.repack = repack;
+                 p.log = [](const std::string & msg) { std::fprintf(stderr, "autoglm: %s\n", msg.c_str()); };
+                 // Called between tensors with the GIL taken back: a Python callback (a progress bar)
+                 // can return False to stop, and Ctrl-C stops loading too.
+                 p.progress = [progress](float f) {
+                     py::gil_scoped_acquire gil;
+                     if (PyErr_CheckSignals() != 0) {
+                         PyErr_Clear();
+                         return false;
+                     }
+                     if (progress.is_none()) return true;
+                     try {
+                         py::object r = progress(f);
+                         return r.is_none() || r.cast<bool>();
+                     } catch (py::error_already_set &) {
+                         return false;
+                     }
+                 };
                  py::gil_scoped_release nogil;
                  return std::make_unique<autoglm::text_model>(path, p);
              }),
-             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("n_threads") = 0, py::arg("repack") = true)
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("n_threads") = 0, py::arg("repack") = true,
+             py::arg("progress") = py::none(),
+             "progress(fraction) is called while loading; returning False aborts (KeyboardInterrupt).")
         .def_property_readonly("hparams", [](const autoglm::text_model & tm) {
             const auto & h = tm.hparams();
             py::dict d;

@@ -42,6 +42,9 @@ PYBIND11_MODULE(_core, m) {
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
+        } catch (const autoglm::aborted & e) {
+            // Only our own callbacks abort, and they do so when Ctrl-C (or the Python callback) asks.
+            PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
         } catch (const autoglm::invalid_argument & e) {
             PyErr_SetString(PyExc_ValueError, e.what());
         } catch (const autoglm::error & e) {

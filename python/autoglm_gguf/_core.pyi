@@ -1,6 +1,6 @@
 """Type stubs for the native extension autoglm_gguf._core (see native/python/*.cpp)."""
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,8 @@ def quantize(src: npt.NDArray[np.float32], qtype: str, n_threads: int = 0) -> np
 def format_chat(messages: list[dict[str, object]], add_generation_prompt: bool = True) -> str: ...
 
 class TextModel:
-    def __init__(self, path: str, n_gpu_layers: int = 0, n_threads: int = 0, repack: bool = True) -> None: ...
+    def __init__(self, path: str, n_gpu_layers: int = 0, n_threads: int = 0, repack: bool = True,
+                 progress: Callable[[float], bool | None] | None = None) -> None: ...
     @property
     def hparams(self) -> dict[str, object]: ...
     @property

@@ -7,6 +7,7 @@ Images (mmproj) arrive with the vision runtime; until then an image in a message
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -41,7 +42,7 @@ class AutoGLM:
 
     def __init__(self, model_path: str | os.PathLike, *, mmproj_path: str | os.PathLike | None = None,
                  n_ctx: int = 8192, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 seed: int | None = None, kv_type: str = "f16", verbose: bool = False):
+                 seed: int | None = None, kv_type: str = "f16", verbose: bool = False, progress: bool | None = None):
         path = Path(model_path)
         if not path.is_file():
             raise GGUFFileError(f"{path}: no such model file")
@@ -54,7 +55,7 @@ class AutoGLM:
         self.verbose = verbose
         self.seed = seed
         try:
-            self._model = _core.TextModel(self.model_path, n_gpu_layers=n_gpu_layers, n_threads=n_threads or 0)
+            self._model = _load_with_progress(self.model_path, n_gpu_layers, n_threads or 0, progress)
         except _core.NativeError as e:
             raise GGUFFileError(str(e)) from None
         self._session = _native_call(_core.Session, self._model, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
@@ -197,6 +198,24 @@ class AutoGLM:
     @property
     def n_past(self) -> int:
         return self._session.n_past
+
+
+def _load_with_progress(path: str, n_gpu_layers: int, n_threads: int, progress: bool | None):
+    """Load the text model; progress=None shows a bar on stderr for files over 256 MB when stderr is a terminal."""
+    size = os.path.getsize(path)
+    if progress is None:
+        progress = size > (256 << 20) and sys.stderr.isatty()
+    if not progress:
+        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+    from tqdm import tqdm
+
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"loading {Path(path).name}",
+              file=sys.stderr, leave=False) as bar:
+        def update(fraction: float) -> bool:
+            bar.update(int(fraction * size) - bar.n)
+            return True
+
+        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, progress=update)
 
 
 def _message_parts(index: int, message: dict[str, Any]) -> dict[str, Any]:
