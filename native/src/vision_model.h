@@ -1,0 +1,54 @@
+// The GLM-4V vision tower of an mmproj GGUF (arch "clip", projector "glm4v"): ViT + 2x2 downsample
+// + merger, producing one text-width embedding per merged 2x2 patch window.
+// ref: transformers Glm4vVisionModel.forward (spec section B).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "ggml_ptr.h"
+#include "image.h"
+
+namespace autoglm {
+
+struct vision_hparams {
+    uint32_t n_embd = 0;        // clip.vision.embedding_length (1536)
+    uint32_t n_layer = 0;       // clip.vision.block_count
+    uint32_t n_head = 0;        // clip.vision.attention.head_count
+    uint32_t n_ff = 0;          // ViT MLP width, from v.blk.0.ffn_up shape (= out_hidden_size)
+    uint32_t n_merger_ff = 0;   // merger SwiGLU width, from mm.up shape
+    uint32_t n_out = 0;         // output width = text n_embd (mm.down rows)
+    uint32_t patch_size = 14;
+    uint32_t merge_size = 2;    // autoglm.vision.spatial_merge_size, else 2 (llama.cpp's fixed value)
+    uint32_t n_pos = 0;         // position-embedding table entries (a square grid: side = sqrt(n_pos))
+    float eps = 1e-5f;          // RMSNorm eps; the merger LayerNorm uses 1e-5 (as HF)
+    std::array<float, 3> mean{}, std{};
+    int64_t min_pixels = 12544, max_pixels = 9633792;  // autoglm.image_*_pixels, else HF's GLM-4.1V values
+};
+
+struct vision_params {
+    int n_threads = 0;
+    bool use_gpu = true;  // encode on the GPU when ggml has one (mmproj_offload)
+};
+
+class vision_model {
+public:
+    vision_model(const std::string & mmproj_path, const vision_params & params);
+    ~vision_model();
+    const vision_hparams & hparams() const;
+    resize_params resize(int64_t min_pixels = 0, int64_t max_pixels = 0) const;  // 0: the file's values
+
+    // Patches (from preprocess) -> embeddings [n_tokens, n_out] row-major, n_tokens = grid_h*grid_w/4,
+    // rows in raster order of the merged (grid_h/2) x (grid_w/2) grid.
+    std::vector<float> encode(const pixel_patches & patches);
+
+private:
+    struct impl;
+    std::unique_ptr<impl> p_;
+};
+
+}  // namespace autoglm
