@@ -19,32 +19,39 @@ double generate_timings::prompt_tps() const {
 
 double generate_timings::gen_tps() const { return gen_ms > 0 ? n_generated / (gen_ms / 1000.0) : 0.0; }
 
-size_t common_prefix(const std::vector<int32_t> & cached, const std::vector<int32_t> & prompt) {
+size_t common_prefix(const std::vector<uint64_t> & cached, const std::vector<prompt_cell> & prompt) {
     size_t n = 0;
-    while (n < cached.size() && n < prompt.size() && cached[n] == prompt[n] && cached[n] >= 0) ++n;
+    while (n < cached.size() && n < prompt.size() && cached[n] == prompt[n].key) ++n;
     return n;
 }
 
 generator::generator(session & s, const tokenizer & tok, const std::vector<int32_t> & prompt, const generate_params & p)
-    : s_(s), tok_(tok), p_(p), sampler_(p.sampling), history_(prompt) {
-    if (prompt.empty()) throw invalid_argument("the prompt is empty");
+    : generator(s, tok, std::vector<prompt_piece>{prompt_piece{prompt}}, p) {}
+
+generator::generator(session & s, const tokenizer & tok, const std::vector<prompt_piece> & prompt, const generate_params & p)
+    : s_(s), tok_(tok), p_(p), sampler_(p.sampling) {
     for (const auto & st : p_.stop) {
         if (st.empty()) throw invalid_argument("stop strings must not be empty");
     }
-    // Reuse the longest cached prefix; at least the last prompt token is evaluated again, because
-    // its logits (not kept in the cache) start the generation.
-    size_t reuse = std::min(common_prefix(s_.tokens(), prompt), prompt.size() - 1);
-    if (prompt.size() > s_.n_ctx()) {
-        throw context_full("the prompt has " + std::to_string(prompt.size()) + " tokens, more than n_ctx = " +
-                               std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
+    const std::vector<prompt_cell> cells = layout_prompt(prompt);
+    if (cells.empty()) throw invalid_argument("the prompt is empty");
+    if (cells.size() > s_.n_ctx()) {
+        throw context_full("the prompt has " + std::to_string(cells.size()) + " tokens, more than n_ctx = " +
+                           std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
     }
+    for (const auto & c : cells) {
+        if (c.token >= 0) history_.push_back(c.token);  // penalties look at text tokens only
+    }
+    // Reuse the longest cached prefix (text tokens, and identical images at the same place); at
+    // least the last prompt cell is evaluated again, because its logits (not kept in the cache)
+    // start the generation.
+    const size_t reuse = std::min(common_prefix(s_.cache().keys(), cells), cells.size() - 1);
     s_.truncate((uint32_t) reuse);
-    t_.n_prompt = (uint32_t) prompt.size();
+    t_.n_prompt = (uint32_t) cells.size();
     t_.n_prompt_reused = (uint32_t) reuse;
     const auto t0 = clock_type::now();
-    auto rows = s_.eval_tokens(std::vector<int32_t>(prompt.begin() + (long) reuse, prompt.end()), logits_mode::last);
+    logits_ = s_.eval_cells(cells, reuse, cells.size(), prompt, logits_mode::last);
     t_.prompt_ms = ms_since(t0);
-    logits_ = std::move(rows);
 }
 
 size_t generator::held_back_len() const {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "prompt_layout.h"
 #include "sampling.h"
 #include "session.h"
 #include "tokenizer.h"
@@ -39,6 +40,8 @@ enum class finish_reason { none, stop, length };
 class generator {
 public:
     generator(session & s, const tokenizer & tok, const std::vector<int32_t> & prompt, const generate_params & p);
+    // A prompt of text and image pieces (image embeddings must outlive the constructor only).
+    generator(session & s, const tokenizer & tok, const std::vector<prompt_piece> & prompt, const generate_params & p);
 
     // Next piece of text; false when generation has finished (see reason()).
     bool next(std::string & piece);
@@ -63,7 +66,7 @@ private:
     generate_timings t_;
 };
 
-// Number of leading tokens that `prompt` shares with what the session has cached.
-size_t common_prefix(const std::vector<int32_t> & cached, const std::vector<int32_t> & prompt);
+// Number of leading cells that `prompt` shares with what the session has cached (by cell key).
+size_t common_prefix(const std::vector<uint64_t> & cached, const std::vector<prompt_cell> & prompt);
 
 }  // namespace autoglm

@@ -42,8 +42,9 @@ size_t kv_cache::bytes() const {
     return n;
 }
 
-void kv_cache::append(int32_t token, const std::array<int32_t, 3> & pos, int32_t next_pos_after) {
+void kv_cache::append(int32_t token, uint64_t key, const std::array<int32_t, 3> & pos, int32_t next_pos_after) {
     tokens_.push_back(token);
+    keys_.push_back(key);
     pos_.push_back(pos);
     next_pos_hist_.push_back(next_pos_after);
     next_pos_ = next_pos_after;
@@ -52,6 +53,7 @@ void kv_cache::append(int32_t token, const std::array<int32_t, 3> & pos, int32_t
 void kv_cache::truncate(uint32_t n) {
     if (n >= tokens_.size()) return;
     tokens_.resize(n);
+    keys_.resize(n);
     pos_.resize(n);
     next_pos_hist_.resize(n);
     next_pos_ = n ? next_pos_hist_.back() : 0;

@@ -25,8 +25,9 @@ public:
 
     uint32_t n_used() const { return (uint32_t) tokens_.size(); }
     const std::vector<int32_t> & tokens() const { return tokens_; }
+    const std::vector<uint64_t> & keys() const { return keys_; }  // per cell: token id, or image (hash, row) key
     int32_t next_pos() const { return next_pos_; }  // 1 + the largest position stream value so far
-    void append(int32_t token, const std::array<int32_t, 3> & pos, int32_t next_pos_after);
+    void append(int32_t token, uint64_t key, const std::array<int32_t, 3> & pos, int32_t next_pos_after);
     void truncate(uint32_t n);  // forget cells >= n (their K/V are overwritten by later writes)
 
 private:
@@ -36,6 +37,7 @@ private:
     std::vector<ggml_ctx_ptr> ctxs_;
     std::vector<ggml_buf_ptr> bufs_;
     std::vector<int32_t> tokens_;
+    std::vector<uint64_t> keys_;
     std::vector<std::array<int32_t, 3>> pos_;
     std::vector<int32_t> next_pos_hist_;  // next_pos after each cell, to restore it on truncate
     int32_t next_pos_ = 0;

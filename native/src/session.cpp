@@ -40,23 +40,63 @@ std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, log
     }
     std::vector<std::array<int32_t, 3>> pos(tokens.size());
     std::vector<int32_t> next(tokens.size());
+    std::vector<uint64_t> keys(tokens.size());
     int32_t p = kv_.next_pos();
     for (size_t i = 0; i < tokens.size(); ++i, ++p) {
         pos[i] = {p, p, p};
         next[i] = p + 1;
+        keys[i] = (uint64_t) (uint32_t) tokens[i];
     }
-    return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, mode);
+    return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, keys, mode);
 }
 
 std::vector<float> session::eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
                                             int32_t next_pos_after, logits_mode mode) {
     if (pos.size() != n) throw invalid_argument("eval_embeddings: one (t,h,w) position per embedding row is required");
-    return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), mode);
+    return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), std::vector<uint64_t>(n, 0), mode);
+}
+
+std::vector<float> session::eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
+                                       const std::vector<prompt_piece> & pieces, logits_mode mode) {
+    if (end > cells.size() || begin > end) throw invalid_argument("eval_cells: bad cell range");
+    if ((size_t) kv_.n_used() + (end - begin) > kv_.n_ctx()) {
+        throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(end - begin) +
+                           " new cells exceed n_ctx = " + std::to_string(kv_.n_ctx()));
+    }
+    std::vector<float> out;
+    const uint32_t start = kv_.n_used();
+    try {
+        // Runs of consecutive cells of the same piece: token runs, or contiguous rows of one image.
+        for (size_t i = begin; i < end;) {
+            size_t j = i + 1;
+            while (j < end && cells[j].piece == cells[i].piece) ++j;
+            const prompt_piece & pc = pieces[cells[i].piece];
+            std::vector<std::array<int32_t, 3>> pos;
+            std::vector<int32_t> next, toks;
+            std::vector<uint64_t> keys;
+            for (size_t k = i; k < j; ++k) {
+                pos.push_back(cells[k].pos);
+                next.push_back(cells[k].next_pos);
+                keys.push_back(cells[k].key);
+                if (!pc.is_image()) toks.push_back(cells[k].token);
+            }
+            const bool last_run = j == end;
+            const logits_mode m = mode == logits_mode::all ? logits_mode::all : (last_run ? mode : logits_mode::none);
+            const float * embd = pc.is_image() ? pc.embd + (size_t) cells[i].row * model_.hparams().n_embd : nullptr;
+            auto rows = eval(pc.is_image() ? nullptr : toks.data(), embd, (uint32_t) (j - i), pos, next, keys, m);
+            out.insert(out.end(), rows.begin(), rows.end());
+            i = j;
+        }
+    } catch (...) {
+        kv_.truncate(start);
+        throw;
+    }
+    return out;
 }
 
 std::vector<float> session::eval(const int32_t * tokens, const float * embd, uint32_t n,
                                  const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
-                                 logits_mode mode) {
+                                 const std::vector<uint64_t> & keys, logits_mode mode) {
     if (n == 0) return {};
     if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
         throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
@@ -75,7 +115,9 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
             const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);
             float * out = n_out ? logits.data() + (mode == logits_mode::all ? (size_t) i0 * n_vocab : 0) : nullptr;
             run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out, out);
-            for (uint32_t j = 0; j < nb; ++j) kv_.append(tokens ? tokens[i0 + j] : -1, pos[i0 + j], next_after[i0 + j]);
+            for (uint32_t j = 0; j < nb; ++j) {
+                kv_.append(tokens ? tokens[i0 + j] : -1, keys[i0 + j], pos[i0 + j], next_after[i0 + j]);
+            }
         }
     } catch (...) {
         kv_.truncate(start);  // all or nothing: a failed evaluation leaves the cache as it was

@@ -10,6 +10,7 @@
 
 #include "ggml_ptr.h"
 #include "kv_cache.h"
+#include "prompt_layout.h"
 #include "text_graph.h"
 #include "text_model.h"
 
@@ -39,6 +40,11 @@ public:
     std::vector<float> eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
                                        int32_t next_pos_after, logits_mode mode);
 
+    // Appends cells [begin, end) of a laid-out prompt (text tokens and image rows with their positions).
+    // Logits: as for eval_tokens, relative to these cells.
+    std::vector<float> eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
+                                  const std::vector<prompt_piece> & pieces, logits_mode mode);
+
     uint32_t n_past() const { return kv_.n_used(); }
     const std::vector<int32_t> & tokens() const { return kv_.tokens(); }
     uint32_t n_ctx() const { return kv_.n_ctx(); }
@@ -51,7 +57,7 @@ public:
 private:
     std::vector<float> eval(const int32_t * tokens, const float * embd, uint32_t n,
                             const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
-                            logits_mode mode);
+                            const std::vector<uint64_t> & keys, logits_mode mode);
     void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
                     uint32_t n_out, float * logits_out);
 
