@@ -11,3 +11,11 @@ void bind_text(py::module_ & m);
 void bind_sampling(py::module_ & m);
 void bind_tokenizer(py::module_ & m);
 void bind_generate(py::module_ & m);
+void bind_prompt(py::module_ & m);
+
+#include "prompt_layout.h"
+
+// Python prompt pieces -> native: each item is a list of token ids, or an image tuple
+// (embeddings float32 [grid_h*grid_w, n_embd], grid_h, grid_w, key). The arrays stay referenced
+// in `keep` for as long as the pieces are used.
+std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, uint32_t n_embd, std::vector<py::object> & keep);

@@ -44,8 +44,16 @@ void bind_generate(py::module_ & m) {
 
     using autoglm::generator;
     py::class_<generator>(m, "Generator")
-        .def(py::init([](autoglm::session & s, const std::vector<int32_t> & prompt, const autoglm::sampling_params & sp,
+        .def(py::init([](autoglm::session & s, const py::list & prompt_items, const autoglm::sampling_params & sp,
                          int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog) {
+                 // A flat list of ints is a text prompt; otherwise a list of pieces (see pieces_from_python).
+                 std::vector<py::object> keep;
+                 std::vector<autoglm::prompt_piece> prompt;
+                 if (prompt_items.size() == 0 || py::isinstance<py::int_>(prompt_items[0])) {
+                     prompt.push_back(autoglm::prompt_piece{prompt_items.cast<std::vector<int32_t>>()});
+                 } else {
+                     prompt = pieces_from_python(prompt_items, s.model().hparams().n_embd, keep);
+                 }
                  autoglm::generate_params p;
                  p.sampling = sp;
                  p.max_tokens = max_tokens;

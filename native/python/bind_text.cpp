@@ -120,6 +120,21 @@ void bind_text(py::module_ & m) {
              },
              py::arg("tokens"), py::arg("logits") = "last",
              "Append tokens to the context; returns logits rows (n_rows, n_vocab): 'last', 'all' or 'none'.")
+        .def("eval_pieces", [](autoglm::session & s, const py::list & items, const std::string & logits) {
+                 const auto mode = parse_logits_mode(logits);
+                 std::vector<py::object> keep;
+                 const auto pieces = pieces_from_python(items, s.model().hparams().n_embd, keep);
+                 const auto cells = autoglm::layout_prompt(pieces);
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     s.truncate(0);  // pieces are laid out from position 0: a fresh context
+                     out = s.eval_cells(cells, 0, cells.size(), pieces, mode);
+                 }
+                 return logits_array(std::move(out), s.model().hparams().n_vocab);
+             },
+             py::arg("pieces"), py::arg("logits") = "all",
+             "Evaluate a prompt of pieces (token lists and image tuples) from an empty context; returns logits rows.")
         .def_property_readonly("n_past", &autoglm::session::n_past)
         .def_property_readonly("n_ctx", &autoglm::session::n_ctx)
         .def_property_readonly("tokens", &autoglm::session::tokens)
