@@ -1,6 +1,7 @@
 // The C API (include/autoglm.h), part 2: generation. A pull API over autoglm::generator that hands
 // its pieces out through caller buffers of any size, cutting only between UTF-8 characters.
 #include "c_api_internal.h"
+#include "unicode.h"
 
 #include <cstring>
 #include <string>
@@ -13,23 +14,10 @@ namespace {
 // Length of the UTF-8 character at s[i], or 1 for a byte that does not start a valid one, so that
 // a cut between units never splits a character and a unit is never longer than 4 bytes.
 size_t utf8_unit(const std::string & s, size_t i) {
-    const auto b0 = (unsigned char) s[i];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte (no overlongs, no surrogates)
-    if (b0 < 0x80) return 1;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-        need = 2;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-        need = 3;
-        if (b0 == 0xE0) lo = 0xA0;
-        if (b0 == 0xED) hi = 0x9F;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-        need = 4;
-        if (b0 == 0xF0) lo = 0x90;
-        if (b0 == 0xF4) hi = 0x8F;
-    } else {
-        return 1;
-    }
+    const autoglm::utf8_lead lead = autoglm::utf8_lead_info((unsigned char) s[i]);
+    if (lead.len < 2) return 1;  // ASCII, or a byte that starts no character: passed on alone
+    const size_t need = lead.len;
+    const unsigned char lo = lead.lo, hi = lead.hi;
     if (i + need > s.size()) return 1;
     const auto b1 = (unsigned char) s[i + 1];
     if (b1 < lo || b1 > hi) return 1;

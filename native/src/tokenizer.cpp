@@ -303,25 +303,11 @@ size_t utf8_complete_prefix(std::string_view s) {
         }
     }
     if (start == n) return n;  // empty, or only continuation bytes: not a character start
-    const unsigned char b0 = p[start];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-        need = 2;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-        need = 3;
-        if (b0 == 0xE0) lo = 0xA0;
-        if (b0 == 0xED) hi = 0x9F;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-        need = 4;
-        if (b0 == 0xF0) lo = 0x90;
-        if (b0 == 0xF4) hi = 0x8F;
-    } else {
-        return n;  // ASCII or an invalid lead byte
-    }
+    const utf8_lead lead = utf8_lead_info(p[start]);
+    if (lead.len < 2) return n;  // ASCII or an invalid lead byte
     const size_t have = n - start;
-    if (have >= need) return n;
-    if (have >= 2 && (p[start + 1] < lo || p[start + 1] > hi)) return n;  // can never complete
+    if (have >= lead.len) return n;
+    if (have >= 2 && (p[start + 1] < lead.lo || p[start + 1] > lead.hi)) return n;  // can never complete
     return start;
 }
 

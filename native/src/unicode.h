@@ -40,6 +40,15 @@ std::pair<uint32_t, size_t> utf8_decode(std::string_view s, size_t pos);
 // Appends the UTF-8 encoding of a scalar value to out.
 void utf8_append(uint32_t cp, std::string & out);
 
+// What a UTF-8 lead byte promises: the sequence length (0 for a byte that cannot start a multi-byte
+// character, 1 for ASCII) and the valid range of the second byte (which excludes overlong forms,
+// surrogates and code points above U+10FFFF).
+struct utf8_lead {
+    size_t len;
+    unsigned char lo, hi;
+};
+utf8_lead utf8_lead_info(unsigned char b0);
+
 // Splits text into GLM-4 pre-tokens: consecutive, non-empty byte ranges [first, second) covering all
 // of text, appended to out.
 void glm4_pretokenize(std::string_view text, std::vector<std::pair<size_t, size_t>> & out);
