@@ -11,6 +11,7 @@ void bind_text(py::module_ & m);
 void bind_sampling(py::module_ & m);
 void bind_tokenizer(py::module_ & m);
 void bind_generate(py::module_ & m);
+void bind_image(py::module_ & m);
 void bind_prompt(py::module_ & m);
 
 #include "prompt_layout.h"

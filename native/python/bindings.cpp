@@ -84,4 +84,5 @@ PYBIND11_MODULE(_core, m) {
     bind_tokenizer(m);
     bind_generate(m);
     bind_prompt(m);
+    bind_image(m);
 }

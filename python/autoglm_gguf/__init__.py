@@ -1,7 +1,8 @@
 """autoglm-gguf: run AutoGLM-Phone-9B / GLM-4.1V locally from GGUF files."""
 
 from ._core import __version__
-from .errors import AutoGLMError, ContextFullError, ConversionError, GGUFFileError
+from .errors import AutoGLMError, ContextFullError, ConversionError, GGUFFileError, ImageError
 from .model import AutoGLM
 
-__all__ = ["AutoGLM", "AutoGLMError", "ContextFullError", "ConversionError", "GGUFFileError", "__version__"]
+__all__ = ["AutoGLM", "AutoGLMError", "ContextFullError", "ConversionError", "GGUFFileError", "ImageError",
+           "__version__"]

@@ -15,3 +15,7 @@ class GGUFFileError(AutoGLMError):
 
 class ContextFullError(AutoGLMError, ValueError):
     """The prompt (plus what is generated) does not fit in n_ctx."""
+
+
+class ImageError(AutoGLMError, ValueError):
+    """An image could not be loaded: missing file, undecodable or empty data, unsupported input type or URL."""
