@@ -11,3 +11,4 @@ void bind_text(py::module_ & m);
 void bind_sampling(py::module_ & m);
 void bind_tokenizer(py::module_ & m);
 void bind_generate(py::module_ & m);
+void bind_vision(py::module_ & m);

@@ -83,4 +83,5 @@ PYBIND11_MODULE(_core, m) {
     bind_sampling(m);
     bind_tokenizer(m);
     bind_generate(m);
+    bind_vision(m);
 }
