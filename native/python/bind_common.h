@@ -20,3 +20,4 @@ void bind_prompt(py::module_ & m);
 // (embeddings float32 [grid_h*grid_w, n_embd], grid_h, grid_w, key). The arrays stay referenced
 // in `keep` for as long as the pieces are used.
 std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, uint32_t n_embd, std::vector<py::object> & keep);
+void bind_vision(py::module_ & m);

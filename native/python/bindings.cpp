@@ -85,4 +85,5 @@ PYBIND11_MODULE(_core, m) {
     bind_generate(m);
     bind_prompt(m);
     bind_image(m);
+    bind_vision(m);
 }

@@ -26,6 +26,7 @@ struct vision_hparams {
     uint32_t merge_size = 2;    // autoglm.vision.spatial_merge_size, else 2 (llama.cpp's fixed value)
     uint32_t n_pos = 0;         // position-embedding table entries (a square grid: side = sqrt(n_pos))
     float eps = 1e-5f;          // RMSNorm eps; the merger LayerNorm uses 1e-5 (as HF)
+    float rope_theta = 10000.0f;  // ViT 2-D RoPE base (HF and llama.cpp hard-code 10000)
     std::array<float, 3> mean{}, std{};
     int64_t min_pixels = 12544, max_pixels = 9633792;  // autoglm.image_*_pixels, else HF's GLM-4.1V values
 };
@@ -39,11 +40,16 @@ class vision_model {
 public:
     vision_model(const std::string & mmproj_path, const vision_params & params);
     ~vision_model();
+    vision_model(const vision_model &) = delete;
+    vision_model & operator=(const vision_model &) = delete;
     const vision_hparams & hparams() const;
+    std::string devices() const;   // e.g. "CPU (8 threads)"
+    size_t weight_bytes() const;   // backend memory held by the weights
     resize_params resize(int64_t min_pixels = 0, int64_t max_pixels = 0) const;  // 0: the file's values
 
     // Patches (from preprocess) -> embeddings [n_tokens, n_out] row-major, n_tokens = grid_h*grid_w/4,
-    // rows in raster order of the merged (grid_h/2) x (grid_w/2) grid.
+    // rows in raster order of the merged (grid_h/2) x (grid_w/2) grid. Throws invalid_argument for
+    // patches whose shape does not fit the model. Calls on one model are serialized (one scheduler).
     std::vector<float> encode(const pixel_patches & patches);
 
 private:

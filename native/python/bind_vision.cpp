@@ -1,0 +1,63 @@
+// Python view of the vision tower: VisionModel (mmproj GGUF) -> image embeddings.
+#include "bind_common.h"
+#include "error.h"
+#include "vision_model.h"
+
+void bind_vision(py::module_ & m) {
+    py::class_<autoglm::vision_model>(m, "VisionModel")
+        .def(py::init([](const std::string & path, int n_threads, bool use_gpu) {
+                 autoglm::vision_params p;
+                 p.n_threads = n_threads;
+                 p.use_gpu = use_gpu;
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<autoglm::vision_model>(path, p);
+             }),
+             py::arg("path"), py::arg("n_threads") = 0, py::arg("use_gpu") = true,
+             "Load an mmproj GGUF (architecture 'clip', projector 'glm4v'). use_gpu: encode on ggml's GPU when there is one.")
+        .def_property_readonly("hparams", [](const autoglm::vision_model & vm) {
+            const auto & h = vm.hparams();
+            py::dict d;
+            d["n_embd"] = h.n_embd; d["n_layer"] = h.n_layer; d["n_head"] = h.n_head; d["n_ff"] = h.n_ff;
+            d["n_merger_ff"] = h.n_merger_ff; d["n_out"] = h.n_out; d["patch_size"] = h.patch_size;
+            d["merge_size"] = h.merge_size; d["n_pos"] = h.n_pos; d["eps"] = h.eps; d["rope_theta"] = h.rope_theta;
+            d["image_mean"] = std::vector<float>(h.mean.begin(), h.mean.end());
+            d["image_std"] = std::vector<float>(h.std.begin(), h.std.end());
+            d["min_pixels"] = h.min_pixels; d["max_pixels"] = h.max_pixels;
+            return d;
+        })
+        .def_property_readonly("devices", &autoglm::vision_model::devices)
+        .def_property_readonly("weight_bytes", &autoglm::vision_model::weight_bytes)
+        .def("encode", [](autoglm::vision_model & vm, py::array patches_any, int grid_h, int grid_w) {
+                 const auto & h = vm.hparams();
+                 const py::ssize_t patch_dim = 3 * (py::ssize_t) h.patch_size * h.patch_size;
+                 if (!py::isinstance<py::array_t<float>>(patches_any)) {
+                     throw autoglm::invalid_argument("encode: patches must be float32, got dtype " + std::string(py::str(patches_any.dtype())));
+                 }
+                 if (patches_any.ndim() != 2 || patches_any.shape(1) != patch_dim || patches_any.shape(0) != (py::ssize_t) grid_h * grid_w) {
+                     std::string shape = "(";
+                     for (py::ssize_t i = 0; i < patches_any.ndim(); ++i) shape += (i ? ", " : "") + std::to_string(patches_any.shape(i));
+                     throw autoglm::invalid_argument("encode: patches have shape " + shape + "), expected (grid_h*grid_w, 3*p*p) = (" +
+                                                     std::to_string((int64_t) grid_h * grid_w) + ", " + std::to_string(patch_dim) + ")");
+                 }
+                 auto a = py::array_t<float, py::array::c_style>::ensure(patches_any);  // copies only if not C-contiguous
+                 autoglm::pixel_patches px;
+                 px.grid_h = grid_h;
+                 px.grid_w = grid_w;
+                 px.patch_dim = (int32_t) patch_dim;
+                 std::vector<float> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     px.values.assign(a.data(), a.data() + a.size());
+                     out = vm.encode(px);
+                 }
+                 auto * heap = new std::vector<float>(std::move(out));
+                 py::capsule owner(heap, [](void * p) { delete (std::vector<float> *) p; });
+                 const py::ssize_t n_out = h.n_out, rows = n_out ? (py::ssize_t) (heap->size() / n_out) : 0;
+                 return py::array_t<float>({rows, n_out}, {n_out * (py::ssize_t) sizeof(float), (py::ssize_t) sizeof(float)},
+                                           heap->data(), owner);
+             },
+             py::arg("patches"), py::arg("grid_h"), py::arg("grid_w"),
+             "Embeddings (n_tokens, n_out) float32 of one image: patches (grid_h*grid_w, 3*p*p) float32 in merge-window\n"
+             "order, each row one frame's (C, py, px) values (HF pixel_values with the time axis dropped). Rows of the\n"
+             "result are the merged (grid_h/m) x (grid_w/m) tokens in raster order. ValueError for a wrong shape.");
+}

@@ -1,0 +1,180 @@
+"""The vision tower runtime (``_core.VisionModel``) against transformers' ``Glm4vVisionModel`` in float64.
+
+Both tiny random checkpoints of conftest are used: the default one (depth 2, width 32, 2 heads, 8x8
+position table) and ``alt`` (depth 3, width 48, 4 heads, 6x6 table, f16 weights). Each is converted
+with ``mmproj_outtype=f32`` (the GGUF weights equal the HF weights exactly) and with ``f16``.
+
+Inputs come from HF's own PIL image processor (``Glm4vImageProcessorPil``, no torchvision): its
+``pixel_values`` rows are (C, T=2, py, px); a still image repeats the frame on T, so the T=0 slice is
+what ``VisionModel.encode`` takes. Image sizes cover: the position table's own size (no
+interpolation), smaller grids (bicubic downsampling), larger and non-square grids (upsampling), and
+resized odd / phone-shaped images.
+
+The reference is ``model.model.get_image_features`` with the model in float64 (HF itself runs the
+position-embedding interpolation and the ViT RoPE in float32). Errors are max|ours - ref| / max|ref|;
+the measured values are printed (run with ``-s``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+PIL_Image = pytest.importorskip("PIL.Image")
+
+from transformers import Glm4vForConditionalGeneration  # noqa: E402
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil  # noqa: E402
+
+from autoglm_gguf import _core  # noqa: E402
+
+# (width, height): table-sized / smaller / larger grids for both configs (tiny: 8x8 table, alt: 6x6).
+IMAGES = [(112, 112), (84, 84), (56, 56), (270, 600), (97, 131), (420, 196)]
+# HF's default budget (min 12544 "2-frame" pixels) would upscale 56x56; lower it so a 4x4 grid exists.
+SIZE = {"shortest_edge": 2 * 28 * 28, "longest_edge": 9633792}
+
+F32_BOUND = 1e-3  # relative to max|ref|; measured ~1e-6 (see the printed values)
+F16_BOUND = 2e-2  # f16 weights (kernels and matrices): measured a few 1e-3
+Q8_BOUND = 8e-2   # q8_0 matrices: ggml also rounds the activations to q8_0 (measured ~3e-2)
+
+
+class Case:
+    def __init__(self, name, ckpt, convert_tiny):
+        self.name = name
+        self.ckpt = ckpt
+        self.text, self.mmproj = convert_tiny(ckpt, "f32", "f32")
+        self.model = Glm4vForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float64).eval()
+        self.proc = Glm4vImageProcessorPil.from_pretrained(ckpt)
+        self.vision_config = self.model.config.vision_config
+        self._inputs = {}
+
+    def inputs(self, w, h):
+        """(pixel_values [n, C*T*p*p] float32 tensor, grid_thw tensor) from HF's processor."""
+        if (w, h) not in self._inputs:
+            rng = np.random.default_rng(w * 1000 + h)
+            img = PIL_Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8))
+            px = self.proc(images=[img], size=SIZE, return_tensors="pt")
+            self._inputs[(w, h)] = (px["pixel_values"], px["image_grid_thw"])
+        return self._inputs[(w, h)]
+
+    def reference(self, w, h):
+        pv, grid = self.inputs(w, h)
+        with torch.no_grad():
+            out = self.model.model.get_image_features(pv.to(torch.float64), grid).pooler_output
+        return out[0].numpy()
+
+    def patches(self, w, h):
+        """Our input: the T=0 slice of each pixel_values row, (C, py, px) flattened."""
+        pv, grid = self.inputs(w, h)
+        vc = self.vision_config
+        p, t = vc.patch_size, vc.temporal_patch_size
+        x = pv.numpy().reshape(pv.shape[0], 3, t, p, p)
+        for i in range(1, t):
+            assert np.array_equal(x[:, :, 0], x[:, :, i]), "a still image repeats its frame on the time axis"
+        _, gh, gw = (int(v) for v in grid[0])
+        return np.ascontiguousarray(x[:, :, 0].reshape(pv.shape[0], 3 * p * p), dtype=np.float32), gh, gw
+
+
+@pytest.fixture(scope="module", params=["tiny", "alt"])
+def case(request, convert_tiny):
+    ckpt = request.getfixturevalue("tiny_checkpoint_f32" if request.param == "tiny" else "alt_checkpoint")
+    return Case(request.param, ckpt, convert_tiny)
+
+
+def _rel_err(got, ref):
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert np.isfinite(got).all()
+    return float(np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max())
+
+
+def test_hparams(case):
+    vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False)
+    vc = case.vision_config
+    hp = vm.hparams
+    assert (hp["n_embd"], hp["n_layer"], hp["n_head"]) == (vc.hidden_size, vc.depth, vc.num_heads)
+    assert hp["n_ff"] == vc.out_hidden_size  # the ViT MLP is out_hidden_size wide (spec B.1)
+    assert hp["n_merger_ff"] == vc.intermediate_size
+    assert hp["n_out"] == vc.out_hidden_size == case.model.config.text_config.hidden_size
+    assert hp["n_pos"] == (vc.image_size // vc.patch_size) ** 2
+    assert (hp["patch_size"], hp["merge_size"]) == (vc.patch_size, vc.spatial_merge_size)
+    assert hp["eps"] == pytest.approx(vc.rms_norm_eps)
+    assert hp["image_mean"] == pytest.approx(case.proc.image_mean)
+    assert hp["image_std"] == pytest.approx(case.proc.image_std)
+    assert (hp["min_pixels"], hp["max_pixels"]) == (case.proc.size["shortest_edge"], case.proc.size["longest_edge"])
+    assert vm.weight_bytes > 0 and "CPU" in vm.devices
+
+
+def test_grids_cover_the_interpolation_cases(case):
+    side = case.vision_config.image_size // case.vision_config.patch_size
+    grids = {tuple(int(v) for v in case.inputs(w, h)[1][0][1:]) for w, h in IMAGES}
+    assert (side, side) in grids                                 # no interpolation
+    assert any(gh < side and gw < side for gh, gw in grids)      # downsampling
+    assert any(gh > side and gw > side for gh, gw in grids)      # upsampling
+    assert any(gh != gw for gh, gw in grids)                     # non-square
+    assert (case.inputs(270, 600)[1][0][1:] != torch.tensor([600 // 14, 270 // 14])).any()  # resized
+
+
+@pytest.mark.parametrize("size", IMAGES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_f32_matches_hf_float64(case, size):
+    vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False)
+    patches, gh, gw = case.patches(*size)
+    got = vm.encode(patches, gh, gw)
+    ref = case.reference(*size)
+    assert got.shape == (gh * gw // 4, case.vision_config.out_hidden_size)
+    err = _rel_err(got, ref)
+    print(f"\n[{case.name} f32 {size[0]}x{size[1]} grid {gh}x{gw}] rel err {err:.2e} (max|ref| {np.abs(ref).max():.3g})")
+    assert err <= F32_BOUND
+
+
+@pytest.mark.parametrize("outtype,bound", [("f16", F16_BOUND), ("q8_0", Q8_BOUND)])
+def test_lower_precision_files(case, convert_tiny, outtype, bound):
+    _, mmproj = convert_tiny(case.ckpt, "f32", outtype)
+    vm = _core.VisionModel(str(mmproj), n_threads=2, use_gpu=False)
+    for size in [(112, 112), (270, 600)]:
+        patches, gh, gw = case.patches(*size)
+        err = _rel_err(vm.encode(patches, gh, gw), case.reference(*size))
+        print(f"\n[{case.name} {outtype} {size[0]}x{size[1]}] rel err {err:.2e}")
+        assert err <= bound
+
+
+def test_repeated_and_alternating_sizes_are_stable(case):
+    """Compute buffers are re-planned per image size; results must not depend on what ran before."""
+    vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False)
+    a, b = case.patches(270, 600), case.patches(56, 56)
+    first = vm.encode(*a)
+    vm.encode(*b)
+    assert np.array_equal(vm.encode(*a), first)
+
+
+def test_errors(case):
+    with pytest.raises(_core.NativeError, match=r"architecture 'glm4'.*mmproj"):
+        _core.VisionModel(str(case.text), use_gpu=False)
+    with pytest.raises(_core.NativeError, match="cannot open"):
+        _core.VisionModel(str(case.mmproj) + ".missing", use_gpu=False)
+    vm = _core.VisionModel(str(case.mmproj), n_threads=1, use_gpu=False)
+    patches, gh, gw = case.patches(112, 112)
+    with pytest.raises(ValueError, match="shape"):
+        vm.encode(patches[:, :-1], gh, gw)                      # wrong patch width
+    with pytest.raises(ValueError, match="shape"):
+        vm.encode(patches[:-4], gh, gw)                         # rows != grid_h * grid_w
+    with pytest.raises(ValueError, match="shape"):
+        vm.encode(patches.reshape(-1), gh, gw)                  # not 2-D
+    with pytest.raises(ValueError, match="float32"):
+        vm.encode(patches.astype(np.float64), gh, gw)
+    with pytest.raises(ValueError, match="multiples of the merge size"):
+        vm.encode(np.zeros((3 * gw, patches.shape[1]), np.float32), 3, gw)
+    assert vm.encode(np.asfortranarray(patches), gh, gw).shape == (gh * gw // 4, case.vision_config.out_hidden_size)
+
+
+def test_default_device_matches_cpu(case):
+    """VisionModel's defaults (use_gpu=True): the CPU-only build runs on the CPU; a GPU build must agree
+    with it (its attention kernel may round K/V to f16, hence the looser bound)."""
+    cpu = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False)
+    dflt = _core.VisionModel(str(case.mmproj))
+    patches, gh, gw = case.patches(270, 600)
+    want = cpu.encode(patches, gh, gw)
+    got = dflt.encode(patches, gh, gw)
+    if "+" not in dflt.devices:  # no GPU: the same kernels on the same data
+        assert np.array_equal(got, want)
+    assert _rel_err(got, want.astype(np.float64)) <= 1e-2
