@@ -141,7 +141,7 @@ def test_errors_leave_the_model_usable(llm, files, tmp_path):
         llm.generate(prompt, top_p=1.5)
     with pytest.raises(ValueError, match="temperature"):
         llm.generate(prompt, temperature=-1.0)
-    with pytest.raises(AutoGLMError, match="vision runtime"):
+    with pytest.raises(AutoGLMError, match="mmproj"):
         llm.create_chat_completion([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}])
     with pytest.raises(ValueError, match="role 'robot'"):
         llm.apply_chat_template([{"role": "robot", "content": "hi"}])

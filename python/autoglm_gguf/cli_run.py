@@ -13,7 +13,12 @@ def add_run_parser(sub) -> None:
                        description="Stream an answer to stdout; timings go to stderr. Without -p: interactive chat "
                                    "(/clear forgets the conversation, /quit exits; Ctrl-C stops an answer, twice exits).")
     r.add_argument("-m", "--model", required=True, help="text model GGUF")
-    r.add_argument("--mmproj", help="vision projector GGUF (images arrive with the vision runtime)")
+    r.add_argument("--mmproj", help="vision projector GGUF (default: the one mmproj-*.gguf beside the model, if any)")
+    r.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="image for the prompt (repeat for several; they fill the user message before the text)")
+    r.add_argument("--image-max-pixels", type=int, default=None,
+                   help="HF smart_resize budget (2-frame units; AutoGLM serves with 5000000)")
+    r.add_argument("--image-min-pixels", type=int, default=None)
     r.add_argument("-p", "--prompt", help="user message (wrapped in the chat template unless --raw)")
     r.add_argument("-sys", "--system", help="system message")
     r.add_argument("--raw", action="store_true", help="send -p as raw text, without the chat template")
@@ -32,11 +37,12 @@ def add_run_parser(sub) -> None:
     r.set_defaults(func=cmd_run)
 
 
-def _stream(llm, prompt: str, args) -> str:
+def _stream(llm, prompt: str, args, images=None) -> str:
     out = []
     for piece in llm.generate(prompt, max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k,
                               top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                              seed=args.seed, stream=True):
+                              seed=args.seed, stream=True, images=images or None,
+                              image_max_pixels=args.image_max_pixels, image_min_pixels=args.image_min_pixels):
         sys.stdout.write(piece)
         sys.stdout.flush()
         out.append(piece)
@@ -48,21 +54,41 @@ def _timings_line(llm, load_s: float | None = None) -> str:
     s = (f"prompt: {t.get('prompt_tokens', 0)} tokens ({t.get('prompt_tokens_reused', 0)} reused), "
          f"{t.get('prompt_tokens_per_s', 0.0):.1f} tok/s | generated: {t.get('generated_tokens', 0)} tokens, "
          f"{t.get('generation_tokens_per_s', 0.0):.1f} tok/s")
+    if t.get("image_tokens"):
+        s += f" | images: {t['image_tokens']} tokens, encoded in {t['image_encode_ms']:.0f} ms"
     return s + (f" | load: {load_s:.2f} s" if load_s is not None else "")
+
+
+def _default_mmproj(model: str) -> str | None:
+    """The one mmproj-*.gguf beside the model, as llama.cpp users expect; None if there is none or several."""
+    from pathlib import Path
+
+    found = sorted(Path(model).resolve().parent.glob("mmproj-*.gguf"))
+    return str(found[0]) if len(found) == 1 else None
+
+
+def _user_message(text: str, n_images: int) -> dict:
+    if not n_images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .model import AutoGLM
 
     t0 = time.perf_counter()
-    llm = AutoGLM(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx_size, n_batch=args.batch_size,
+    mmproj = args.mmproj or _default_mmproj(args.model)
+    llm = AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_batch=args.batch_size,
                   n_threads=args.threads, n_gpu_layers=args.gpu_layers, seed=args.seed, verbose=args.verbose)
     load_s = time.perf_counter() - t0
     system = [{"role": "system", "content": args.system}] if args.system else []
 
     if args.prompt is not None:
-        prompt = args.prompt if args.raw else llm.apply_chat_template(system + [{"role": "user", "content": args.prompt}])
-        _stream(llm, prompt, args)
+        if args.raw:
+            prompt = args.prompt
+        else:
+            prompt = llm.apply_chat_template(system + [_user_message(args.prompt, len(args.image))])
+        _stream(llm, prompt, args, args.image)
         sys.stdout.write("\n")
         print(_timings_line(llm, load_s), file=sys.stderr)
         return 0
@@ -71,6 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _chat(llm, system: list, args) -> int:
     history = list(system)
+    images: list = []          # every image of the conversation, in slot order
+    pending: list = list(args.image)  # attached to the next user message
     interactive = sys.stdin.isatty()
     last_interrupt = 0.0
     while True:
@@ -88,13 +116,18 @@ def _chat(llm, system: list, args) -> int:
             return 0
         if text.strip() == "/clear":
             history = list(system)
+            images, pending = [], []
             llm.reset()
+            continue
+        if text.startswith("/image "):
+            pending.append(text[len("/image "):].strip())
             continue
         if not text.strip():
             continue
-        history.append({"role": "user", "content": text})
+        history.append(_user_message(text, len(pending)))
+        images, pending = images + pending, []
         try:
-            answer = _stream(llm, llm.apply_chat_template(history), args)
+            answer = _stream(llm, llm.apply_chat_template(history), args, images)
         except KeyboardInterrupt:
             now = time.monotonic()
             if now - last_interrupt < 2.0:
