@@ -4,28 +4,9 @@
 
 #include <cmath>
 
+#include "graph_util.h"
+
 namespace autoglm {
-
-namespace {
-
-// Every intermediate gets a name ("attn_out-3"), so a debug eval callback can dump it for
-// comparison with the PyTorch reference.
-ggml_tensor * named(ggml_tensor * t, const char * name, int il = -1) {
-    if (il >= 0) ggml_format_name(t, "%s-%d", name, il);
-    else ggml_set_name(t, name);
-    return t;
-}
-
-ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, float eps) {
-    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
-}
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b ? ggml_add(ctx, y, b) : y;
-}
-
-}  // namespace
 
 size_t graph_max_nodes(const text_model & model) { return 1024 + 64 * (size_t) model.hparams().n_layer; }
 
