@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "ggml-cpu.h"
+#include "ggml_ptr.h"
 
 namespace autoglm {
 
@@ -109,6 +110,13 @@ ggml_backend_buffer_type_t backend_set::cpu_weight_buft(ggml_tensor * op, ggml_t
         if (ok) return buft;
     }
     return ggml_backend_dev_buffer_type(cpu_dev_);
+}
+
+ggml_backend_buffer_type_t backend_set::cpu_matmul_buft(ggml_tensor * weight) const {
+    ggml_init_params ip{4 * ggml_tensor_overhead(), nullptr, true};
+    ggml_ctx_ptr probe(ggml_init(ip));
+    ggml_tensor * x = ggml_new_tensor_2d(probe.get(), GGML_TYPE_F32, weight->ne[0], 8);
+    return cpu_weight_buft(ggml_mul_mat(probe.get(), weight, x), weight);
 }
 
 }  // namespace autoglm

@@ -34,6 +34,8 @@ public:
     // Buffer type for a weight used as src0 of `op` (a mul_mat) on the CPU: an extra (repacked) layout
     // when one supports it (e.g. Q4_0 -> interleaved blocks for the SIMD kernels), else the plain one.
     ggml_backend_buffer_type_t cpu_weight_buft(ggml_tensor * op, ggml_tensor * weight) const;
+    // The same question for a weight used as src0 of an ordinary matmul (probes with a sample one).
+    ggml_backend_buffer_type_t cpu_matmul_buft(ggml_tensor * weight) const;
 
 private:
     ggml_backend_t cpu_ = nullptr;

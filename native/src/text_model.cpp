@@ -4,16 +4,11 @@
 #include <map>
 
 #include "error.h"
+#include "weight_store.h"
 
 namespace autoglm {
 
 namespace {
-
-std::string shape_str(const int64_t * ne, int n) {
-    std::string s = "[";
-    for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
-    return s + "]";
-}
 
 const char * const ARCH = "glm4";
 
@@ -107,55 +102,22 @@ text_model::text_model(const std::string & path, const model_params & params) : 
         output_on_gpu_ = params.n_gpu_layers < 0 || params.n_gpu_layers > n_layer;
     }
 
-    // One no_alloc context per buffer type; tensors are created there with the file's type and the
-    // shape the architecture requires, then allocated and filled from the mapped file.
-    std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_of;
-    const size_t n_tensors = (size_t) gguf_get_n_tensors(f.ctx()) + 1;
-    auto ctx_for = [&](ggml_backend_buffer_type_t buft) {
-        auto it = ctx_of.find(buft);
-        if (it != ctx_of.end()) return it->second;
-        ggml_init_params ip{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
-        ggml_context * c = ggml_init(ip);
-        if (!c) throw out_of_memory("out of memory creating a tensor context");
-        ctxs_.emplace_back(c);
-        ctx_of[buft] = c;
-        return c;
-    };
-    struct pending {
-        ggml_tensor * t;
-        const uint8_t * data;
-    };
-    std::vector<pending> todo;
-
+    // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
+    // use a repacked layout where ggml has one.
+    weights_ = std::make_unique<weight_store>(f, "GLM-4 model");
     enum class use { other, matmul };
     auto create = [&](const std::string & name, std::vector<int64_t> ne, ggml_backend_t where, use u,
                       bool required = true) -> ggml_tensor * {
         ggml_tensor * ft = f.tensor(name);
-        if (!ft) {
-            if (!required) return nullptr;
-            throw file_error(path + ": tensor '" + name + "' is missing (not a complete GLM-4 model?)");
-        }
-        ne.resize(GGML_MAX_DIMS, 1);
-        if (!std::equal(ne.begin(), ne.end(), ft->ne)) {
-            throw file_error(path + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
-                        shape_str(ne.data(), std::max(1, ggml_n_dims(ft))) + " from the file's hyperparameters");
-        }
         ggml_backend_buffer_type_t buft;
         if (where == backends_->gpu()) {
             buft = ggml_backend_dev_buffer_type(backends_->gpu_dev());
-        } else if (u == use::matmul && params.repack) {
-            // Ask with a sample matmul whether a repacked CPU layout can serve this weight.
-            ggml_init_params tip{4 * ggml_tensor_overhead(), nullptr, true};
-            ggml_ctx_ptr probe(ggml_init(tip));
-            ggml_tensor * x = ggml_new_tensor_2d(probe.get(), GGML_TYPE_F32, ft->ne[0], 8);
-            buft = backends_->cpu_weight_buft(ggml_mul_mat(probe.get(), ft, x), ft);
+        } else if (ft && u == use::matmul && params.repack) {
+            buft = backends_->cpu_matmul_buft(ft);
         } else {
             buft = ggml_backend_dev_buffer_type(backends_->cpu_dev());
         }
-        ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
-        ggml_set_name(t, name.c_str());
-        todo.push_back({t, f.tensor_data(name)});
-        return t;
+        return weights_->create(name, std::move(ne), buft, required);
     };
 
     const int64_t E = hp_.n_embd, Q = (int64_t) hp_.n_head * hp_.head_dim, KV = (int64_t) hp_.n_head_kv * hp_.head_dim;
@@ -194,22 +156,8 @@ text_model::text_model(const std::string & path, const model_params & params) : 
         l.post_ffw_norm = create(p + "post_ffw_norm.weight", {E}, dev, use::other);
     }
 
-    for (auto & [buft, c] : ctx_of) {
-        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
-        if (!buf) throw out_of_memory(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the weights");
-        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-        bufs_.emplace_back(buf);
-        weight_bytes_ += ggml_backend_buffer_get_size(buf);
-    }
-    size_t total = 0, done = 0;
-    for (auto & p : todo) total += ggml_nbytes(p.t);
-    for (auto & p : todo) {
-        ggml_backend_tensor_set(p.t, p.data, 0, ggml_nbytes(p.t));
-        done += ggml_nbytes(p.t);
-        if (params.progress && !params.progress(total ? (float) done / (float) total : 1.0f)) {
-            throw aborted(path + ": loading aborted by the progress callback");
-        }
-    }
+    weights_->load(params.progress);
+    weight_bytes_ = weights_->bytes();
 }
 
 ggml_backend_t text_model::layer_backend(int il) const {

@@ -14,6 +14,7 @@
 #include "gguf_file.h"
 #include "ggml_ptr.h"
 #include "tokenizer.h"
+#include "weight_store.h"
 
 namespace autoglm {
 
@@ -96,8 +97,7 @@ private:
     ggml_tensor * output_norm_ = nullptr;
     ggml_tensor * output_ = nullptr;
     std::unique_ptr<backend_set> backends_;
-    std::vector<ggml_ctx_ptr> ctxs_;
-    std::vector<ggml_buf_ptr> bufs_;
+    std::unique_ptr<weight_store> weights_;
     int n_gpu_layers_ = 0;
     bool output_on_gpu_ = false;
     vocab_data vocab_;

@@ -11,16 +11,11 @@
 #include "error.h"
 #include "gguf_file.h"
 #include "vision_graph.h"
+#include "weight_store.h"
 
 namespace autoglm {
 
 namespace {
-
-std::string shape_str(const int64_t * ne, int n) {
-    std::string s = "[";
-    for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
-    return s + "]";
-}
 
 // OpenAI-CLIP normalization, what GLM-4.1V's preprocessor_config uses (for files without the keys).
 constexpr std::array<float, 3> CLIP_MEAN{0.48145466f, 0.4578275f, 0.40821073f};
@@ -42,8 +37,7 @@ struct vision_model::impl {
     vision_hparams hp;
     vision_weights w;
     std::unique_ptr<backend_set> backends;
-    std::vector<ggml_ctx_ptr> ctxs;
-    std::vector<ggml_buf_ptr> bufs;
+    std::unique_ptr<weight_store> weights;
     size_t weight_bytes = 0;
     ggml_sched_ptr sched;
     std::vector<uint8_t> graph_buf;  // metadata arena for graph building (no tensor data)
@@ -114,53 +108,18 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
     backends = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
     ggml_backend_t dev = backends->gpu() ? backends->gpu() : backends->cpu();
 
-    // One no_alloc context per buffer type (as in text_model): tensors take the file's type and the
-    // shape the architecture requires, then are allocated and filled from the mapped file.
-    std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_of;
-    const size_t n_tensors = (size_t) gguf_get_n_tensors(f.ctx()) + 2;
-    auto ctx_for = [&](ggml_backend_buffer_type_t buft) {
-        auto it = ctx_of.find(buft);
-        if (it != ctx_of.end()) return it->second;
-        ggml_init_params ip{n_tensors * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
-        ggml_context * c = ggml_init(ip);
-        if (!c) throw out_of_memory("out of memory creating a tensor context");
-        ctxs.emplace_back(c);
-        ctx_of[buft] = c;
-        return c;
-    };
+    // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
+    // use a repacked layout where ggml has one.
+    weights = std::make_unique<weight_store>(f, "GLM-4V mmproj");
     auto plain_buft = [&] {
         return backends->gpu() ? ggml_backend_dev_buffer_type(backends->gpu_dev()) : ggml_backend_dev_buffer_type(backends->cpu_dev());
     };
-    struct pending {
-        ggml_tensor * t;
-        const uint8_t * data;
-    };
-    std::vector<pending> todo;
-
     enum class use { other, matmul };
     auto create = [&](const std::string & name, std::vector<int64_t> ne, use u, bool required = true) -> ggml_tensor * {
         ggml_tensor * ft = f.tensor(name);
-        if (!ft) {
-            if (!required) return nullptr;
-            throw file_error(path + ": tensor '" + name + "' is missing (not a complete GLM-4V mmproj?)");
-        }
-        ne.resize(GGML_MAX_DIMS, 1);
-        if (!std::equal(ne.begin(), ne.end(), ft->ne)) {
-            throw file_error(path + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
-                             shape_str(ne.data(), std::max(1, ggml_n_dims(ft))) + " from the file's hyperparameters");
-        }
         ggml_backend_buffer_type_t buft = plain_buft();
-        if (dev == backends->cpu() && u == use::matmul) {
-            // A repacked CPU layout (e.g. Q8_0 interleaved) when one serves this weight as a matmul src0.
-            ggml_init_params tip{4 * ggml_tensor_overhead(), nullptr, true};
-            ggml_ctx_ptr probe(ggml_init(tip));
-            ggml_tensor * x = ggml_new_tensor_2d(probe.get(), GGML_TYPE_F32, ft->ne[0], 8);
-            buft = backends->cpu_weight_buft(ggml_mul_mat(probe.get(), ft, x), ft);
-        }
-        ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
-        ggml_set_name(t, name.c_str());
-        todo.push_back({t, f.tensor_data(name)});
-        return t;
+        if (ft && dev == backends->cpu() && u == use::matmul) buft = backends->cpu_matmul_buft(ft);
+        return weights->create(name, std::move(ne), buft, required);
     };
 
     const int64_t E = hp.n_embd, F = hp.n_ff, O = hp.n_out, MF = hp.n_merger_ff, p = hp.patch_size, m = hp.merge_size;
@@ -179,8 +138,7 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
             throw file_error(path + ": patch kernel type " + ggml_type_name(k->type) + " cannot be read");
         }
     }
-    w.patch_w = ggml_new_tensor_2d(ctx_for(plain_buft()), GGML_TYPE_F32, patch_dim, E);
-    ggml_set_name(w.patch_w, "v.patch_embd.weight(t0+t1)");
+    w.patch_w = weights->create_extra(plain_buft(), GGML_TYPE_F32, patch_dim, E, "v.patch_embd.weight(t0+t1)");
     w.patch_b = create("v.patch_embd.bias", {E}, use::other);
     w.norm_embd = create("v.norm_embd.weight", {E}, use::other, false);
     if (hp.n_pos) w.pos_embd = create("v.position_embd.weight", {E, hp.n_pos}, use::other);
@@ -217,14 +175,8 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
     w.down = create("mm.down.weight", {MF, O}, use::matmul);
     w.down_b = create("mm.down.bias", {O}, use::other, false);
 
-    for (auto & [buft, c] : ctx_of) {
-        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
-        if (!buf) throw out_of_memory(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the vision weights");
-        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-        bufs.emplace_back(buf);
-        weight_bytes += ggml_backend_buffer_get_size(buf);
-    }
-    for (auto & pd : todo) ggml_backend_tensor_set(pd.t, pd.data, 0, ggml_nbytes(pd.t));
+    weights->load();
+    weight_bytes = weights->bytes();
 
     // GGUF kernel [p, p, 3, E] = HF [E, 3, p, p] row-major: output e's row is (C, py, px)-flattened,
     // which is the order of a pixel_values patch row, so the kernel is already a [3*p*p, E] matrix.

@@ -1,0 +1,48 @@
+// Weights of one GGUF file on their devices: a no_alloc context per buffer type, tensors created with
+// the file's type and the shape the architecture requires (a mismatch names tensor, shapes and file),
+// then allocated and filled from the mapped file. Shared by the text model and the vision tower.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "gguf_file.h"
+#include "ggml_ptr.h"
+
+namespace autoglm {
+
+std::string shape_str(const int64_t * ne, int n);
+
+class weight_store {
+public:
+    // `what` names the expected content in errors ("GLM-4 model", "GLM-4V mmproj"). `f` must outlive
+    // the calls to create() and load() (the models build their weights inside their constructors).
+    weight_store(const gguf_file & f, std::string what);
+
+    // The file's tensor `name` with shape `ne` in buffer type `buft`; nullptr if absent and optional.
+    ggml_tensor * create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
+                         bool required = true);
+    // A tensor the file does not hold (filled by the caller after load()).
+    ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
+
+    // Allocates every buffer and copies the file's data; progress(fraction) returning false aborts.
+    void load(const std::function<bool(float)> & progress = nullptr);
+    size_t bytes() const { return bytes_; }
+
+private:
+    ggml_context * ctx_for(ggml_backend_buffer_type_t buft);
+
+    const gguf_file & f_;
+    std::string what_;
+    std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_of_;
+    std::vector<ggml_ctx_ptr> ctxs_;
+    std::vector<ggml_buf_ptr> bufs_;
+    std::vector<std::pair<ggml_tensor *, const uint8_t *>> pending_;
+    size_t bytes_ = 0;
+};
+
+}  // namespace autoglm
