@@ -36,4 +36,10 @@ set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
 set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
 set(GGML_CCACHE OFF CACHE BOOL "")
+# llamafile's tiled sgemm for F32/F16/BF16/Q8_0 matmuls on the CPU (what llama.cpp's own build enables):
+# about 1.8x on the F16 vision tower's matmuls. The quantized decoder matmuls go through the repacked
+# layouts either way.
+if(NOT DEFINED GGML_LLAMAFILE)
+  set(GGML_LLAMAFILE_DEFAULT ON)
+endif()
 add_subdirectory("${_ggml_dir}" "${CMAKE_BINARY_DIR}/ggml" EXCLUDE_FROM_ALL)

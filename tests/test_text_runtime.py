@@ -66,6 +66,23 @@ def test_incremental_decoding_equals_full_prompt(case, model):
     assert np.abs(rows - ref[-6:]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+def test_decode_reuses_its_graph_across_steps(case, model, kv_type):
+    """Decode steps share one built graph while the padded span of attended cells (256) is the same;
+    crossing a boundary rebuilds. Results equal one evaluation of the whole sequence."""
+    _, _, ids, _, _ = case
+    seq = (ids * (300 // len(ids) + 1))[:300]
+    full = _core.Session(model, n_ctx=600, n_batch=512, kv_type=kv_type).eval_tokens(seq, "all")
+    s = _core.Session(model, n_ctx=600, n_batch=64, kv_type=kv_type)
+    s.eval_tokens(seq[:200], "none")
+    before = s.graph_stats
+    rows = np.stack([s.eval_tokens([t], "last")[0] for t in seq[200:]])  # cells 200..299 cross 256
+    stats = s.graph_stats
+    assert stats["built"] - before["built"] == 2 and stats["reused"] - before["reused"] == 98
+    # f16: the fused kernel's one-query and tiled many-query paths round differently (see below)
+    assert np.abs(rows - full[200:]).max() <= (1e-4 if kv_type == "f32" else 0.3)
+
+
 def test_64_greedy_tokens_identical_to_transformers(case, model):
     _, _, ids, _, hf = case
     ours = greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 64)

@@ -127,6 +127,28 @@ def test_f32_matches_hf_float64(case, size):
     assert err <= F32_BOUND
 
 
+@pytest.mark.parametrize("kernel", ["ggml", "avx2", "avx512"])
+def test_every_attention_kernel_matches_hf(case, kernel):
+    """Our CPU attention kernels (vision_attention.cpp: AVX2 and AVX-512 GEMM + online softmax) and
+    ggml's flash attention give the same F32 embeddings; odd grids exercise every tail (patches not a
+    multiple of the 48-query/256-key blocks; the alt tower's head_dim 12 is below one vector)."""
+    try:
+        vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, attention=kernel)
+    except ValueError as e:
+        assert "not available on this CPU" in str(e)
+        pytest.skip(f"{kernel}: {e}")
+    assert vm.attention == kernel
+    for size in [(270, 600), (97, 131)]:
+        patches, gh, gw = case.patches(*size)
+        err = _rel_err(vm.encode(patches, gh, gw), case.reference(*size))
+        assert err <= 1e-5, (kernel, size, err)
+
+
+def test_unknown_attention_kernel_is_refused(case):
+    with pytest.raises(ValueError, match="unknown; expected auto, ggml, avx2 or avx512"):
+        _core.VisionModel(str(case.mmproj), attention="sse9")
+
+
 @pytest.mark.parametrize("outtype,bound", [("f16", F16_BOUND), ("q8_0", Q8_BOUND)])
 def test_lower_precision_files(case, convert_tiny, outtype, bound):
     _, mmproj = convert_tiny(case.ckpt, "f32", outtype)

@@ -136,6 +136,12 @@ void bind_text(py::module_ & m) {
              py::arg("pieces"), py::arg("logits") = "all",
              "Evaluate a prompt of pieces (token lists and image tuples) from an empty context; returns logits rows.")
         .def_property_readonly("n_past", &autoglm::session::n_past)
+        .def_property_readonly("graph_stats", [](const autoglm::session & s) {
+            py::dict d;
+            d["built"] = s.graphs_built_;
+            d["reused"] = s.graphs_reused_;
+            return d;
+        }, "How many micro-batch graphs were built, and how many evaluations reused the previous one.")
         .def_property_readonly("n_ctx", &autoglm::session::n_ctx)
         .def_property_readonly("tokens", &autoglm::session::tokens)
         .def("truncate", &autoglm::session::truncate, py::arg("n"), "Forget everything after the first n cells.");

@@ -5,15 +5,19 @@
 
 void bind_vision(py::module_ & m) {
     py::class_<autoglm::vision_model>(m, "VisionModel")
-        .def(py::init([](const std::string & path, int n_threads, bool use_gpu) {
+        .def(py::init([](const std::string & path, int n_threads, bool use_gpu, const std::string & attention) {
                  autoglm::vision_params p;
                  p.n_threads = n_threads;
                  p.use_gpu = use_gpu;
+                 p.attention = attention;
                  py::gil_scoped_release nogil;
                  return std::make_unique<autoglm::vision_model>(path, p);
              }),
-             py::arg("path"), py::arg("n_threads") = 0, py::arg("use_gpu") = true,
-             "Load an mmproj GGUF (architecture 'clip', projector 'glm4v'). use_gpu: encode on ggml's GPU when there is one.")
+             py::arg("path"), py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::arg("attention") = "auto",
+             "Load an mmproj GGUF (architecture 'clip', projector 'glm4v'). use_gpu: encode on ggml's GPU when there is one.\n"
+             "attention: the CPU attention kernel, 'auto' (best available), 'ggml' (ggml_flash_attn_ext), 'avx2', 'avx512'.")
+        .def_property_readonly("attention", [](const autoglm::vision_model & vm) { return vm.attention_kernel(); },
+                               "The attention kernel in use: 'ggml', 'avx2' or 'avx512'.")
         .def_property_readonly("hparams", [](const autoglm::vision_model & vm) {
             const auto & h = vm.hparams();
             py::dict d;

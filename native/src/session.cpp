@@ -23,7 +23,7 @@ session::session(const text_model & model, const session_params & params)
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
-    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx - n_tok, n_tok, false, flash_attn_});
+    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx, n_tok, false, flash_attn_});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
         throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
                     std::to_string(params_.n_batch) + "; use smaller values");
@@ -126,19 +126,41 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     return logits;
 }
 
+uint32_t session::attended_cells(uint32_t n_needed) const {
+    // Padding to 256 keeps the graph's shape (and so the built, allocated graph) the same for 256
+    // consecutive decode steps; the extra cells are masked out, and FA skips masked cells.
+    constexpr uint32_t pad = 256;
+    return std::min(kv_.n_ctx(), (n_needed + pad - 1) / pad * pad);
+}
+
 void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
                          uint32_t n_out, float * logits_out) {
     const text_hparams & hp = model_.hparams();
     const uint32_t kv_head = kv_.n_used();
-    ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
-    ggml_ctx_ptr ctx(ggml_init(ip));
-    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n, kv_head, n_out, embd != nullptr, flash_attn_});
-
-    ggml_backend_sched_reset(sched_.get());
-    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.gf)) throw error("cannot allocate the compute graph");
+    const text_graph_shape shape{n, attended_cells(kv_head + n), n_out, embd != nullptr, flash_attn_};
+    if (!graph_ctx_ || !(shape == graph_shape_)) {
+        // ref: llama.cpp reuses the previous graph when its parameters match (llm_graph_result::can_reuse).
+        graph_ctx_.reset();
+        ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
+        graph_ctx_.reset(ggml_init(ip));
+        graph_ = build_text_graph(graph_ctx_.get(), model_, kv_, shape);
+        graph_shape_ = shape;
+        ggml_backend_sched_reset(sched_.get());
+        if (!ggml_backend_sched_alloc_graph(sched_.get(), graph_.gf)) {
+            graph_ctx_.reset();
+            throw error("cannot allocate the compute graph");
+        }
+        ++graphs_built_;
+    } else {
+        ++graphs_reused_;
+    }
+    const text_graph & g = graph_;
 
     if (g.inp_tokens) ggml_backend_tensor_set(g.inp_tokens, tokens, 0, n * sizeof(int32_t));
     if (g.inp_embd) ggml_backend_tensor_set(g.inp_embd, embd, 0, (size_t) n * hp.n_embd * sizeof(float));
+    std::vector<int64_t> cells(n);
+    for (uint32_t i = 0; i < n; ++i) cells[i] = kv_head + i;
+    ggml_backend_tensor_set(g.inp_kv_idx, cells.data(), 0, cells.size() * sizeof(int64_t));
 
     std::vector<int32_t> p(hp.mrope ? 4 * n : n, 0);
     for (uint32_t i = 0; i < n; ++i) {
@@ -152,8 +174,8 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
     }
     ggml_backend_tensor_set(g.inp_pos, p.data(), 0, p.size() * sizeof(int32_t));
 
-    // Causal over cells: query i (cell kv_head + i) sees cells 0..kv_head + i.
-    const uint32_t n_kv = kv_head + n;
+    // Causal over cells: query i (cell kv_head + i) sees cells 0..kv_head + i; padding cells see nothing.
+    const uint32_t n_kv = shape.n_kv;
     std::vector<float> mask((size_t) n_kv * n, -std::numeric_limits<float>::infinity());
     for (uint32_t i = 0; i < n; ++i) std::fill_n(mask.begin() + (size_t) i * n_kv, kv_head + i + 1, 0.0f);
     if (flash_attn_) {
@@ -169,7 +191,11 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
         for (uint32_t i = 0; i < n_out; ++i) ids[i] = (int32_t) (n - n_out + i);
         ggml_backend_tensor_set(g.inp_out_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
     }
-    if (ggml_backend_sched_graph_compute(sched_.get(), g.gf) != GGML_STATUS_SUCCESS) throw error("graph computation failed");
+    profile_.attach(sched_.get());
+    if (ggml_backend_sched_graph_compute(sched_.get(), g.gf) != GGML_STATUS_SUCCESS) {
+        graph_ctx_.reset();  // rebuild next time
+        throw error("graph computation failed");
+    }
     if (n_out) ggml_backend_tensor_get(g.logits, logits_out, 0, (size_t) n_out * hp.n_vocab * sizeof(float));
 }
 

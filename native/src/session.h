@@ -10,6 +10,7 @@
 
 #include "ggml_ptr.h"
 #include "kv_cache.h"
+#include "op_profile.h"
 #include "prompt_layout.h"
 #include "text_graph.h"
 #include "text_model.h"
@@ -30,6 +31,9 @@ enum class logits_mode { none, last, all };
 class session {
 public:
     session(const text_model & model, const session_params & params);
+    ~session() { profile_.report("text session"); }
+    session(const session &) = delete;
+    session & operator=(const session &) = delete;
 
     // Appends text tokens after what the cache holds. Returns logits rows (n_vocab floats each):
     // none, the last token's, or every token's. Throws invalid_argument when the context would overflow.
@@ -58,6 +62,7 @@ private:
     std::vector<float> eval(const int32_t * tokens, const float * embd, uint32_t n,
                             const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
                             const std::vector<uint64_t> & keys, logits_mode mode);
+    uint32_t attended_cells(uint32_t n_needed) const;
     void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
                     uint32_t n_out, float * logits_out);
 
@@ -67,6 +72,14 @@ private:
     kv_cache kv_;
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)
+    op_profile profile_;              // AUTOGLM_PROFILE=1: per-op times over the session's life
+    // The last built graph, still allocated in sched_: reused while the shape stays the same.
+    ggml_ctx_ptr graph_ctx_;
+    text_graph graph_;
+    text_graph_shape graph_shape_;
+
+public:
+    uint64_t graphs_built_ = 0, graphs_reused_ = 0;  // counters (tests, profiling)
 };
 
 }  // namespace autoglm

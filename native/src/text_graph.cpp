@@ -17,7 +17,7 @@ size_t graph_ctx_size(const text_model & model) {
 
 text_graph build_text_graph(ggml_context * ctx, const text_model & model, const kv_cache & kv, const text_graph_shape & s) {
     const text_hparams & hp = model.hparams();
-    const int64_t n_tokens = s.n_tokens, n_kv = s.kv_head + s.n_tokens;
+    const int64_t n_tokens = s.n_tokens, n_kv = s.n_kv;
     const int64_t head_dim = hp.head_dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv;
     const int64_t n_embd_kv = head_dim * n_head_kv;
     const float kq_scale = 1.0f / std::sqrt((float) head_dim);
@@ -39,6 +39,8 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     ggml_set_input(g.inp_pos);
     g.inp_mask = named(ggml_new_tensor_2d(ctx, s.flash_attn ? GGML_TYPE_F16 : GGML_TYPE_F32, n_kv, n_tokens), "inp_mask");
     ggml_set_input(g.inp_mask);
+    g.inp_kv_idx = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I64, n_tokens), "inp_kv_idx");
+    ggml_set_input(g.inp_kv_idx);
 
     // Rotary embedding on the first n_rot dims of each head. M-RoPE files hold Q/K rows in NeoX
     // order, so ggml's M-RoPE kernel (half-split pairs, sections over t/h/w) reproduces HF's
@@ -65,11 +67,12 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         q = named(rope(ggml_reshape_3d(ctx, q, head_dim, n_head, n_tokens)), "q_rope", il);     // [hd, n_head, n_tok]
         k = named(rope(ggml_reshape_3d(ctx, k, head_dim, n_head_kv, n_tokens)), "k_rope", il);  // [hd, n_kv_h, n_tok]
 
-        // Append this batch's K/V to the cache cells [kv_head, kv_head + n_tokens).
+        // Write this batch's K/V into its cache cells (inp_kv_idx), before the attention below reads them
+        // (graph order: the scheduler runs nodes in the order they were added).
         ggml_tensor * k_cache = kv.k(il), * v_cache = kv.v(il);
         const size_t row = ggml_row_size(k_cache->type, n_embd_kv);
-        ggml_build_forward_expand(g.gf, ggml_cpy(ctx, k, ggml_view_1d(ctx, k_cache, n_tokens * n_embd_kv, s.kv_head * row)));
-        ggml_build_forward_expand(g.gf, ggml_cpy(ctx, v, ggml_view_1d(ctx, v_cache, n_tokens * n_embd_kv, s.kv_head * row)));
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx, k_cache, ggml_reshape_2d(ctx, k, n_embd_kv, n_tokens), g.inp_kv_idx));
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx, v_cache, v, g.inp_kv_idx));
 
         // Attend over cells [0, n_kv): K, V as [head_dim, n_kv, n_head_kv] views of the cache.
         ggml_tensor * K = ggml_view_3d(ctx, k_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(k_cache->type, head_dim), 0);

@@ -15,16 +15,25 @@ struct text_graph {
     ggml_tensor * inp_embd = nullptr;    // F32 [n_embd, n_tokens]    (embedding input, e.g. image tokens)
     ggml_tensor * inp_pos = nullptr;     // I32 [4*n_tokens]: streams t,h,w,0 (M-RoPE) or [n_tokens] (1-D)
     ggml_tensor * inp_mask = nullptr;    // F32 (F16 with flash_attn) [n_kv, n_tokens]: 0 or -inf (causal over cells)
+    ggml_tensor * inp_kv_idx = nullptr;  // I64 [n_tokens]: the cache cell each token's K/V is written to
     ggml_tensor * inp_out_ids = nullptr; // I32 [n_out]               rows whose logits are wanted (when n_out < n_tokens)
     ggml_tensor * logits = nullptr;      // F32 [n_vocab, n_out]
 };
 
+// Everything the graph's structure depends on. Where the tokens go in the cache (inp_kv_idx) and
+// which cells they see (inp_mask) are inputs, so one graph serves every decode step whose padded
+// n_kv is the same: the session reuses it instead of rebuilding and re-allocating.
 struct text_graph_shape {
     uint32_t n_tokens = 0;  // tokens in this micro-batch
-    uint32_t kv_head = 0;   // first cache cell they are written to
+    uint32_t n_kv = 0;      // cache cells attended over (>= cells in use + n_tokens; the mask hides the rest)
     uint32_t n_out = 0;     // how many of them need logits (0: none, the graph stops after the cache writes)
     bool embd_input = false;
     bool flash_attn = false;  // fused attention (ggml_flash_attn_ext); mask becomes F16
+
+    bool operator==(const text_graph_shape & o) const {
+        return n_tokens == o.n_tokens && n_kv == o.n_kv && n_out == o.n_out && embd_input == o.embd_input &&
+               flash_attn == o.flash_attn;
+    }
 };
 
 // Builds into `ctx` (a no_alloc context sized with graph_ctx_size()).

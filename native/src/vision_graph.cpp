@@ -48,7 +48,7 @@ size_t vision_graph_ctx_size(const vision_hparams & hp) {
 }
 
 vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, const vision_weights & w, int32_t grid_h,
-                                int32_t grid_w) {
+                                int32_t grid_w, attn_kernel attn) {
     const int64_t n_embd = hp.n_embd, n_head = hp.n_head, head_dim = n_embd / n_head;
     const int64_t n_patches = (int64_t) grid_h * grid_w;
     const int64_t m = hp.merge_size, n_tokens = n_patches / (m * m);
@@ -112,13 +112,21 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
         };
         ggml_tensor * q = named(rope(head_view(0)), "v_q_rope", il);
         ggml_tensor * k = named(rope(head_view(1)), "v_k_rope", il);
-        // Fused softmax(QK^T)V: the N x N scores are never stored (N = 12,432 for a phone screenshot).
-        // K/V stay F32, so the CPU kernel computes in F32 (a GPU backend converts them as it needs).
-        ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);            // [hd, N, n_head]
-        ggml_tensor * K = ggml_permute(ctx, k, 0, 2, 1, 3);
-        ggml_tensor * V = ggml_permute(ctx, head_view(2), 0, 2, 1, 3);
-        ggml_tensor * o = ggml_flash_attn_ext(ctx, Q, K, V, nullptr, kq_scale, 0.0f, 0.0f);  // [hd, n_head, N]
-        ggml_prec_set_acc(o, GGML_PREC_F32);
+        // softmax(QK^T)V without storing the N x N scores (N = 12,432 for a phone screenshot).
+        ggml_tensor * o;
+        if (attn != attn_kernel::none) {
+            // Our CPU kernel wants K transposed ([N, hd, n_head]); one copy per layer, far cheaper
+            // than the attention itself.
+            ggml_tensor * kt = named(ggml_cont(ctx, ggml_permute(ctx, k, 1, 2, 0, 3)), "v_kt", il);
+            o = vision_attention(ctx, q, kt, head_view(2), attn);  // [hd, n_head, N]
+        } else {
+            // K/V stay F32, so the CPU kernel computes in F32 (a GPU backend converts them as it needs).
+            ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, N, n_head]
+            ggml_tensor * K = ggml_permute(ctx, k, 0, 2, 1, 3);
+            ggml_tensor * V = ggml_permute(ctx, head_view(2), 0, 2, 1, 3);
+            o = ggml_flash_attn_ext(ctx, Q, K, V, nullptr, kq_scale, 0.0f, 0.0f);  // [hd, n_head, N]
+            ggml_prec_set_acc(o, GGML_PREC_F32);
+        }
         o = named(ggml_reshape_2d(ctx, o, n_embd, n_patches), "v_kqv_out", il);
         cur = named(ggml_add(ctx, cur, linear(ctx, L.out, o, L.out_b)), "v_attn_residual", il);
 

@@ -10,6 +10,8 @@
 
 #include "error.h"
 #include "gguf_file.h"
+#include "op_profile.h"
+#include "vision_attention.h"
 #include "vision_graph.h"
 #include "weight_store.h"
 
@@ -42,6 +44,7 @@ struct vision_model::impl {
     ggml_sched_ptr sched;
     std::vector<uint8_t> graph_buf;  // metadata arena for graph building (no tensor data)
     std::mutex mu;                   // one encode at a time: the scheduler and its buffers are shared
+    attn_kernel attn = attn_kernel::none;  // a GPU-resident tower uses ggml's fused attention
 
     void read_hparams(const gguf_file & f);
     void load(const gguf_file & f, const vision_params & params);
@@ -105,7 +108,9 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
         throw file_error(path + ": this vision tower has q/k norms (a GLM-OCR / GLM-5 variant), which is not supported");
     }
 
+    attn = vision_attention_kernel(params.attention);  // first: a bad name fails before any loading
     backends = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
+    if (backends->gpu()) attn = attn_kernel::none;
     ggml_backend_t dev = backends->gpu() ? backends->gpu() : backends->cpu();
 
     // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
@@ -211,6 +216,9 @@ vision_model::~vision_model() = default;
 const vision_hparams & vision_model::hparams() const { return p_->hp; }
 std::string vision_model::devices() const { return p_->backends->describe(); }
 size_t vision_model::weight_bytes() const { return p_->weight_bytes; }
+std::string vision_model::attention_kernel() const {
+    return p_->attn == attn_kernel::avx512 ? "avx512" : p_->attn == attn_kernel::avx2 ? "avx2" : "ggml";
+}
 
 resize_params vision_model::resize(int64_t min_pixels, int64_t max_pixels) const {
     resize_params r;
@@ -243,7 +251,8 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
     std::lock_guard<std::mutex> lock(p_->mu);
     ggml_init_params ip{p_->graph_buf.size(), p_->graph_buf.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    vision_graph g = build_vision_graph(ctx.get(), hp, p_->w, px.grid_h, px.grid_w);
+    const attn_kernel attn = p_->attn;
+    vision_graph g = build_vision_graph(ctx.get(), hp, p_->w, px.grid_h, px.grid_w, attn);
 
     // Compute buffers follow the graph: the scheduler grows them for a larger image and keeps them.
     ggml_backend_sched_reset(p_->sched.get());
@@ -267,7 +276,11 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
         ggml_backend_tensor_set(g.inp_raster, raster.data(), 0, raster.size() * sizeof(int32_t));
     }
 
-    if (ggml_backend_sched_graph_compute(p_->sched.get(), g.gf) != GGML_STATUS_SUCCESS) throw error("vision graph computation failed");
+    op_profile prof;
+    prof.attach(p_->sched.get());
+    const bool ok = ggml_backend_sched_graph_compute(p_->sched.get(), g.gf) == GGML_STATUS_SUCCESS;
+    prof.report("vision encode");
+    if (!ok) throw error("vision graph computation failed");
     std::vector<float> out(ggml_nelements(g.out));
     ggml_backend_tensor_get(g.out, out.data(), 0, out.size() * sizeof(float));
     return out;

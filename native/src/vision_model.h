@@ -34,6 +34,7 @@ struct vision_hparams {
 struct vision_params {
     int n_threads = 0;
     bool use_gpu = true;  // encode on the GPU when ggml has one (mmproj_offload)
+    std::string attention = "auto";  // CPU attention kernel: auto, ggml, avx2, avx512 (vision_attention.h)
 };
 
 class vision_model {
@@ -45,6 +46,7 @@ public:
     const vision_hparams & hparams() const;
     std::string devices() const;   // e.g. "CPU (8 threads)"
     size_t weight_bytes() const;   // backend memory held by the weights
+    std::string attention_kernel() const;  // "ggml", "avx2" or "avx512"
     resize_params resize(int64_t min_pixels = 0, int64_t max_pixels = 0) const;  // 0: the file's values
 
     // Patches (from preprocess) -> embeddings [n_tokens, n_out] row-major, n_tokens = grid_h*grid_w/4,

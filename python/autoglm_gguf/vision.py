@@ -45,6 +45,10 @@ class ImageEncoder:
         self.hits = 0
         self.misses = 0
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._cached_bytes = 0
+
     def encode(self, image, *, min_pixels: int | None = None, max_pixels: int | None = None) -> EncodedImage:
         rgb = load_image(image)
         hp = self.hparams

@@ -1,0 +1,206 @@
+"""Our runtime and llama.cpp (llama-cpp-python 0.3.36) side by side on the same GGUF files.
+
+    python bench/compare_llamacpp.py --model TEXT.gguf --mmproj MMPROJ.gguf [--threads 2] [--reps 3]
+        [--figures tg0,pp512,pp4k,image,agent,bandwidth] [--checkpoint HF_DIR --convert-out DIR]
+        [--json bench/results/compare.json]
+
+Every figure runs each runtime in its own process (bench_worker.py), with the same threads, context,
+batch, KV type and inputs, alternating which runtime goes first from one repetition to the next, so
+drift on a shared machine hits both alike. Reported: medians, the ratio ours/llama.cpp (oriented so
+that > 1 means ours is better: speed ratios are ours/theirs, time and memory ratios theirs/ours),
+each process's peak RSS, and machine info.
+
+Figures:
+  tg0        generation tok/s right after a 16-token prompt (context ~0)
+  pp512      prompt processing tok/s, 512 tokens
+  pp4k       prompt processing tok/s, 4096 tokens, then generation tok/s at context 4k (tg4k)
+  image      vision tower + merger seconds for one already-resized screenshot (--image-size, default
+             1036x2352: a 1080x2400 screenshot at max_pixels 5,000,000, 3,108 image tokens)
+  agent      Open-AutoGLM's step: ~1,500-token system prompt + screenshot + instruction -> first token,
+             then step 2 of the same session (history as text, new screenshot) -> first token
+  bandwidth  decode speed as a fraction of this machine's memory-copy bandwidth
+  convert    (with --checkpoint) HF -> Q4_0 + F16 mmproj, ours vs llama.cpp's convert + quantize
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _proc import machine_info, timed
+
+HERE = Path(__file__).resolve().parent
+RUNTIMES = ("ours", "llamacpp")
+
+
+def worker(runtime: str, figure: str, a, **extra) -> dict:
+    cmd = [sys.executable, str(HERE / "bench_worker.py"), runtime, figure, "--model", a.model, "--threads",
+           str(a.threads), "--batch", str(a.batch), "--kv", a.kv, "--gpu-layers", str(a.gpu_layers)]
+    if a.mmproj:
+        cmd += ["--mmproj", a.mmproj]
+    for k, v in extra.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    return timed(cmd)
+
+
+def run_figure(name: str, a, figure: str, **extra) -> dict[str, list[dict]]:
+    """a.reps repetitions of one figure, A/B then B/A, each runtime in a fresh process."""
+    rows: dict[str, list[dict]] = {r: [] for r in RUNTIMES}
+    for rep in range(a.reps):
+        order = RUNTIMES if rep % 2 == 0 else RUNTIMES[::-1]
+        for rt in order:
+            rows[rt].append(worker(rt, figure, a, **extra))
+            print(f"[{name} rep {rep}] {rt}: {json.dumps(rows[rt][-1])}", file=sys.stderr, flush=True)
+    return rows
+
+
+def med(rows: list[dict], path: str) -> float:
+    vals = []
+    for r in rows:
+        for k in path.split("."):
+            r = r[k]
+        vals.append(float(r))
+    return statistics.median(vals)
+
+
+def figure(rows, path, unit, better):
+    """One table row: both medians and the ratio oriented so that > 1 means ours is better."""
+    ours, theirs = med(rows["ours"], path), med(rows["llamacpp"], path)
+    ratio = ours / theirs if better == "higher" else theirs / ours
+    return {"ours": round(ours, 4), "llamacpp": round(theirs, 4), "unit": unit, "better": better,
+            "ratio": round(ratio, 3)}
+
+
+def copy_bandwidth(threads: int, mib: int = 512, reps: int = 5) -> float:
+    """Memory-copy bandwidth in GB/s (bytes read + bytes written, STREAM's convention) with `threads`."""
+    n = mib * 2**20 // 8
+    src = [np.ones(n) for _ in range(threads)]
+    dst = [np.empty(n) for _ in range(threads)]
+    best = 0.0
+    for _ in range(reps):
+        ts = [threading.Thread(target=np.copyto, args=(d, s)) for d, s in zip(dst, src)]  # copyto drops the GIL
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        best = max(best, 2 * 8 * n * threads / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def decode_bytes_per_token(path: str) -> int:
+    """Bytes of weights one decode step reads: every tensor but the embedding table (one row is read)."""
+    from gguf import GGUFReader
+
+    return sum(int(t.n_bytes) for t in GGUFReader(path).tensors if t.name != "token_embd.weight")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--mmproj")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gpu-layers", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--kv", default="f16")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--agent-reps", type=int, default=None, help="repetitions of image/agent (default --reps)")
+    ap.add_argument("--figures", default="tg0,pp512,pp4k,image,agent,bandwidth")
+    ap.add_argument("--gen", type=int, default=64, help="tokens generated for tg0")
+    ap.add_argument("--image-size", default="1036x2352")
+    ap.add_argument("--system-tokens", type=int, default=1500)
+    ap.add_argument("--checkpoint", type=Path, help="HF checkpoint for the convert figure")
+    ap.add_argument("--convert-out", type=Path, default=Path("bench-convert-out"))
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    figs = [f.strip() for f in a.figures.split(",") if f.strip()]
+    if a.checkpoint and "convert" not in figs:
+        figs.append("convert")
+    heavy_reps = a.agent_reps or a.reps
+
+    res: dict = {"model": a.model, "mmproj": a.mmproj, "threads": a.threads, "batch": a.batch, "kv_type": a.kv,
+                 "gpu_layers": a.gpu_layers, "reps": a.reps, "machine": machine_info(), "figures": {}, "raw": {}}
+    F, raw = res["figures"], res["raw"]
+
+    def save():
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(res, indent=1) + "\n")
+
+    if "tg0" in figs:
+        raw["tg0"] = run_figure("tg0", a, "text", prompt=16, gen=a.gen)
+        F["generation, context 0"] = figure(raw["tg0"], "tg_tok_s", "tok/s", "higher")
+        save()
+    if "pp512" in figs:
+        raw["pp512"] = run_figure("pp512", a, "text", prompt=512, gen=2)
+        F["prompt processing, 512"] = figure(raw["pp512"], "pp_tok_s", "tok/s", "higher")
+        save()
+    if "pp4k" in figs:
+        raw["pp4k"] = run_figure("pp4k", a, "text", prompt=4096, gen=32)
+        F["prompt processing, 4096"] = figure(raw["pp4k"], "pp_tok_s", "tok/s", "higher")
+        F["generation, context 4k"] = figure(raw["pp4k"], "tg_tok_s", "tok/s", "higher")
+        save()
+    reps, a.reps = a.reps, heavy_reps
+    if "image" in figs and a.mmproj:
+        raw["image"] = run_figure("image", a, "image", image_size=a.image_size)
+        F["image encode"] = figure(raw["image"], "encode_s", "s", "lower")
+        F["image encode"]["image_tokens"] = raw["image"]["ours"][0]["image_tokens"]
+        F["image encode, peak RSS"] = figure(raw["image"], "peak_rss_mib", "MiB", "lower")
+        save()
+    if "agent" in figs and a.mmproj:
+        raw["agent"] = run_figure("agent", a, "agent", image_size=a.image_size, system_tokens=a.system_tokens,
+                                  ctx=8192, gen=32)
+        F["agent step 1, first token"] = figure(raw["agent"], "step1.ttft_s", "s", "lower")
+        F["agent step 2, first token"] = figure(raw["agent"], "step2.ttft_s", "s", "lower")
+        F["agent step 2, first token"]["prompt_tokens"] = raw["agent"]["ours"][0]["step2"]["prompt_tokens"]
+        F["agent step 2, first token"]["reused_tokens"] = raw["agent"]["ours"][0]["step2"]["reused_tokens"]
+        F["agent session, peak RSS"] = figure(raw["agent"], "peak_rss_mib", "MiB", "lower")
+        save()
+    a.reps = reps
+    if "bandwidth" in figs:
+        bw = copy_bandwidth(a.threads)
+        per_tok = decode_bytes_per_token(a.model)
+        src = raw.get("tg0") or run_figure("tg0", a, "text", prompt=16, gen=a.gen)
+        res["bandwidth"] = {"copy_gb_s": round(bw, 2), "weight_bytes_per_token": per_tok}
+        for rt in RUNTIMES:
+            tok_s = med(src[rt], "tg_tok_s")
+            res["bandwidth"][rt] = {"tg_tok_s": round(tok_s, 3), "read_gb_s": round(per_tok * tok_s / 1e9, 2),
+                                    "fraction_of_copy_bw": round(per_tok * tok_s / 1e9 / bw, 3)}
+        save()
+    if "convert" in figs and a.checkpoint:
+        from bench_convert import compare_convert
+
+        conv = compare_convert(a.checkpoint, a.convert_out, a.threads)
+        raw["convert"] = conv
+        lc_wall = conv["llamacpp_convert_f16"]["wall_s"] + conv["llamacpp_quantize_q4_0"]["wall_s"]
+        lc_rss = max(conv["llamacpp_convert_f16"]["peak_rss_mib"], conv["llamacpp_quantize_q4_0"]["peak_rss_mib"])
+        F["convert HF -> Q4_0 + mmproj"] = {"ours": conv["ours"]["wall_s"], "llamacpp": lc_wall, "unit": "s",
+                                            "better": "lower", "ratio": conv["ratio_speed_llamacpp_over_ours"]}
+        F["convert, peak RSS"] = {"ours": conv["ours"]["peak_rss_mib"], "llamacpp": lc_rss, "unit": "MiB",
+                                  "better": "lower", "ratio": conv["ratio_rss_llamacpp_over_ours"]}
+        save()
+
+    print(table(res))
+    save()
+
+
+def table(res: dict) -> str:
+    rows = ["| figure | ours | llama.cpp | ratio (>1: ours better) |", "|---|---|---|---|"]
+    for name, f in res["figures"].items():
+        rows.append(f"| {name} | {f['ours']:g} {f['unit']} | {f['llamacpp']:g} {f['unit']} | **{f['ratio']:.3f}** |")
+    if "bandwidth" in res:
+        b = res["bandwidth"]
+        rows.append(f"| decode, share of copy bandwidth ({b['copy_gb_s']} GB/s) | {b['ours']['fraction_of_copy_bw']:.0%} "
+                    f"| {b['llamacpp']['fraction_of_copy_bw']:.0%} | |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

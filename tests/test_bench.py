@@ -1,0 +1,76 @@
+"""Smoke tests of the benchmark commands on the tiny model (speed itself is never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from autoglm_gguf import _core, cli
+from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_cli_json(tiny_checkpoint, convert_tiny, capsys):
+    text, mmproj = convert_tiny(tiny_checkpoint, "f32")
+    rc = cli.main(["bench", "-m", str(text), "--mmproj", str(mmproj), "-p", "48", "-n", "6", "-r", "2",
+                   "--image", "300x500", "--image-max-pixels", "200000", "--system-tokens", "64", "-t", "1", "--json"])
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tests = {r["test"]: r for r in rows}
+    assert list(tests) == ["pp48", "tg6", "image 300x500", "agent step ttft", "peak RSS"]
+    for r in rows:
+        assert r["mean"] > 0 and r["stddev"] >= 0 and r["threads"] == 1
+    assert tests["pp48"]["reps"] == 2 and tests["peak RSS"]["unit"] == "MiB"
+    h, w = _core.smart_resize(500, 300, max_pixels=200000)
+    assert tests["image 300x500"]["image_tokens"] == (h // 28) * (w // 28) == np.prod(tests["image 300x500"]["grid"])
+    assert tests["agent step ttft"]["prompt_tokens"] > 64 + 88
+
+
+def test_bench_cli_table_and_errors(tiny_checkpoint, convert_tiny, capsys):
+    text, _ = convert_tiny(tiny_checkpoint, "f32")
+    assert cli.main(["bench", "-m", str(text), "-p", "16", "-n", "4", "-r", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| pp16 |" in out and "| tg4 |" in out and "image" not in out
+    assert cli.main(["bench", "-m", str(text), "--image", "64x64", "-r", "1", "-p", "0", "-n", "0"]) == 1
+    assert "--mmproj" in capsys.readouterr().err
+    assert cli.main(["bench", "-m", str(text), "-r", "0"]) == 1
+    assert cli.main(["bench", "-m", str(text) + ".missing"]) == 1
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_agent_prompt_layout():
+    tok = lambda s: s.split()
+    system = system_prompt(tok, 50)
+    assert len(tok(system)) == 50
+    p0, p1 = agent_prompt(system, 0), agent_prompt(system, 1, "<M>")
+    assert p0.count("<|image|>") == 1 and p1.count("<M>") == 1 and "<|image|>" not in p1
+    # step 2 repeats step 1's text without its screenshot, then the fixed answer
+    assert p1.startswith(p0.split("<|user|>")[0]) and p1.index("<M>") > p1.index("</answer>")
+    img = random_image(57, 31, 3)
+    assert img.shape == (31, 57, 3) and img.dtype == np.uint8
+
+
+def test_compare_llamacpp_smoke(tiny_checkpoint, convert_tiny, tmp_path):
+    """The side-by-side harness end to end on the tiny files, both runtimes, one repetition."""
+    text, mmproj = convert_tiny(tiny_checkpoint, "f32")
+    out = tmp_path / "cmp.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "compare_llamacpp.py"), "--model", str(text), "--mmproj",
+                    str(mmproj), "--threads", "1", "--reps", "1", "--figures", "tg0,pp512,image,agent,bandwidth",
+                    "--image-size", "224x280", "--system-tokens", "64", "--json", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    res = json.loads(out.read_text())
+    F = res["figures"]
+    for name in ("generation, context 0", "prompt processing, 512", "image encode", "agent step 1, first token",
+                 "agent step 2, first token", "agent session, peak RSS"):
+        assert F[name]["ours"] > 0 and F[name]["llamacpp"] > 0 and F[name]["ratio"] > 0, name
+    assert F["image encode"]["image_tokens"] == (224 // 28) * (280 // 28)
+    a_ours, a_lc = res["raw"]["agent"]["ours"][0], res["raw"]["agent"]["llamacpp"][0]
+    # both runtimes saw the same prompts; ours reused the step-1 prefix in step 2
+    assert a_ours["step1"]["prompt_tokens"] == a_lc["step1"]["prompt_tokens"]
+    assert a_ours["step2"]["prompt_tokens"] == a_lc["step2"]["prompt_tokens"]
+    assert a_ours["step2"]["reused_tokens"] > 64
+    assert 0 < res["bandwidth"]["ours"]["fraction_of_copy_bw"]
