@@ -6,8 +6,8 @@ Prints one JSON object on the last line of stdout. Each figure runs in its own p
 parent can read that process's peak RSS (os.wait4) and neither runtime's allocations colour the
 other's. Both runtimes get the same file, threads, context, batch and inputs:
 
-- text:  a random-id prompt of --prompt tokens, then --gen greedy tokens (never stopping early);
-         prompt and generation tok/s.
+- text:  after an unmeasured 8-token warm-up, a random-id prompt of --prompt tokens, then --gen
+         greedy tokens (never stopping early); prompt and generation tok/s.
 - image: one already-resized RGB image (--image-size WxH, multiples of 28, random pixels) through
          the vision tower and merger; encode seconds only (pre-processing excluded on both sides).
 - agent: two Open-AutoGLM steps of one session. Step 1: system prompt + screenshot + instruction ->
@@ -53,6 +53,7 @@ class Ours:
         model = core.TextModel(a.model, n_threads=a.threads, n_gpu_layers=a.gpu_layers)
         load = time.perf_counter() - t0
         prompt = np.random.default_rng(0).integers(10, 400, a.prompt).tolist()
+        core.Session(model, n_ctx=64, n_batch=a.batch, kv_type=a.kv).eval_tokens(prompt[:8], "last")  # warm-up
         s = core.Session(model, n_ctx=a.prompt + a.gen + 16, n_batch=a.batch, kv_type=a.kv)
         g = core.Generator(s, prompt, core.SamplingParams(), max_tokens=a.gen, stop_at_eog=False)
         for _ in g:
@@ -136,6 +137,9 @@ class LlamaCpp:
         load = self.load(a.prompt + a.gen + 16)
         llm = self.llm
         prompt = np.random.default_rng(0).integers(10, 400, a.prompt).tolist()
+        llm.eval(prompt[:8])  # warm-up, as ours
+        llm.reset()
+        lc.llama_memory_clear(lc.llama_get_memory(llm.ctx), True)
         lc.llama_perf_context_reset(llm.ctx)
         llm.eval(prompt)
         tok = self.greedy()

@@ -24,7 +24,7 @@ from .text_gguf import plan_text
 
 MMPROJ_OUTTYPES = ("f16", "f32", "q8_0")
 
-__all__ = ["ConvertOptions", "convert_checkpoint", "load_checkpoint", "Checkpoint", "MMPROJ_OUTTYPES", "OUTTYPES"]
+__all__ = ["ConvertOptions", "convert_checkpoint", "convert_loaded", "load_checkpoint", "Checkpoint", "MMPROJ_OUTTYPES", "OUTTYPES"]
 
 
 @dataclass
@@ -58,7 +58,11 @@ def convert_checkpoint(model_dir: str | Path, opts: ConvertOptions | None = None
     if opts.mmproj and opts.mmproj_outtype not in MMPROJ_OUTTYPES:
         raise ConversionError(f"unknown --mmproj-outtype {opts.mmproj_outtype!r}: choose one of {', '.join(MMPROJ_OUTTYPES)}")
 
-    ckpt = load_checkpoint(model_dir)
+    return convert_loaded(load_checkpoint(model_dir), opts)
+
+
+def convert_loaded(ckpt: Checkpoint, opts: ConvertOptions) -> dict[str, dict]:
+    """convert_checkpoint for an already loaded (or synthesized) Checkpoint."""
     text_path, mmproj_path = default_paths(ckpt, opts)
     targets = [text_path] + ([mmproj_path] if mmproj_path else [])
     with OutputSet(targets, force=opts.force) as out:

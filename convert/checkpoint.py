@@ -305,7 +305,9 @@ def _find_chat_template(model_dir: Path, tok_cfg: dict[str, Any]) -> str | None:
     return tmpl if isinstance(tmpl, str) else None
 
 
-def load_checkpoint(model_dir: str | Path) -> Checkpoint:
+def load_checkpoint(model_dir: str | Path, tensors: dict[str, TensorRef] | None = None) -> Checkpoint:
+    """Read and validate a checkpoint directory. `tensors` (full HF names -> TensorRef-like objects)
+    replaces the directory's safetensors, e.g. for weights synthesized on the fly."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ConversionError(f"{model_dir}: not a directory. Pass a Hugging Face checkpoint directory "
@@ -319,7 +321,7 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     text = parse_text_hparams(cfg)
     vision = parse_vision_hparams(cfg, text)
 
-    refs = open_checkpoint_tensors(model_dir)
+    refs = open_checkpoint_tensors(model_dir) if tensors is None else tensors
     vision_refs = _split(refs, VISION_PREFIXES)
     lm_head = next((refs[n] for n in LM_HEAD_NAMES if n in refs), None)
     text_refs = _split({n: r for n, r in refs.items()

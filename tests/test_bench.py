@@ -74,3 +74,37 @@ def test_compare_llamacpp_smoke(tiny_checkpoint, convert_tiny, tmp_path):
     assert a_ours["step2"]["prompt_tokens"] == a_lc["step2"]["prompt_tokens"]
     assert a_ours["step2"]["reused_tokens"] > 64
     assert 0 < res["bandwidth"]["ours"]["fraction_of_copy_bw"]
+
+
+def test_random_rows_do_not_depend_on_chunking():
+    from autoglm_gguf.tiny_checkpoint import random_rows
+
+    shape = (150, 7)
+    whole = random_rows("layers.0.w", shape, "w", 0, 150, seed=3)
+    parts = np.concatenate([random_rows("layers.0.w", shape, "w", a, b, seed=3) for a, b in [(0, 37), (37, 64), (64, 150)]])
+    assert whole.dtype == np.float32 and whole.shape == shape and np.array_equal(whole, parts)
+    assert not np.array_equal(whole, random_rows("layers.1.w", shape, "w", 0, 150, seed=3))
+    assert 0.015 < whole.std() < 0.025  # N(0, 0.02)
+    assert (random_rows("lm_head.weight", shape, "w", 0, 150, zero_rows_from=100)[100:] == 0).all()
+
+
+def test_make_synthetic_writes_ggufs_with_real_special_ids(tmp_path):
+    """make_synthetic's GGUF mode: both runtimes load the files, and GLM-4's added tokens sit at their
+    real ids (<|image|> = 151343) in a 151,552-entry vocabulary."""
+    import llama_cpp
+
+    subprocess.run([sys.executable, str(REPO / "bench" / "make_synthetic.py"), str(tmp_path), "--preset", "tiny-vocab"],
+                   check=True, capture_output=True, timeout=300)
+    text = tmp_path / "GLM4V-tiny-vocab-synthetic-Q4_0.gguf"
+    mmproj = tmp_path / "mmproj-GLM4V-tiny-vocab-synthetic-F16.gguf"
+    model = _core.TextModel(str(text), n_threads=1)
+    assert model.hparams["n_vocab"] == 151552
+    prompt = "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>hi<|assistant|>"
+    ids = model.tokenize(prompt)
+    assert ids[:2] == [151331, 151333] and 151343 in ids and 151339 in ids and 151340 in ids
+    assert set(model.eog_ids) >= {151329, 151336, 151338}
+    llm = llama_cpp.Llama(str(text), n_ctx=64, verbose=False)
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
+    llm.close()
+    vm = _core.VisionModel(str(mmproj), n_threads=1)
+    assert vm.hparams["n_out"] == model.hparams["n_embd"]

@@ -31,6 +31,11 @@ void bind_vision(py::module_ & m) {
         })
         .def_property_readonly("devices", &autoglm::vision_model::devices)
         .def_property_readonly("weight_bytes", &autoglm::vision_model::weight_bytes)
+        .def("compute_bytes", [](autoglm::vision_model & vm, int grid_h, int grid_w) {
+                 py::gil_scoped_release nogil;
+                 return vm.compute_bytes(grid_h, grid_w);
+             }, py::arg("grid_h"), py::arg("grid_w"),
+             "Compute memory in bytes that encoding a grid_h x grid_w-patch image needs (planned, not run).")
         .def("encode", [](autoglm::vision_model & vm, py::array patches_any, int grid_h, int grid_w) {
                  const auto & h = vm.hparams();
                  const py::ssize_t patch_dim = 3 * (py::ssize_t) h.patch_size * h.patch_size;

@@ -58,6 +58,13 @@ gguf_file::~gguf_file() {
     if (meta_) ggml_free(meta_);
 }
 
+void gguf_file::release(const void * data, size_t n) const {
+    const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t) data + page - 1) / page * page;  // whole pages inside the range only:
+    const uintptr_t hi = ((uintptr_t) data + n) / page * page;         // neighbours may still be needed
+    if (hi > lo) ::madvise((void *) lo, hi - lo, MADV_DONTNEED);
+}
+
 bool gguf_file::has(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }
 
 int64_t gguf_file::key_id(const std::string & key) const {

@@ -39,6 +39,10 @@ public:
     // Tensor data in the mapped file (nullptr if absent). Sizes were checked against the file on open.
     ggml_tensor * tensor(const std::string & name) const;
     const uint8_t * tensor_data(const std::string & name) const;
+    // Done with [data, data + n) of the mapping: its pages leave this process's resident set (they
+    // stay in the page cache). Loading copies every weight into backend buffers, so without this the
+    // peak RSS of a load would be the weights twice.
+    void release(const void * data, size_t n) const;
     size_t file_size() const { return size_; }
 
 private:

@@ -11,12 +11,14 @@ namespace autoglm {
 
 namespace {
 
-// down(silu(gate(x)) * up(x)): Glm4VisionMlp and the merger's tail.
+// down(silu(gate(x)) * up(x)): Glm4VisionMlp and the merger's tail. silu and mul as two ops rather
+// than ggml_swiglu_split: the allocator runs both in place over gate's buffer (a fused GLU gets a
+// buffer of its own), which at 12,432 patches saves 200 MB of peak compute memory.
 ggml_tensor * swiglu_mlp(ggml_context * ctx, ggml_tensor * x, ggml_tensor * gate, ggml_tensor * gate_b, ggml_tensor * up,
                          ggml_tensor * up_b, ggml_tensor * down, ggml_tensor * down_b) {
     ggml_tensor * g = linear(ctx, gate, x, gate_b);
     ggml_tensor * u = linear(ctx, up, x, up_b);
-    return linear(ctx, down, ggml_swiglu_split(ctx, g, u), down_b);
+    return linear(ctx, down, ggml_mul(ctx, ggml_silu(ctx, g), u), down_b);
 }
 
 }  // namespace

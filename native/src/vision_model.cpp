@@ -230,6 +230,22 @@ resize_params vision_model::resize(int64_t min_pixels, int64_t max_pixels) const
     return r;
 }
 
+size_t vision_model::compute_bytes(int32_t grid_h, int32_t grid_w) {
+    const int32_t m = (int32_t) p_->hp.merge_size;
+    if (grid_h <= 0 || grid_w <= 0 || grid_h % m || grid_w % m) {
+        throw invalid_argument("compute_bytes: grid must be positive multiples of the merge size " + std::to_string(m));
+    }
+    std::lock_guard<std::mutex> lock(p_->mu);
+    ggml_init_params ip{p_->graph_buf.size(), p_->graph_buf.data(), true};
+    ggml_ctx_ptr ctx(ggml_init(ip));
+    vision_graph g = build_vision_graph(ctx.get(), p_->hp, p_->w, grid_h, grid_w, p_->attn);
+    ggml_backend_sched_reset(p_->sched.get());
+    if (!ggml_backend_sched_reserve(p_->sched.get(), g.gf)) throw out_of_memory("cannot plan compute buffers for this grid");
+    size_t total = 0;
+    for (ggml_backend_t be : p_->backends->all()) total += ggml_backend_sched_get_buffer_size(p_->sched.get(), be);
+    return total;
+}
+
 std::vector<float> vision_model::encode(const pixel_patches & px) {
     const vision_hparams & hp = p_->hp;
     const int32_t m = (int32_t) hp.merge_size;

@@ -53,6 +53,9 @@ public:
     // rows in raster order of the merged (grid_h/2) x (grid_w/2) grid. Throws invalid_argument for
     // patches whose shape does not fit the model. Calls on one model are serialized (one scheduler).
     std::vector<float> encode(const pixel_patches & patches);
+    // Compute memory (bytes, all backends) that encoding a grid_h x grid_w-patch image needs, without
+    // running it: plan memory before accepting a large image.
+    size_t compute_bytes(int32_t grid_h, int32_t grid_w);
 
 private:
     struct impl;

@@ -63,6 +63,7 @@ void weight_store::load(const std::function<bool(float)> & progress) {
     for (auto & [t, data] : pending_) total += ggml_nbytes(t);
     for (auto & [t, data] : pending_) {
         ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));  // repacking buffer types convert here
+        f_.release(data, ggml_nbytes(t));
         done += ggml_nbytes(t);
         if (progress && !progress(total ? (float) done / (float) total : 1.0f)) {
             throw aborted(f_.path() + ": loading aborted by the progress callback");

@@ -97,6 +97,7 @@ __all__ = [
     "build_tokenizer_json",
     "f32_to_bf16_bits",
     "make_config",
+    "random_rows",
     "tensor_specs",
     "write_checkpoint",
 ]
@@ -443,17 +444,45 @@ def _tensor_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, lo, hi])
 
 
+def _mean_std(name: str, kind: str, weight_std: float) -> tuple[float, float]:
+    if kind == "w":
+        return 0.0, weight_std * (_LM_HEAD_GAIN if name == "lm_head.weight" else 1.0)
+    if kind == "norm":
+        return 1.0, _NORM_STD
+    return 0.0, _BIAS_STD_FACTOR * weight_std
+
+
+_ROW_BLOCK = 64  # random_rows draws rows in blocks of this many, each block from its own generator
+
+
+def random_rows(name: str, shape: tuple[int, ...], kind: str, r0: int, r1: int, *, seed: int = 0,
+                weight_std: float = 0.02, zero_rows_from: int | None = None) -> np.ndarray:
+    """Rows [r0, r1) (axis 0) of a random tensor as float32, addressable in any order and chunking:
+    block b of 64 rows comes from a generator seeded with (seed, name, b). The same value model as
+    the checkpoint writer (by kind), though not the same values. For writing models straight to GGUF
+    (bench/make_synthetic.py) without materializing a checkpoint."""
+    mean, std = _mean_std(name, kind, weight_std)
+    table = _value_table(float(mean), float(std), "f32")
+    row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    out = np.empty((r1 - r0) * row, dtype=np.float32)
+    b0, b1 = r0 // _ROW_BLOCK, (r1 + _ROW_BLOCK - 1) // _ROW_BLOCK
+    for b in range(b0, b1):
+        lo, hi = b * _ROW_BLOCK, min((b + 1) * _ROW_BLOCK, shape[0] if shape else 1)
+        rng = _tensor_rng(seed, f"{name}#{b}")
+        vals = table[rng.integers(0, 65536, size=(hi - lo) * row, dtype=np.uint16)]
+        a, z = max(lo, r0), min(hi, r1)
+        out[(a - r0) * row:(z - r0) * row] = vals[(a - lo) * row:(z - lo) * row]
+    if zero_rows_from is not None and r1 > zero_rows_from:
+        out[max(0, zero_rows_from - r0) * row:] = 0
+    return out.reshape((r1 - r0,) + tuple(shape[1:]))
+
+
 def _iter_tensor_chunks(name, shape, kind, *, seed, dtype, weight_std, zero_rows_from=None):
     """Yield the tensor's bytes (as numpy arrays in the output encoding) in bounded chunks.
 
     Rows ``>= zero_rows_from`` (of a 2-D tensor) are zeroed after drawing, so the other rows do
     not depend on it."""
-    if kind == "w":
-        mean, std = 0.0, weight_std * (_LM_HEAD_GAIN if name == "lm_head.weight" else 1.0)
-    elif kind == "norm":
-        mean, std = 1.0, _NORM_STD
-    else:
-        mean, std = 0.0, _BIAS_STD_FACTOR * weight_std
+    mean, std = _mean_std(name, kind, weight_std)
     table = _value_table(float(mean), float(std), dtype)
     rng = _tensor_rng(seed, name)
     n = math.prod(shape)

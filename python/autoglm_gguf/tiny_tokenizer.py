@@ -47,8 +47,9 @@ N_BPE = 480
 _TINY_VOCAB = 512  # N_BPE + 20 added tokens = 500, rounded up to a multiple of 64
 
 
-def _sid(tok: str) -> int:
-    return N_BPE + GLM_SPECIAL_TOKENS.index(tok)
+def _sid(tok: str, base: int = N_BPE) -> int:
+    """Id of added token `tok` when the 20 added tokens start at `base` (N_BPE, or GLM-4's 151329)."""
+    return base + GLM_SPECIAL_TOKENS.index(tok)
 
 
 #: GLM-4 pre-tokenizer regex (spec A.4; llama.cpp's CHATGLM4 pre-type).
@@ -117,8 +118,22 @@ Paragraph three... (with parentheses) [brackets] {braces} <angle> 'quotes' "doub
 """
 
 
+def build_tokenizer_json(special_base: int = N_BPE) -> str:
+    """The tiny byte-level BPE's ``tokenizer.json`` text, with the 20 added tokens at ``special_base``..
+    (right after the BPE by default; 151329 puts them at GLM-4's real ids, the ids between then
+    being unused)."""
+    if special_base == N_BPE:
+        return _build_tokenizer_json()
+    if special_base < N_BPE:
+        raise ValueError(f"special_base must be >= {N_BPE} (the BPE's size)")
+    data = json.loads(_build_tokenizer_json())
+    for i, entry in enumerate(data["added_tokens"]):
+        entry["id"] = special_base + i
+    return json.dumps(data, ensure_ascii=False, indent=1)
+
+
 @functools.lru_cache(maxsize=1)
-def build_tokenizer_json() -> str:
+def _build_tokenizer_json() -> str:
     """Train the tiny byte-level BPE (deterministic) and return its ``tokenizer.json`` text."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -204,8 +219,8 @@ _OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _write_tokenizer_files(out: Path, config: dict) -> None:
-    (out / "tokenizer.json").write_text(build_tokenizer_json(), encoding="utf-8")
+def _write_tokenizer_files(out: Path, config: dict, special_base: int = N_BPE) -> None:
+    (out / "tokenizer.json").write_text(build_tokenizer_json(special_base), encoding="utf-8")
     eot = "<|endoftext|>"
     _write_json(
         out / "tokenizer_config.json",
@@ -213,7 +228,7 @@ def _write_tokenizer_files(out: Path, config: dict) -> None:
             "tokenizer_class": "PreTrainedTokenizerFast",
             "processor_class": "Glm4vProcessor",
             "added_tokens_decoder": {
-                str(N_BPE + i): {
+                str(special_base + i): {
                     "content": t,
                     "lstrip": False,
                     "normalized": False,
@@ -237,10 +252,11 @@ def _write_tokenizer_files(out: Path, config: dict) -> None:
         },
     )
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
-    eos = [_sid(eot), _sid("<|user|>"), _sid("<|observation|>"), _sid(GLM_SPECIAL_TOKENS[-1])]
+    sid = functools.partial(_sid, base=special_base)
+    eos = [sid(eot), sid("<|user|>"), sid("<|observation|>"), sid(GLM_SPECIAL_TOKENS[-1])]
     _write_json(
         out / "generation_config.json",
-        {"do_sample": False, "eos_token_id": eos, "pad_token_id": _sid(eot)},
+        {"do_sample": False, "eos_token_id": eos, "pad_token_id": sid(eot)},
     )
     vc = config["vision_config"]
     _write_json(
