@@ -1,8 +1,10 @@
 """Our runtime and llama.cpp (llama-cpp-python 0.3.36) side by side on the same GGUF files.
 
     python bench/compare_llamacpp.py --model TEXT.gguf --mmproj MMPROJ.gguf [--threads 2] [--reps 3]
-        [--figures tg0,pp512,pp4k,image,agent,bandwidth] [--checkpoint HF_DIR --convert-out DIR]
-        [--json bench/results/compare.json]
+        [--heavy-reps 1] [--figures tg0,pp512,agent,image,pp4k,bandwidth] [--checkpoint HF_DIR
+        --convert-out DIR] [--json bench/results/compare.json]
+
+Figures run in the order given; the JSON is rewritten after each, so a long run can be read as it goes.
 
 Every figure runs each runtime in its own process (bench_worker.py), with the same threads, context,
 batch, KV type and inputs, alternating which runtime goes first from one repetition to the next, so
@@ -50,10 +52,10 @@ def worker(runtime: str, figure: str, a, **extra) -> dict:
     return timed(cmd)
 
 
-def run_figure(name: str, a, figure: str, **extra) -> dict[str, list[dict]]:
-    """a.reps repetitions of one figure, A/B then B/A, each runtime in a fresh process."""
+def run_figure(name: str, a, figure: str, heavy: bool = False, **extra) -> dict[str, list[dict]]:
+    """Repetitions of one figure (a.reps, or a.heavy_reps), A/B then B/A, each runtime in a fresh process."""
     rows: dict[str, list[dict]] = {r: [] for r in RUNTIMES}
-    for rep in range(a.reps):
+    for rep in range(a.heavy_reps if heavy else a.reps):
         order = RUNTIMES if rep % 2 == 0 else RUNTIMES[::-1]
         for rt in order:
             rows[rt].append(worker(rt, figure, a, **extra))
@@ -111,8 +113,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--kv", default="f16")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--agent-reps", type=int, default=None, help="repetitions of image/agent (default --reps)")
-    ap.add_argument("--figures", default="tg0,pp512,pp4k,image,agent,bandwidth")
+    ap.add_argument("--heavy-reps", type=int, default=1, help="repetitions of pp4k, image and agent (minutes each)")
+    ap.add_argument("--figures", default="tg0,pp512,agent,image,pp4k,bandwidth")
     ap.add_argument("--gen", type=int, default=64, help="tokens generated for tg0")
     ap.add_argument("--image-size", default="1036x2352")
     ap.add_argument("--system-tokens", type=int, default=1500)
@@ -121,9 +123,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     figs = [f.strip() for f in a.figures.split(",") if f.strip()]
-    if a.checkpoint and "convert" not in figs:
-        figs.append("convert")
-    heavy_reps = a.agent_reps or a.reps
 
     res: dict = {"model": a.model, "mmproj": a.mmproj, "threads": a.threads, "batch": a.batch, "kv_type": a.kv,
                  "gpu_layers": a.gpu_layers, "reps": a.reps, "machine": machine_info(), "figures": {}, "raw": {}}
@@ -134,37 +133,35 @@ def main() -> None:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(res, indent=1) + "\n")
 
-    if "tg0" in figs:
+    def tg0():
         raw["tg0"] = run_figure("tg0", a, "text", prompt=16, gen=a.gen)
         F["generation, context 0"] = figure(raw["tg0"], "tg_tok_s", "tok/s", "higher")
-        save()
-    if "pp512" in figs:
+
+    def pp512():
         raw["pp512"] = run_figure("pp512", a, "text", prompt=512, gen=2)
         F["prompt processing, 512"] = figure(raw["pp512"], "pp_tok_s", "tok/s", "higher")
-        save()
-    if "pp4k" in figs:
-        raw["pp4k"] = run_figure("pp4k", a, "text", prompt=4096, gen=32)
+
+    def pp4k():
+        raw["pp4k"] = run_figure("pp4k", a, "text", heavy=True, prompt=4096, gen=32)
         F["prompt processing, 4096"] = figure(raw["pp4k"], "pp_tok_s", "tok/s", "higher")
         F["generation, context 4k"] = figure(raw["pp4k"], "tg_tok_s", "tok/s", "higher")
-        save()
-    reps, a.reps = a.reps, heavy_reps
-    if "image" in figs and a.mmproj:
-        raw["image"] = run_figure("image", a, "image", image_size=a.image_size)
+
+    def image():
+        raw["image"] = run_figure("image", a, "image", heavy=True, image_size=a.image_size)
         F["image encode"] = figure(raw["image"], "encode_s", "s", "lower")
         F["image encode"]["image_tokens"] = raw["image"]["ours"][0]["image_tokens"]
         F["image encode, peak RSS"] = figure(raw["image"], "peak_rss_mib", "MiB", "lower")
-        save()
-    if "agent" in figs and a.mmproj:
-        raw["agent"] = run_figure("agent", a, "agent", image_size=a.image_size, system_tokens=a.system_tokens,
-                                  ctx=8192, gen=32)
+
+    def agent():
+        raw["agent"] = run_figure("agent", a, "agent", heavy=True, image_size=a.image_size,
+                                  system_tokens=a.system_tokens, ctx=8192, gen=32)
         F["agent step 1, first token"] = figure(raw["agent"], "step1.ttft_s", "s", "lower")
         F["agent step 2, first token"] = figure(raw["agent"], "step2.ttft_s", "s", "lower")
-        F["agent step 2, first token"]["prompt_tokens"] = raw["agent"]["ours"][0]["step2"]["prompt_tokens"]
-        F["agent step 2, first token"]["reused_tokens"] = raw["agent"]["ours"][0]["step2"]["reused_tokens"]
+        step2 = raw["agent"]["ours"][0]["step2"]
+        F["agent step 2, first token"].update(prompt_tokens=step2["prompt_tokens"], reused_tokens=step2["reused_tokens"])
         F["agent session, peak RSS"] = figure(raw["agent"], "peak_rss_mib", "MiB", "lower")
-        save()
-    a.reps = reps
-    if "bandwidth" in figs:
+
+    def bandwidth():
         bw = copy_bandwidth(a.threads)
         per_tok = decode_bytes_per_token(a.model)
         src = raw.get("tg0") or run_figure("tg0", a, "text", prompt=16, gen=a.gen)
@@ -173,8 +170,8 @@ def main() -> None:
             tok_s = med(src[rt], "tg_tok_s")
             res["bandwidth"][rt] = {"tg_tok_s": round(tok_s, 3), "read_gb_s": round(per_tok * tok_s / 1e9, 2),
                                     "fraction_of_copy_bw": round(per_tok * tok_s / 1e9 / bw, 3)}
-        save()
-    if "convert" in figs and a.checkpoint:
+
+    def convert():
         from bench_convert import compare_convert
 
         conv = compare_convert(a.checkpoint, a.convert_out, a.threads)
@@ -185,6 +182,17 @@ def main() -> None:
                                             "better": "lower", "ratio": conv["ratio_speed_llamacpp_over_ours"]}
         F["convert, peak RSS"] = {"ours": conv["ours"]["peak_rss_mib"], "llamacpp": lc_rss, "unit": "MiB",
                                   "better": "lower", "ratio": conv["ratio_rss_llamacpp_over_ours"]}
+
+    runners = {"tg0": tg0, "pp512": pp512, "pp4k": pp4k, "image": image, "agent": agent, "bandwidth": bandwidth,
+               "convert": convert}
+    for name in figs:  # in the order given
+        if name not in runners:
+            sys.exit(f"unknown figure {name!r}; choose from {', '.join(runners)}")
+        if name in ("image", "agent") and not a.mmproj:
+            sys.exit(f"figure {name} needs --mmproj")
+        if name == "convert" and not a.checkpoint:
+            sys.exit("figure convert needs --checkpoint")
+        runners[name]()
         save()
 
     print(table(res))
