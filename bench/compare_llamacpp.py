@@ -117,15 +117,25 @@ def main() -> None:
     ap.add_argument("--figures", default="tg0,pp512,agent,image,pp4k,bandwidth")
     ap.add_argument("--gen", type=int, default=64, help="tokens generated for tg0")
     ap.add_argument("--image-size", default="1036x2352")
+    ap.add_argument("--image-text-model", help="image figure: the text GGUF llama.cpp loads beside the mmproj "
+                                               "(default --model; a 1-layer model of the same width keeps its RSS "
+                                               "the tower's alone)")
     ap.add_argument("--system-tokens", type=int, default=1500)
     ap.add_argument("--checkpoint", type=Path, help="HF checkpoint for the convert figure")
     ap.add_argument("--convert-out", type=Path, default=Path("bench-convert-out"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="a previous result of the same setup whose other figures to keep")
     a = ap.parse_args()
     figs = [f.strip() for f in a.figures.split(",") if f.strip()]
 
     res: dict = {"model": a.model, "mmproj": a.mmproj, "threads": a.threads, "batch": a.batch, "kv_type": a.kv,
                  "gpu_layers": a.gpu_layers, "reps": a.reps, "machine": machine_info(), "figures": {}, "raw": {}}
+    if a.keep:  # resume: the figures measured before stay, the ones asked for now are (re)measured
+        old = json.loads(a.keep.read_text())
+        if (old["model"], old["threads"]) != (a.model, a.threads):
+            sys.exit(f"--keep {a.keep}: measured on {old['model']} with {old['threads']} threads, not this setup")
+        res["figures"], res["raw"] = old["figures"], old["raw"]
+        res["machine_earlier"] = old.get("machine")
     F, raw = res["figures"], res["raw"]
 
     def save():
@@ -147,14 +157,21 @@ def main() -> None:
         F["generation, context 4k"] = figure(raw["pp4k"], "tg_tok_s", "tok/s", "higher")
 
     def image():
-        raw["image"] = run_figure("image", a, "image", heavy=True, image_size=a.image_size)
+        # llama.cpp's mtmd needs a text model loaded beside the tower; --image-text-model gives it a
+        # small one of the same width so its peak RSS is the tower's, like ours (which loads none).
+        model = a.model
+        a.model = a.image_text_model or a.model
+        try:
+            raw["image"] = run_figure("image", a, "image", heavy=True, image_size=a.image_size)
+        finally:
+            a.model = model
         F["image encode"] = figure(raw["image"], "encode_s", "s", "lower")
         F["image encode"]["image_tokens"] = raw["image"]["ours"][0]["image_tokens"]
         F["image encode, peak RSS"] = figure(raw["image"], "peak_rss_mib", "MiB", "lower")
 
     def agent():
         raw["agent"] = run_figure("agent", a, "agent", heavy=True, image_size=a.image_size,
-                                  system_tokens=a.system_tokens, ctx=8192, gen=32)
+                                  system_tokens=a.system_tokens, ctx=8192)
         F["agent step 1, first token"] = figure(raw["agent"], "step1.ttft_s", "s", "lower")
         F["agent step 2, first token"] = figure(raw["agent"], "step2.ttft_s", "s", "lower")
         step2 = raw["agent"]["ours"][0]["step2"]

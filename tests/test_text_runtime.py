@@ -66,6 +66,42 @@ def test_incremental_decoding_equals_full_prompt(case, model):
     assert np.abs(rows - ref[-6:]).max() <= 1e-4
 
 
+def _kernels(model):
+    """The prompt-processing attention kernels this machine has (an unavailable one is refused)."""
+    out = []
+    for k in ["ggml", "avx2", "avx512"]:
+        try:
+            _core.Session(model, n_ctx=64, kv_type="f16", attention=k)
+            out.append(k)
+        except ValueError as e:
+            assert "not available on this CPU" in str(e)
+    return out
+
+
+def test_cpu_attention_kernel_for_prompts(case, model):
+    """With the f16 cache, prompt micro-batches of >= 32 tokens run our CPU attention kernel (causal mask,
+    grouped-query heads, F32 math over the f16 K/V). It is at least as close to transformers as ggml's
+    flash attention, agrees with it, and gives the same greedy tokens; evaluating the prompt in two
+    parts (the second at a non-zero cache offset) gives the same logits as in one."""
+    _, _, ids, ref, _ = case
+    assert len(ids) >= 32
+    kernels = _kernels(model)
+    assert kernels[0] == "ggml"
+    logits = {k: _core.Session(model, n_ctx=256, kv_type="f16", attention=k).eval_tokens(ids, "all") for k in kernels}
+    err = {k: float(np.abs(v - ref).max()) for k, v in logits.items()}
+    print(f"\n[{case[0].name}] f16 cache, max |logit error| vs float64 by attention kernel: {err}")
+    for k in kernels[1:]:
+        assert err[k] <= max(err["ggml"], 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
+        s = _core.Session(model, n_ctx=256, n_batch=512, kv_type="f16", attention=k)
+        h = len(ids) // 2 if len(ids) >= 64 else len(ids) - 32  # the second part still >= 32 tokens
+        two = np.concatenate([s.eval_tokens(ids[:h], "all"), s.eval_tokens(ids[h:], "all")])
+        assert np.abs(two - logits[k]).max() < 1e-3
+        assert greedy(_core.Session(model, n_ctx=256, kv_type="f16", attention=k), ids, 24) == \
+            greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 24)
+    with pytest.raises(ValueError, match="unknown"):
+        _core.Session(model, kv_type="f16", attention="mmx")
+
+
 @pytest.mark.parametrize("kv_type", ["f32", "f16"])
 def test_decode_reuses_its_graph_across_steps(case, model, kv_type):
     """Decode steps share one built graph while the padded span of attended cells (256) is the same;

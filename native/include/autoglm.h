@@ -1,6 +1,6 @@
 /*
  * autoglm.h - the public C API of autoglm-gguf: run AutoGLM-Phone-9B / GLM-4.1V GGUF models
- * (text part) from C, C++, Swift or Objective-C.
+ * (the text model, and the vision projector for screenshots) from C, C++, Swift or Objective-C.
  *
  * C99, self-contained: no ggml and no C++ types cross this boundary, so the library can be shipped
  * as one static archive or framework that exposes only this header (the whisper.cpp/llama.cpp
@@ -308,6 +308,8 @@ typedef struct autoglm_timings {
     double gen_ms;            /* time generating (sampling + evaluation) */
     double prompt_tokens_per_s;
     double gen_tokens_per_s;
+    double image_ms;          /* time encoding the prompt's images (autoglm_generation_start_images) */
+    uint32_t n_image_tokens;  /* image tokens in the prompt */
 } autoglm_timings;
 
 /* Timings so far (valid during and after the generation). */
@@ -317,6 +319,76 @@ AUTOGLM_API autoglm_status autoglm_generation_timings(const autoglm_generation *
  * that extends this conversation (prompt + generated text + new turn) is evaluated only from where it
  * differs. NULL is a no-op. */
 AUTOGLM_API void autoglm_generation_free(autoglm_generation * gen);
+
+/* ------------------------------------------------------------------------------------------------
+ * Vision: the mmproj file (ViT + merger) turns screenshots into embeddings that fill a prompt's
+ * image slots, "<|begin_of_image|><|image|><|end_of_image|>" (what the chat template writes).
+ * Images come in as raw pixels: apps decode with their own frameworks (UIImage, CGImage, ...).
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct autoglm_vision autoglm_vision;
+
+typedef struct autoglm_vision_params {
+    int32_t n_threads;  /* CPU threads; 0 (default): the number of physical cores */
+    bool use_gpu;       /* encode on the GPU backend when the library has one (default true) */
+    size_t cache_bytes; /* embeddings of recent images kept for reuse, by content (default 256 MiB; 0: off) */
+} autoglm_vision_params;
+
+AUTOGLM_API autoglm_vision_params autoglm_vision_default_params(void);
+
+/* Load a vision projector (mmproj-*.gguf: architecture "clip", projector "glm4v"). Errors:
+ * AUTOGLM_ERR_FILE (missing, truncated, another kind of file), AUTOGLM_ERR_OUT_OF_MEMORY. Free *out with
+ * autoglm_vision_free. A vision handle may be used from one thread at a time. */
+AUTOGLM_API autoglm_status autoglm_vision_load(const char * path, autoglm_vision_params params,
+                                               autoglm_vision ** out);
+AUTOGLM_API void autoglm_vision_free(autoglm_vision * vision);
+
+/* Width of the embeddings it produces (equals the matching text model's n_embd), or a negative status. */
+AUTOGLM_API int32_t autoglm_vision_n_embd(const autoglm_vision * vision);
+
+/* Pixels of one image: rows top to bottom, `stride` bytes apart (>= width * channels), 8-bit samples.
+ * channels: 3 (RGB), 4 (RGBA, straight alpha: composited onto white, as transformers does) or 1 (gray). */
+typedef struct autoglm_image {
+    const uint8_t * pixels;
+    int32_t width;
+    int32_t height;
+    size_t stride;
+    int32_t channels;
+} autoglm_image;
+
+/* Resize budget, in transformers' units (a still image counts twice): 0 = the mmproj's defaults.
+ * AutoGLM serves with max_pixels = 5000000 (a 1080x2400 screenshot -> 3,108 image tokens). */
+typedef struct autoglm_image_params {
+    int64_t min_pixels;
+    int64_t max_pixels;
+} autoglm_image_params;
+
+AUTOGLM_API autoglm_image_params autoglm_image_default_params(void);
+
+/* The grid of image tokens (rows x columns) a width x height image becomes; no encoding. n_tokens =
+ * rows * columns, so the embeddings need rows * columns * n_embd floats. AUTOGLM_ERR_INVALID_ARGUMENT for an
+ * empty image or an aspect ratio above 200. */
+AUTOGLM_API autoglm_status autoglm_image_grid(const autoglm_vision * vision, int32_t width, int32_t height,
+                                              autoglm_image_params params, int32_t * rows, int32_t * columns);
+
+/* Encode one image into embd[0 .. *n_floats) as n_tokens rows of n_embd floats (raster order of the
+ * token grid). Caller-buffer rules apply with counts in floats: *n_floats is always set, and with too
+ * small a buffer nothing is encoded (size it with autoglm_image_grid, or call with NULL, 0). */
+AUTOGLM_API autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image * image,
+                                               autoglm_image_params params, float * embd, size_t embd_max,
+                                               size_t * n_floats);
+
+/* autoglm_generation_start for a prompt with image slots: images[i] fills the i-th slot (their numbers
+ * must match: AUTOGLM_ERR_INVALID_ARGUMENT says how many of each). The prompt is parsed with special
+ * tokens. Images are encoded here (or taken from the vision handle's cache); like text, a prompt that
+ * repeats the session's cached conversation, images included, is only evaluated from where it differs.
+ * `vision` must match the session's model (same n_embd). */
+AUTOGLM_API autoglm_status autoglm_generation_start_images(autoglm_session * session, autoglm_vision * vision,
+                                                           const char * prompt, const autoglm_image * images,
+                                                           size_t n_images, autoglm_image_params image_params,
+                                                           autoglm_sampling_params sampling,
+                                                           autoglm_generation_params params,
+                                                           autoglm_generation ** out);
 
 #ifdef __cplusplus
 }

@@ -93,8 +93,9 @@ void bind_text(py::module_ & m) {
 
     py::class_<autoglm::session>(m, "Session")
         .def(py::init([](const autoglm::text_model & tm, uint32_t n_ctx, uint32_t n_batch, const std::string & kv_type,
-                         py::object flash_attn) {
+                         py::object flash_attn, const std::string & attention) {
                  autoglm::session_params p;
+                 p.attention = attention;
                  if (!flash_attn.is_none()) {
                      p.flash_attn = flash_attn.cast<bool>() ? autoglm::session_params::flash::on : autoglm::session_params::flash::off;
                  }
@@ -107,8 +108,9 @@ void bind_text(py::module_ & m) {
                  return std::make_unique<autoglm::session>(tm, p);
              }),
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_batch") = 512, py::arg("kv_type") = "f16",
-             py::arg("flash_attn") = py::none(), py::keep_alive<1, 2>(),
-             "flash_attn: None = automatic (on with the f16 cache), True/False to force.")
+             py::arg("flash_attn") = py::none(), py::arg("attention") = "auto", py::keep_alive<1, 2>(),
+             "flash_attn: None = automatic (on with the f16 cache), True/False to force.\n"
+             "attention: with flash attention, the CPU kernel for prompt processing: 'auto', 'ggml', 'avx2', 'avx512'.")
         .def("eval_tokens", [](autoglm::session & s, const std::vector<int32_t> & tokens, const std::string & logits) {
                  const auto mode = parse_logits_mode(logits);
                  std::vector<float> out;

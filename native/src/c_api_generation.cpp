@@ -27,9 +27,7 @@ size_t utf8_unit(const std::string & s, size_t i) {
     return need;
 }
 
-autoglm_status start(autoglm_session * session, const std::vector<int32_t> & prompt,
-                     const autoglm_sampling_params & sampling, const autoglm_generation_params & params,
-                     autoglm_generation ** out) {
+autoglm::generate_params to_core(const autoglm_sampling_params & sampling, const autoglm_generation_params & params) {
     autoglm::generate_params gp;
     gp.sampling.temperature = sampling.temperature;
     gp.sampling.top_k = sampling.top_k;
@@ -47,6 +45,28 @@ autoglm_status start(autoglm_session * session, const std::vector<int32_t> & pro
         if (!params.stop[i]) throw autoglm::invalid_argument("params.stop[" + std::to_string(i) + "] is NULL");
         gp.stop.emplace_back(params.stop[i]);
     }
+    return gp;
+}
+
+autoglm_status start(autoglm_session * session, const std::vector<int32_t> & prompt,
+                     const autoglm_sampling_params & sampling, const autoglm_generation_params & params,
+                     autoglm_generation ** out) {
+    return start_generation(session, sampling, params, out,
+                            [&](autoglm::session & s, const autoglm::tokenizer & tok, const autoglm::generate_params & gp) {
+                                return std::make_unique<autoglm::generator>(s, tok, prompt, gp);
+                            });
+}
+
+}  // namespace
+
+namespace autoglm::capi {
+
+autoglm_status start_generation(autoglm_session * session, const autoglm_sampling_params & sampling,
+                                const autoglm_generation_params & params, autoglm_generation ** out,
+                                const std::function<std::unique_ptr<autoglm::generator>(autoglm::session &,
+                                                                                        const autoglm::tokenizer &,
+                                                                                        const autoglm::generate_params &)> & make) {
+    const autoglm::generate_params gp = to_core(sampling, params);
     auto g = std::make_unique<autoglm_generation>();
     g->s = session->s;
     session_state & ss = *g->s;
@@ -54,13 +74,13 @@ autoglm_status start(autoglm_session * session, const std::vector<int32_t> & pro
     g->epoch = ss.epoch;
     {
         std::lock_guard<std::mutex> lock(ss.model->compute);
-        g->gen = std::make_unique<autoglm::generator>(*ss.sess, ss.model->tm->tok(), prompt, gp);
+        g->gen = make(*ss.sess, ss.model->tm->tok(), gp);
     }
     *out = g.release();
     return AUTOGLM_OK;
 }
 
-}  // namespace
+}  // namespace autoglm::capi
 
 extern "C" {
 
@@ -199,6 +219,8 @@ autoglm_status autoglm_generation_timings(const autoglm_generation * gen, autogl
         out->gen_ms = t.gen_ms;
         out->prompt_tokens_per_s = t.prompt_tps();
         out->gen_tokens_per_s = t.gen_tps();
+        out->image_ms = gen->image_ms;
+        out->n_image_tokens = gen->n_image_tokens;
         return AUTOGLM_OK;
     });
 }

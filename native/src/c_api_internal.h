@@ -1,5 +1,5 @@
-// Shared by the C API's two translation units (c_api.cpp: errors, logging, model, tokens, session;
-// c_api_generation.cpp: generation): the error plumbing and the handle structs. Internal: the public
+// Shared by the C API's translation units (c_api.cpp: errors, logging, model, tokens, session;
+// c_api_generation.cpp: generation; c_api_vision.cpp: images): the error plumbing and the handle structs. Internal: the public
 // surface is include/autoglm.h alone.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include "autoglm.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -18,6 +19,7 @@
 #include "generate.h"
 #include "session.h"
 #include "text_model.h"
+#include "vision_model.h"
 
 namespace autoglm::capi {
 
@@ -80,6 +82,15 @@ struct session_state {
     uint64_t epoch = 0;
 };
 
+struct vision_state;  // c_api_vision.cpp
+
+// Starts a generation on `session` with the generator make() builds (under the model's compute lock).
+autoglm_status start_generation(autoglm_session * session, const autoglm_sampling_params & sampling,
+                                const autoglm_generation_params & params, autoglm_generation ** out,
+                                const std::function<std::unique_ptr<autoglm::generator>(autoglm::session &,
+                                                                                        const autoglm::tokenizer &,
+                                                                                        const autoglm::generate_params &)> & make);
+
 }  // namespace autoglm::capi
 
 // The opaque handles. Each holds shared ownership, so they can be freed in any order.
@@ -100,4 +111,10 @@ struct autoglm_generation {
     bool finished = false;   // the generator has nothing more (pending may still hold text)
     autoglm_status failed = AUTOGLM_OK;  // an error inside the core ends the generation for good
     std::string failed_msg;
+    double image_ms = 0.0;             // encoding this prompt's images
+    uint32_t n_image_tokens = 0;
+};
+
+struct autoglm_vision {
+    std::shared_ptr<autoglm::capi::vision_state> s;
 };

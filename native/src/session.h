@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "ggml_ptr.h"
@@ -24,6 +25,8 @@ struct session_params {
     // Fused attention kernel; on by default with an F16 cache. The F32 cache keeps the exact
     // softmax(QK^T)V path (its results match the float64 reference within 1e-4).
     enum class flash { automatic, on, off } flash_attn = flash::automatic;
+    // With flash attention, the kernel for prompt processing on the CPU (cpu_attention.h): auto, ggml, avx2, avx512.
+    std::string attention = "auto";
 };
 
 enum class logits_mode { none, last, all };
@@ -69,6 +72,7 @@ private:
     const text_model & model_;
     session_params params_;
     bool flash_attn_ = false;
+    attn_kernel cpu_attn_ = attn_kernel::none;
     kv_cache kv_;
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "cpu_attention.h"
 #include "kv_cache.h"
 #include "text_model.h"
 
@@ -29,10 +30,13 @@ struct text_graph_shape {
     uint32_t n_out = 0;     // how many of them need logits (0: none, the graph stops after the cache writes)
     bool embd_input = false;
     bool flash_attn = false;  // fused attention (ggml_flash_attn_ext); mask becomes F16
+    // With flash_attn: our CPU kernel (cpu_attention.h) for micro-batches of >= 32 tokens on layers
+    // whose cache is in host memory; none: always ggml's.
+    attn_kernel cpu_attn = attn_kernel::none;
 
     bool operator==(const text_graph_shape & o) const {
         return n_tokens == o.n_tokens && n_kv == o.n_kv && n_out == o.n_out && embd_input == o.embd_input &&
-               flash_attn == o.flash_attn;
+               flash_attn == o.flash_attn && cpu_attn == o.cpu_attn;
     }
 };
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "ggml.h"
-#include "vision_attention.h"
+#include "cpu_attention.h"
 #include "vision_model.h"
 
 namespace autoglm {
@@ -62,7 +62,7 @@ struct vision_graph {
 void merge_window_coords(int32_t grid_h, int32_t grid_w, int32_t merge, std::vector<int32_t> & rows,
                          std::vector<int32_t> & cols);
 
-// attn: the CPU attention kernel to use (vision_attention.h), or none for ggml_flash_attn_ext (any
+// attn: the CPU attention kernel to use (cpu_attention.h), or none for ggml_flash_attn_ext (any
 // backend; what a GPU-resident tower uses).
 vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, const vision_weights & w, int32_t grid_h,
                                 int32_t grid_w, attn_kernel attn);

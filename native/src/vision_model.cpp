@@ -11,7 +11,7 @@
 #include "error.h"
 #include "gguf_file.h"
 #include "op_profile.h"
-#include "vision_attention.h"
+#include "cpu_attention.h"
 #include "vision_graph.h"
 #include "weight_store.h"
 
@@ -108,7 +108,7 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
         throw file_error(path + ": this vision tower has q/k norms (a GLM-OCR / GLM-5 variant), which is not supported");
     }
 
-    attn = vision_attention_kernel(params.attention);  // first: a bad name fails before any loading
+    attn = cpu_attention_kernel(params.attention);  // first: a bad name fails before any loading
     backends = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
     if (backends->gpu()) attn = attn_kernel::none;
     ggml_backend_t dev = backends->gpu() ? backends->gpu() : backends->cpu();

@@ -34,7 +34,7 @@ struct vision_hparams {
 struct vision_params {
     int n_threads = 0;
     bool use_gpu = true;  // encode on the GPU when ggml has one (mmproj_offload)
-    std::string attention = "auto";  // CPU attention kernel: auto, ggml, avx2, avx512 (vision_attention.h)
+    std::string attention = "auto";  // CPU attention kernel: auto, ggml, avx2, avx512 (cpu_attention.h)
 };
 
 class vision_model {

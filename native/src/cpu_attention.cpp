@@ -1,5 +1,6 @@
-// ref: transformers Glm4vVisionAttention.forward (eager: softmax(q k^T * head_dim^-0.5) v over one image).
-#include "vision_attention.h"
+// ref: transformers Glm4vVisionAttention.forward (eager: softmax(q k^T * head_dim^-0.5) v over one image)
+//      and Glm4vTextAttention.forward (causal, grouped-query) for prompt processing.
+#include "cpu_attention.h"
 
 #include <algorithm>
 #include <cmath>
@@ -57,12 +58,13 @@ inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, 
 #define VA_HMAX _mm512_reduce_max_ps
 #define VA_HSUM _mm512_reduce_add_ps
 #define VA_EXP exp512
-#include "vision_attention_kernel.inc"
+#define VA_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (p)))
+#include "cpu_attention_kernel.inc"
 #pragma GCC pop_options
 
 // ------------------------------------------------------------------------------------ AVX2 + FMA
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 namespace {
 using vf256 = __m256;
 inline float hmax256(__m256 v) {
@@ -112,7 +114,8 @@ inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
 #define VA_HMAX hmax256
 #define VA_HSUM hsum256
 #define VA_EXP exp256
-#include "vision_attention_kernel.inc"
+#define VA_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
+#include "cpu_attention_kernel.inc"
 #pragma GCC pop_options
 
 namespace {
@@ -125,23 +128,29 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * q = dst->src[0];
     const ggml_tensor * kt = dst->src[1];
     const ggml_tensor * v = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];  // may be null
     const int hd = (int) q->ne[0], n_head = (int) q->ne[1], n = (int) q->ne[2];
+    const int n_kv = (int) kt->ne[0], group = n_head / (int) kt->ne[2];  // query heads per K/V head
     const float scale = 1.0f / std::sqrt((float) hd);
     const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
     thread_local std::vector<float> scratch;
     scratch.resize((size_t) BLOCK_Q * (2 * hd + BLOCK_K + 2));
     // Tasks (head, query block) dealt round-robin: neighbouring threads share a head's K^T and V in cache.
     for (int t = ith; t < n_head * n_qb; t += nth) {
-        const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q;
+        const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
         const int M = std::min(BLOCK_Q, n - q0);
         const float * qp = (const float *) ((const char *) q->data + h * q->nb[1] + (size_t) q0 * q->nb[2]);
-        const float * ktp = (const float *) ((const char *) kt->data + h * kt->nb[2]);
-        const float * vp = (const float *) ((const char *) v->data + h * v->nb[1]);
+        const float * ktp = (const float *) ((const char *) kt->data + hk * kt->nb[2]);
+        const float * vp = (const float *) ((const char *) v->data + hk * v->nb[1]);
         float * op = (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]);
+        const ggml_fp16_t * mp = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr;
+        const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
         if constexpr (AVX512) {
-            k512::attend_block(M, n, hd, scale, qp, q->nb[2] / 4, ktp, vp, v->nb[2] / 4, op, dst->nb[2] / 4, scratch.data(), BLOCK_K);
+            k512::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op,
+                               dst->nb[2] / 4, mp, mrow, scratch.data(), BLOCK_K);
         } else {
-            k256::attend_block(M, n, hd, scale, qp, q->nb[2] / 4, ktp, vp, v->nb[2] / 4, op, dst->nb[2] / 4, scratch.data(), BLOCK_K);
+            k256::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op,
+                               dst->nb[2] / 4, mp, mrow, scratch.data(), BLOCK_K);
         }
     }
 }
@@ -149,10 +158,10 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
 }  // namespace
 #endif  // AUTOGLM_X86_ATTN
 
-attn_kernel vision_attention_kernel(const std::string & request) {
+attn_kernel cpu_attention_kernel(const std::string & request) {
     std::string want = request;
     if (want.empty() || want == "auto") {
-        const char * env = std::getenv("AUTOGLM_VISION_ATTN");
+        const char * env = std::getenv("AUTOGLM_CPU_ATTN");
         want = env && *env ? env : "auto";
     }
 #if AUTOGLM_X86_ATTN
@@ -170,21 +179,24 @@ attn_kernel vision_attention_kernel(const std::string & request) {
     throw invalid_argument("vision attention '" + want + "' is unknown; expected auto, ggml, avx2 or avx512");
 }
 
-ggml_tensor * vision_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, attn_kernel kernel) {
-    if (q->type != GGML_TYPE_F32 || kt->type != GGML_TYPE_F32 || v->type != GGML_TYPE_F32 || !ggml_is_contiguous(kt) ||
-        q->nb[0] != sizeof(float) || v->nb[0] != sizeof(float) || kt->ne[0] != q->ne[2] || kt->ne[1] != q->ne[0] ||
-        kt->ne[2] != q->ne[1] || !ggml_are_same_shape(q, v)) {
-        throw error("vision_attention: unexpected tensor layout");
-    }
+ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
+                           attn_kernel kernel) {
+    const bool ok = q->type == GGML_TYPE_F32 && kt->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
+                    ggml_is_contiguous(kt) && q->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) &&
+                    kt->ne[1] == q->ne[0] && v->ne[0] == q->ne[0] && kt->ne[0] == v->ne[2] && kt->ne[2] == v->ne[1] &&
+                    q->ne[1] % kt->ne[2] == 0 &&
+                    (!mask || (mask->type == GGML_TYPE_F16 && mask->ne[0] == kt->ne[0] && mask->ne[1] >= q->ne[2]));
+    if (!ok) throw error("cpu_attention: unexpected tensor layout");
 #if AUTOGLM_X86_ATTN
-    ggml_tensor * args[3] = {q, kt, v};
+    if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
+    ggml_tensor * args[4] = {q, kt, v, mask};
     ggml_custom_op_t fn = kernel == attn_kernel::avx512 ? attention_op<true> : attention_op<false>;
-    if (kernel == attn_kernel::none) throw error("vision_attention: no CPU kernel on this machine");
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, 3, fn, GGML_N_TASKS_MAX, nullptr);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, fn, GGML_N_TASKS_MAX,
+                          nullptr);
 #else
     (void) ctx;
     (void) kernel;
-    throw error("vision_attention: no CPU kernel on this platform");
+    throw error("cpu_attention: no CPU kernel on this platform");
 #endif
 }
 
