@@ -135,6 +135,8 @@ def main() -> None:
         if (old["model"], old["threads"]) != (a.model, a.threads):
             sys.exit(f"--keep {a.keep}: measured on {old['model']} with {old['threads']} threads, not this setup")
         res["figures"], res["raw"] = old["figures"], old["raw"]
+        if "bandwidth" in old:
+            res["bandwidth"] = old["bandwidth"]
         res["machine_earlier"] = old.get("machine")
     F, raw = res["figures"], res["raw"]
 
@@ -168,6 +170,7 @@ def main() -> None:
         F["image encode"] = figure(raw["image"], "encode_s", "s", "lower")
         F["image encode"]["image_tokens"] = raw["image"]["ours"][0]["image_tokens"]
         F["image encode, peak RSS"] = figure(raw["image"], "peak_rss_mib", "MiB", "lower")
+        F["image encode, peak RSS"]["llamacpp_text_model"] = a.image_text_model or a.model
 
     def agent():
         raw["agent"] = run_figure("agent", a, "agent", heavy=True, image_size=a.image_size,
