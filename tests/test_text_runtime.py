@@ -92,10 +92,13 @@ def test_cpu_attention_kernel_for_prompts(case, model):
     print(f"\n[{case[0].name}] f16 cache, max |logit error| vs float64 by attention kernel: {err}")
     for k in kernels[1:]:
         assert err[k] <= max(err["ggml"], 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
+        # Both parts >= 32 tokens, so both run this kernel (a part under 32 would run ggml's, which rounds
+        # differently and changes the cached K/V of later layers).
+        seq = (ids * 3)[:96]
+        one = _core.Session(model, n_ctx=256, kv_type="f16", attention=k).eval_tokens(seq, "all")
         s = _core.Session(model, n_ctx=256, n_batch=512, kv_type="f16", attention=k)
-        h = len(ids) // 2 if len(ids) >= 64 else len(ids) - 32  # the second part still >= 32 tokens
-        two = np.concatenate([s.eval_tokens(ids[:h], "all"), s.eval_tokens(ids[h:], "all")])
-        assert np.abs(two - logits[k]).max() < 1e-3
+        two = np.concatenate([s.eval_tokens(seq[:48], "all"), s.eval_tokens(seq[48:], "all")])
+        assert np.abs(two - one).max() < 1e-4
         assert greedy(_core.Session(model, n_ctx=256, kv_type="f16", attention=k), ids, 24) == \
             greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 24)
     with pytest.raises(ValueError, match="unknown"):
