@@ -28,14 +28,9 @@ import time
 
 import numpy as np
 
-from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
+from autoglm_gguf.bench import agent_prompt, parse_size, random_image, system_prompt
 
 MEDIA = "<__media__>"  # llama.cpp's mtmd marker; it adds <|begin_of_image|>/<|end_of_image|> itself
-
-
-def parse_size(s: str) -> tuple[int, int]:
-    w, h = (int(v) for v in s.lower().split("x"))
-    return w, h
 
 
 # ----------------------------------------------------------------------------------------------- ours

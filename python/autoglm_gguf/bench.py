@@ -64,11 +64,19 @@ def agent_prompt(system: str, step: int, image_marker: str = IMAGE_SLOT) -> str:
     return out + f"<|user|>\n{image_marker}{INSTRUCTIONS[step % len(INSTRUCTIONS)]}<|assistant|>\n"
 
 
-def parse_image_arg(spec: str) -> np.ndarray:
-    """--image: WxH (a random screenshot of that size) or a path to an image file."""
+def parse_size(spec: str) -> tuple[int, int] | None:
+    """'WxH' -> (width, height); None when spec is not of that form."""
     parts = spec.lower().split("x")
     if len(parts) == 2 and all(p.isdigit() for p in parts):
-        w, h = int(parts[0]), int(parts[1])
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def parse_image_arg(spec: str) -> np.ndarray:
+    """--image: WxH (a random screenshot of that size) or a path to an image file."""
+    size = parse_size(spec)
+    if size:
+        w, h = size
         if w < 1 or h < 1:
             raise ImageError(f"--image {spec}: width and height must be positive")
         return random_image(w, h, 0)
