@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -60,22 +61,32 @@ class FetchError(Exception):
     pass
 
 
+def _pip_download_cmd(package: str, version: str, dest: Path, isolated: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", package,
+           "--disable-pip-version-check", "--quiet", "-d", str(dest), f"{package}=={version}"]
+    if not isolated:
+        cmd.insert(4, "--no-build-isolation")
+    return cmd
+
+
 def download_sdist(package: str, version: str, dest: Path) -> Path:
-    cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-        "--no-binary", package, "--disable-pip-version-check", "--quiet",
-        "-d", str(dest), f"{package}=={version}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob("*.tar.gz"))
-    if proc.returncode != 0 or not found:
-        raise FetchError(
-            f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode}).\n{proc.stderr.strip()[-2000:]}\n"
-            "The build needs the llama-cpp-python sdist from PyPI for its bundled ggml. Either make PyPI "
-            "reachable for pip, or download the sdist elsewhere and point AUTOGLM_GGML_SDIST=/path/to/"
-            f"{package.replace('-', '_')}-{version}.tar.gz at it, or build with "
-            "-DAUTOGLM_GGML_SOURCE_DIR=/path/to/ggml or -DAUTOGLM_USE_SYSTEM_GGML=ON (via CMAKE_ARGS).")
-    return found[0]
+    # pip reads the sdist's metadata, which runs its build backend (scikit-build-core). Inside our own
+    # build's isolated environment that backend is already installed, so no nested environment is made;
+    # anywhere else (a test run, a plain virtualenv) pip gets it in an isolated one of its own.
+    have_backend = importlib.util.find_spec("scikit_build_core") is not None
+    attempts = [False, True] if have_backend else [True]
+    for isolated in attempts:
+        cmd = _pip_download_cmd(package, version, dest, isolated)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(dest.glob("*.tar.gz"))
+        if proc.returncode == 0 and found:
+            return found[0]
+    raise FetchError(
+        f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode}).\n{proc.stderr.strip()[-2000:]}\n"
+        "The build needs the llama-cpp-python sdist from PyPI for its bundled ggml. Either make PyPI "
+        "reachable for pip, or download the sdist elsewhere and point AUTOGLM_GGML_SDIST=/path/to/"
+        f"{package.replace('-', '_')}-{version}.tar.gz at it, or build with "
+        "-DAUTOGLM_GGML_SOURCE_DIR=/path/to/ggml or -DAUTOGLM_USE_SYSTEM_GGML=ON (via CMAKE_ARGS).")
 
 
 def extract(sdist: Path, paths: tuple[str, ...], must_exist: str, target: Path, sha: str) -> None:

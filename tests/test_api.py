@@ -210,19 +210,67 @@ def test_gpu_layers_without_a_gpu_backend_run_on_the_cpu_with_a_notice(files):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "True"
     assert proc.stderr.count("\n") == 1 and "no GPU backend" in proc.stderr and "running on the CPU" in proc.stderr
+    # In-process, the notice is a record of the "autoglm_gguf" logger, where applications route it.
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("autoglm_gguf").addHandler(handler)
+    try:
+        AutoGLM(files[1], n_ctx=64, n_gpu_layers=99)
+    finally:
+        logging.getLogger("autoglm_gguf").removeHandler(handler)
+    assert [r.levelname for r in records] == ["WARNING"] and "no GPU backend" in records[0].getMessage()
+
+
+def test_prompt_progress_counts_new_cells_and_can_stop_or_raise(files):
+    llm = AutoGLM(files[1], n_ctx=1024, n_batch=8, n_threads=2)
+    prompt = "[gMASK]<sop><|user|>\n" + "open the settings app " * 12 + "<|assistant|>\n"
+    seen = []
+    want = llm.generate(prompt, max_tokens=3, progress=lambda d, t: seen.append((d, t)))
+    n = len(llm.tokenize(prompt))
+    assert seen == [(i, n) for i in range(0, n, 8)]  # one call per micro-batch, before it runs
+    # The cached prefix is not counted again: only the cells after it.
+    seen.clear()
+    llm.generate(prompt + "ok", max_tokens=3, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[0][0] == 0 and seen[0][1] < n
+
+    llm.reset()
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate(prompt, max_tokens=3, progress=lambda d, t: d < 16)
+    assert llm.n_past == 0
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(d, t):
+        raise Cancelled(f"{d}/{t}")
+
+    with pytest.raises(Cancelled, match="0/"):
+        llm.generate(prompt, max_tokens=3, progress=cancel)
+    assert llm.n_past == 0
+    assert llm.generate(prompt, max_tokens=3) == want  # the session is intact
 
 
 def test_ctrl_c_during_a_long_prompt_stops_it_and_keeps_the_model(files):
     import os
     import signal
-    import threading
 
     llm = AutoGLM(files[1], n_ctx=4096, n_batch=1, n_threads=2)
     prompt = "[gMASK]<sop><|user|>\n" + "tap the button and swipe up " * 250  # ~3300 tokens, one per micro-batch
-    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    seen = []
+
+    def ctrl_c_once_under_way(done, total):
+        # Deterministic whatever the machine's speed: the signal is sent from inside the prefill, after
+        # 10 micro-batches, and stops it at that very check.
+        seen.append((done, total))
+        if done == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+
     with pytest.raises(KeyboardInterrupt):
-        llm.generate(prompt, max_tokens=4)
-    timer.join()
+        llm.generate(prompt, max_tokens=4, progress=ctrl_c_once_under_way)
+    total = seen[0][1]
+    assert total > 3000 and seen == [(i, total) for i in range(11)]  # stopped at the first check after it
     assert llm.n_past == 0  # the interrupted evaluation left nothing half-written in the cache
     assert isinstance(llm.generate("[gMASK]<sop><|user|>\nhi<|assistant|>\n", max_tokens=4), str)

@@ -45,7 +45,8 @@ void bind_generate(py::module_ & m) {
     using autoglm::generator;
     py::class_<generator>(m, "Generator")
         .def(py::init([](autoglm::session & s, const py::list & prompt_items, const autoglm::sampling_params & sp,
-                         int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog) {
+                         int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog,
+                         py::object progress) {
                  // A flat list of ints is a text prompt; otherwise a list of pieces (see pieces_from_python).
                  std::vector<py::object> keep;
                  std::vector<autoglm::prompt_piece> prompt;
@@ -59,23 +60,47 @@ void bind_generate(py::module_ & m) {
                  p.max_tokens = max_tokens;
                  p.stop = stop;
                  p.stop_at_eog = stop_at_eog;
-                 // Ctrl-C during a long prompt evaluation stops it between micro-batches.
-                 s.abort_check = [] {
+                 // Between prompt micro-batches, with the GIL taken back: progress(n_done, n_total) may
+                 // return False to stop, and Ctrl-C stops too (KeyboardInterrupt). An exception raised by
+                 // the callback stops the prompt and is re-raised as it was.
+                 bool callback_raised = false;
+                 // Taken before touching the session: another thread evaluating on it gets `busy` here,
+                 // instead of its callback being swapped out from under it.
+                 auto in_use = s.acquire();
+                 s.progress = [&progress, &callback_raised](uint32_t done, uint32_t total) {
                      py::gil_scoped_acquire gil;
-                     if (PyErr_CheckSignals() == 0) return false;
+                     if (!progress.is_none()) {
+                         try {
+                             py::object r = progress(done, total);
+                             if (!r.is_none() && !r.cast<bool>()) return false;
+                         } catch (py::error_already_set & e) {
+                             e.restore();  // back into this thread's error indicator, re-raised below
+                             callback_raised = true;
+                             return false;
+                         }
+                     }
+                     if (PyErr_CheckSignals() == 0) return true;
                      PyErr_Clear();
-                     return true;
+                     return false;
                  };
-                 struct reset_abort {
+                 struct reset_progress {
                      autoglm::session & s;
-                     ~reset_abort() { s.abort_check = nullptr; }
+                     ~reset_progress() { s.progress = nullptr; }
                  } guard{s};
-                 py::gil_scoped_release nogil;
-                 return std::make_unique<generator>(s, s.model().tok(), prompt, p);
+                 try {
+                     py::gil_scoped_release nogil;
+                     return std::make_unique<generator>(s, s.model().tok(), prompt, p);
+                 } catch (const autoglm::aborted &) {
+                     if (callback_raised) throw py::error_already_set();
+                     throw;
+                 }
              }),
              py::arg("session"), py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = 256,
-             py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true, py::keep_alive<1, 2>(),
-             "Prefill `prompt` (reusing the session's cached prefix) and prepare to generate.")
+             py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true,
+             py::arg("progress") = py::none(), py::keep_alive<1, 2>(),
+             "Prefill `prompt` (reusing the session's cached prefix) and prepare to generate. "
+             "progress(n_done, n_total) is called between prompt micro-batches; returning False stops "
+             "(KeyboardInterrupt), and the session's cache is left as it was.")
         .def("__iter__", [](generator & g) -> generator & { return g; })
         .def("__next__", [](generator & g) {
             std::string piece;

@@ -17,7 +17,8 @@ struct py_sampler {
 };
 
 // Takes a read-only buffer view of `logits` (no copy): any 1-D contiguous float32 buffer, e.g. a numpy row.
-int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::vector<int32_t> & history) {
+int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::vector<int32_t> & history,
+                       size_t n_prompt) {
     py::buffer_info view = logits.request();
     const bool ok = view.format == py::format_descriptor<float>::format() && view.itemsize == sizeof(float) &&
                     view.ndim == 1 && (view.shape[0] <= 1 || view.strides[0] == (py::ssize_t) sizeof(float));
@@ -33,7 +34,7 @@ int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::
     const auto n = static_cast<int32_t>(view.shape[0]);
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(self.mu);
-    return self.s.sample(data, n, history);
+    return self.s.sample(data, n, history, n_prompt);
 }
 
 std::string params_repr(const autoglm::sampling_params & p) {
@@ -56,7 +57,8 @@ void bind_sampling(py::module_ & m) {
                                 "temperature -> draw;\ntemperature 0 = greedy. Validated on construction and "
                                 "again by Sampler (fields are writable).")
         .def(py::init([](float temperature, int32_t top_k, float top_p, float min_p, float repeat_penalty,
-                         float frequency_penalty, float presence_penalty, int32_t penalty_last_n, uint64_t seed) {
+                         float frequency_penalty, float presence_penalty, int32_t penalty_last_n, uint64_t seed,
+                         bool openai_penalties) {
                  sampling_params p;
                  p.temperature = temperature;
                  p.top_k = top_k;
@@ -67,13 +69,15 @@ void bind_sampling(py::module_ & m) {
                  p.presence_penalty = presence_penalty;
                  p.penalty_last_n = penalty_last_n;
                  p.seed = seed;
+                 p.openai_penalties = openai_penalties;
                  autoglm::validate(p);
                  return p;
              }),
              py::kw_only(), py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
              py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p, py::arg("repeat_penalty") = d.repeat_penalty,
              py::arg("frequency_penalty") = d.frequency_penalty, py::arg("presence_penalty") = d.presence_penalty,
-             py::arg("penalty_last_n") = d.penalty_last_n, py::arg("seed") = d.seed)
+             py::arg("penalty_last_n") = d.penalty_last_n, py::arg("seed") = d.seed,
+             py::arg("openai_penalties") = d.openai_penalties)
         .def_readwrite("temperature", &sampling_params::temperature)
         .def_readwrite("top_k", &sampling_params::top_k)
         .def_readwrite("top_p", &sampling_params::top_p)
@@ -83,14 +87,17 @@ void bind_sampling(py::module_ & m) {
         .def_readwrite("presence_penalty", &sampling_params::presence_penalty)
         .def_readwrite("penalty_last_n", &sampling_params::penalty_last_n)
         .def_readwrite("seed", &sampling_params::seed)
+        .def_readwrite("openai_penalties", &sampling_params::openai_penalties,
+                       "OpenAI/vLLM penalties: repeat over prompt + generated, frequency/presence over generated only")
         .def("validate", &autoglm::validate, "Raise ValueError naming the first out-of-range field.")
         .def("__repr__", &params_repr);
 
     py::class_<py_sampler>(m, "Sampler", "Seeded token sampler (see SamplingParams). Thread-safe.")
         .def(py::init<const sampling_params &>(), py::arg("params"))
-        .def("sample", &sampler_sample, py::arg("logits"), py::arg("history"),
+        .def("sample", &sampler_sample, py::arg("logits"), py::arg("history"), py::arg("n_prompt") = 0,
              "Next token id from a 1-D float32 logits row (read in place, not copied) and the token history\n"
-             "(prompt + generated) the penalties look at. Releases the GIL.")
+             "(prompt + generated) the penalties look at; its first n_prompt tokens are the prompt\n"
+             "(used by openai_penalties). Releases the GIL.")
         .def("reseed", [](py_sampler & self, uint64_t seed) {
                  std::lock_guard<std::mutex> lock(self.mu);
                  self.s.reseed(seed);

@@ -33,7 +33,15 @@ void bind_text(py::module_ & m) {
                  p.n_gpu_layers = n_gpu_layers;
                  p.n_threads = n_threads;
                  p.repack = repack;
-                 p.log = [](const std::string & msg) { std::fprintf(stderr, "autoglm: %s\n", msg.c_str()); };
+                 // Load notices go to Python's logging (logger "autoglm_gguf"), where applications route them.
+                 p.log = [](const std::string & msg) {
+                     py::gil_scoped_acquire gil;
+                     try {
+                         py::module_::import("logging").attr("getLogger")("autoglm_gguf").attr("warning")(msg);
+                     } catch (py::error_already_set &) {
+                         std::fprintf(stderr, "autoglm: %s\n", msg.c_str());
+                     }
+                 };
                  // Called between tensors with the GIL taken back: a Python callback (a progress bar)
                  // can return False to stop, and Ctrl-C stops loading too.
                  p.progress = [progress](float f) {

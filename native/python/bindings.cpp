@@ -34,6 +34,17 @@ py::array_t<uint8_t> quantize(py::array src_any, const std::string & qtype, int 
 
 }  // namespace
 
+// The error kinds a caller acts on arrive as the package's own exception types (autoglm_gguf.errors),
+// not as text to match. Falls back to RuntimeError if that module cannot be imported.
+static void set_package_error(const char * name, const char * what) {
+    try {
+        py::object type = py::module_::import("autoglm_gguf.errors").attr(name);
+        PyErr_SetString(type.ptr(), what);
+    } catch (py::error_already_set &) {
+        PyErr_SetString(PyExc_RuntimeError, what);
+    }
+}
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "autoglm-gguf native core";
     m.attr("__version__") = AUTOGLM_VERSION;
@@ -45,6 +56,14 @@ PYBIND11_MODULE(_core, m) {
         } catch (const autoglm::aborted & e) {
             // Only our own callbacks abort, and they do so when Ctrl-C (or the Python callback) asks.
             PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+        } catch (const autoglm::context_full & e) {
+            set_package_error("ContextFullError", e.what());
+        } catch (const autoglm::busy & e) {
+            set_package_error("SessionBusyError", e.what());
+        } catch (const autoglm::file_error & e) {
+            set_package_error("GGUFFileError", e.what());
+        } catch (const autoglm::out_of_memory & e) {
+            set_package_error("OutOfMemoryError", e.what());
         } catch (const autoglm::invalid_argument & e) {
             PyErr_SetString(PyExc_ValueError, e.what());
         } catch (const autoglm::error & e) {

@@ -6,6 +6,11 @@
 #include <set>
 #include <thread>
 
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "error.h"
 #include "ggml-cpu.h"
 #include "ggml_ptr.h"
@@ -44,7 +49,23 @@ void set_ggml_logger(ggml_log_callback cb) {
     ggml_log_set(cb ? cb : ggml_log_filter, nullptr);
 }
 
+// Linux hands out AMX tile state only to processes that ask for it; until then the first tile
+// instruction is SIGILL. ggml asks only when its AMX buffer type is created, so a native build on a
+// Sapphire Rapids (or later) Xeon could reach tile code without it. Ask once, before any kernel runs.
+// Where the CPU or kernel has no AMX the call fails with EINVAL, which changes nothing.
+static void request_amx_permission() {
+#if defined(__linux__) && defined(__x86_64__)
+    static const bool once = [] {
+        constexpr long arch_req_xcomp_perm = 0x1023;  // ARCH_REQ_XCOMP_PERM, <asm/prctl.h>
+        constexpr long xfeature_xtiledata = 18;       // XFEATURE_XTILEDATA
+        return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+    }();
+    (void) once;
+#endif
+}
+
 backend_set::backend_set(int n_threads, bool want_gpu) {
+    request_amx_permission();
     // Our filter, unless a caller (e.g. autoglm_log_set in the C API) has already chosen a logger.
     if (!g_logger_configured.exchange(true)) ggml_log_set(ggml_log_filter, nullptr);
 

@@ -316,7 +316,7 @@ autoglm_status autoglm_session_create(autoglm_model * model, autoglm_session_par
         if (params.abort_callback) {
             const auto cb = params.abort_callback;
             void * const user = params.abort_callback_user_data;
-            st->sess->abort_check = [cb, user] { return cb(user); };
+            st->sess->progress = [cb, user](uint32_t, uint32_t) { return !cb(user); };
         }
         *out = new autoglm_session{std::move(st)};
         return AUTOGLM_OK;

@@ -29,6 +29,12 @@ struct file_error : error {
     using error::error;
 };
 
+// A session used by two threads at once, or a generation continued after its session was used by
+// something else since (its cache no longer holds what the generation left there).
+struct busy : invalid_argument {
+    using invalid_argument::invalid_argument;
+};
+
 // A caller's callback (load progress, session abort check) asked to stop.
 struct aborted : error {
     using error::error;

@@ -30,6 +30,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<int32
 
 generator::generator(session & s, const tokenizer & tok, const std::vector<prompt_piece> & prompt, const generate_params & p)
     : s_(s), tok_(tok), p_(p), sampler_(p.sampling) {
+    auto lock = s_.acquire();  // truncate + prefill as one unit
     for (const auto & st : p_.stop) {
         if (st.empty()) throw invalid_argument("stop strings must not be empty");
     }
@@ -42,6 +43,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<promp
     for (const auto & c : cells) {
         if (c.token >= 0) history_.push_back(c.token);  // penalties look at text tokens only
     }
+    n_prompt_text_ = history_.size();
     // Reuse the longest cached prefix (text tokens, and identical images at the same place); at
     // least the last prompt cell is evaluated again, because its logits (not kept in the cache)
     // start the generation.
@@ -52,6 +54,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<promp
     const auto t0 = clock_type::now();
     logits_ = s_.eval_cells(cells, reuse, cells.size(), prompt, logits_mode::last);
     t_.prompt_ms = ms_since(t0);
+    epoch_ = s_.epoch();
 }
 
 size_t generator::held_back_len() const {
@@ -75,7 +78,7 @@ bool generator::step(std::string & produced) {
     }
     const auto t0 = clock_type::now();
     const int32_t n_vocab = (int32_t) s_.model().hparams().n_vocab;
-    const int32_t id = sampler_.sample(logits_.data(), n_vocab, history_);
+    const int32_t id = sampler_.sample(logits_.data(), n_vocab, history_, n_prompt_text_);
     const auto & eog = s_.model().eog_ids();
     if (p_.stop_at_eog && std::binary_search(eog.begin(), eog.end(), id)) {
         t_.gen_ms += ms_since(t0);
@@ -94,12 +97,19 @@ bool generator::step(std::string & produced) {
         return true;
     }
     logits_ = s_.eval_tokens({id}, logits_mode::last);
+    epoch_ = s_.epoch();
     t_.gen_ms += ms_since(t0);
     return true;
 }
 
 bool generator::next(std::string & piece) {
     piece.clear();
+    if (done_) return false;
+    auto lock = s_.acquire();
+    if (s_.epoch() != epoch_) {
+        throw busy("this generation cannot continue: its session has been used by another generation or evaluation "
+                   "since, so the cache no longer holds its text; start a new generation");
+    }
     while (!done_) {
         std::string produced;
         const bool more = step(produced);

@@ -59,11 +59,13 @@ private:
     sampler sampler_;
     std::vector<float> logits_;          // logits of the last evaluated token
     std::vector<int32_t> history_;       // prompt + generated (for penalties)
+    size_t n_prompt_text_ = 0;           // of which the prompt's text tokens
     std::vector<int32_t> out_ids_;
     std::string pending_;                // decoded but not yet emitted bytes
     finish_reason reason_ = finish_reason::none;
     bool done_ = false;
     generate_timings t_;
+    uint64_t epoch_ = 0;                 // the session's epoch after this generation's last evaluation
 };
 
 // Number of leading cells that `prompt` shares with what the session has cached (by cell key).

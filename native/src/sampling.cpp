@@ -86,10 +86,10 @@ void sampler::reseed(uint64_t seed) {
 
 // cand_ is still in id order here, so cand_[id] is token id. Each distinct token in the window is
 // penalized once, by its count, exactly like llama.cpp: repeat first, then frequency and presence.
-void sampler::apply_penalties(const std::vector<int32_t> & history) {
-    const bool off = p_.penalty_last_n == 0 ||
-                     (p_.repeat_penalty == 1.0f && p_.frequency_penalty == 0.0f && p_.presence_penalty == 0.0f);
-    if (off) return;
+void sampler::apply_penalties(const std::vector<int32_t> & history, size_t n_prompt) {
+    if (p_.repeat_penalty == 1.0f && p_.frequency_penalty == 0.0f && p_.presence_penalty == 0.0f) return;
+    if (p_.openai_penalties) return apply_openai_penalties(history, n_prompt);
+    if (p_.penalty_last_n == 0) return;
     const size_t w = p_.penalty_last_n < 0 ? history.size()
                                            : std::min(history.size(), static_cast<size_t>(p_.penalty_last_n));
     // Sorting the window groups equal ids into runs: counting without a hash map, in O(w log w).
@@ -103,6 +103,31 @@ void sampler::apply_penalties(const std::vector<int32_t> & history) {
         float & l = cand_[static_cast<size_t>(id)].first;
         l = l <= 0.0f ? l * p_.repeat_penalty : l / p_.repeat_penalty;
         l -= count * p_.frequency_penalty + p_.presence_penalty;
+        i = j;
+    }
+}
+
+// ref: vLLM's apply_penalties: repetition over prompt + output tokens first, then
+// logit -= frequency_penalty * count_in_output + presence_penalty * (count_in_output > 0).
+void sampler::apply_openai_penalties(const std::vector<int32_t> & history, size_t n_prompt) {
+    n_prompt = std::min(n_prompt, history.size());
+    if (p_.repeat_penalty != 1.0f) {
+        window_.assign(history.begin(), history.end());
+        std::sort(window_.begin(), window_.end());
+        window_.erase(std::unique(window_.begin(), window_.end()), window_.end());
+        for (const int32_t id : window_) {
+            float & l = cand_[static_cast<size_t>(id)].first;
+            l = l <= 0.0f ? l * p_.repeat_penalty : l / p_.repeat_penalty;
+        }
+    }
+    if (p_.frequency_penalty == 0.0f && p_.presence_penalty == 0.0f) return;
+    window_.assign(history.begin() + static_cast<std::ptrdiff_t>(n_prompt), history.end());
+    std::sort(window_.begin(), window_.end());
+    for (size_t i = 0; i < window_.size();) {
+        const int32_t id = window_[i];
+        size_t j = i;
+        while (j < window_.size() && window_[j] == id) ++j;
+        cand_[static_cast<size_t>(id)].first -= static_cast<float>(j - i) * p_.frequency_penalty + p_.presence_penalty;
         i = j;
     }
 }
@@ -264,7 +289,7 @@ int32_t sampler::draw() {
     return cand_[last_positive].second;
 }
 
-int32_t sampler::sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history) {
+int32_t sampler::sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history, size_t n_prompt) {
     AUTOGLM_CHECK_ARG(n_vocab > 0, "sample: n_vocab must be > 0, got " + std::to_string(n_vocab));
     AUTOGLM_CHECK_ARG(logits != nullptr, "sample: logits is null");
     for (size_t i = 0; i < history.size(); ++i) {
@@ -279,7 +304,7 @@ int32_t sampler::sample(const float * logits, int32_t n_vocab, const std::vector
         const float l = logits[i];
         cand_[static_cast<size_t>(i)] = {std::isnan(l) ? kNegInf : l, i};
     }
-    apply_penalties(history);
+    apply_penalties(history, n_prompt);
 
     if (p_.temperature <= 0.0f) {
         size_t best = 0;  // strict '>' keeps the lowest id among equal maxima

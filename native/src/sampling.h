@@ -27,6 +27,10 @@ struct sampling_params {
     float frequency_penalty = 0.0f;
     float presence_penalty = 0.0f;
     int32_t penalty_last_n = 64;
+    // OpenAI/vLLM penalties instead of llama.cpp's window: repeat_penalty over every distinct token of
+    // the prompt and the generated text, frequency/presence by counts over the generated tokens only
+    // (history[n_prompt:]); penalty_last_n is then not used. What models served by vLLM were tuned with.
+    bool openai_penalties = false;
     uint64_t seed = 0;
 };
 
@@ -36,7 +40,8 @@ class sampler {
 public:
     explicit sampler(const sampling_params & p);
     // Picks the next token from logits[0..n_vocab). `logits` is not modified.
-    int32_t sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history);
+    // `n_prompt`: how many leading history tokens are the prompt (for openai_penalties).
+    int32_t sample(const float * logits, int32_t n_vocab, const std::vector<int32_t> & history, size_t n_prompt = 0);
     void reseed(uint64_t seed);
     const sampling_params & params() const { return p_; }
 
@@ -55,7 +60,8 @@ private:
     std::vector<scored> scored_;                   // scratch: top-p selection
     std::vector<double> weights_;                  // scratch: unnormalized final probabilities
 
-    void apply_penalties(const std::vector<int32_t> & history);
+    void apply_penalties(const std::vector<int32_t> & history, size_t n_prompt);
+    void apply_openai_penalties(const std::vector<int32_t> & history, size_t n_prompt);
     void drop_impossible();
     void top_k_filter();
     void top_p_filter(bool ranked);

@@ -31,7 +31,23 @@ session::session(const text_model & model, const session_params & params)
     }
 }
 
+std::unique_lock<std::recursive_mutex> session::acquire() {
+    std::unique_lock<std::recursive_mutex> lock(busy_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+        throw busy("this session (conversation context) is in use by another thread; give each thread its own "
+                   "session, or wait for the other call to finish");
+    }
+    return lock;
+}
+
+void session::truncate(uint32_t n) {
+    auto lock = acquire();
+    if (n < kv_.n_used()) ++epoch_;
+    kv_.truncate(n);
+}
+
 std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, logits_mode mode) {
+    auto lock = acquire();
     const int32_t n_vocab = (int32_t) model_.hparams().n_vocab;
     for (size_t i = 0; i < tokens.size(); ++i) {
         if (tokens[i] < 0 || tokens[i] >= n_vocab) {
@@ -48,17 +64,23 @@ std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, log
         next[i] = p + 1;
         keys[i] = (uint64_t) (uint32_t) tokens[i];
     }
+    progress_base_ = 0;
+    progress_total_ = (uint32_t) tokens.size();
     return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, keys, mode);
 }
 
 std::vector<float> session::eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
                                             int32_t next_pos_after, logits_mode mode) {
+    auto lock = acquire();
     if (pos.size() != n) throw invalid_argument("eval_embeddings: one (t,h,w) position per embedding row is required");
+    progress_base_ = 0;
+    progress_total_ = n;
     return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), std::vector<uint64_t>(n, 0), mode);
 }
 
 std::vector<float> session::eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
                                        const std::vector<prompt_piece> & pieces, logits_mode mode) {
+    auto lock = acquire();
     if (end > cells.size() || begin > end) throw invalid_argument("eval_cells: bad cell range");
     if ((size_t) kv_.n_used() + (end - begin) > kv_.n_ctx()) {
         throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(end - begin) +
@@ -84,6 +106,8 @@ std::vector<float> session::eval_cells(const std::vector<prompt_cell> & cells, s
             const bool last_run = j == end;
             const logits_mode m = mode == logits_mode::all ? logits_mode::all : (last_run ? mode : logits_mode::none);
             const float * embd = pc.is_image() ? pc.embd + (size_t) cells[i].row * model_.hparams().n_embd : nullptr;
+            progress_base_ = (uint32_t) (i - begin);
+            progress_total_ = (uint32_t) (end - begin);
             auto rows = eval(pc.is_image() ? nullptr : toks.data(), embd, (uint32_t) (j - i), pos, next, keys, m);
             out.insert(out.end(), rows.begin(), rows.end());
             i = j;
@@ -108,9 +132,10 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     std::vector<float> logits(n_out_total * n_vocab);
     const size_t n_embd = model_.hparams().n_embd;
     const uint32_t start = kv_.n_used();
+    ++epoch_;
     try {
         for (uint32_t i0 = 0; i0 < n; i0 += params_.n_batch) {
-            if (abort_check && abort_check()) throw aborted("aborted");
+            if (progress && !progress(progress_base_ + i0, progress_total_)) throw aborted("aborted");
             const uint32_t nb = std::min(params_.n_batch, n - i0);
             const bool last_ub = i0 + nb == n;
             const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);
@@ -193,6 +218,7 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
         ggml_backend_tensor_set(g.inp_out_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
     }
     profile_.attach(sched_.get());
+    std::lock_guard<std::mutex> compute(model_.compute_mutex());
     if (ggml_backend_sched_graph_compute(sched_.get(), g.gf) != GGML_STATUS_SUCCESS) {
         graph_ctx_.reset();  // rebuild next time
         throw error("graph computation failed");

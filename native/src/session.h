@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -52,20 +53,33 @@ public:
     std::vector<float> eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
                                   const std::vector<prompt_piece> & pieces, logits_mode mode);
 
+    // A session is used by one thread at a time: an evaluation (or a generation step) that finds it in
+    // use by another thread throws `busy` instead of corrupting the cache. Holding this (recursive)
+    // lock makes a sequence of calls one unit; the calls below take it themselves.
+    std::unique_lock<std::recursive_mutex> acquire();
+    // Changes whenever the cache changes (evaluation, truncation). A generator remembers the value
+    // its own last step left, so a generation continued after something else used the session fails.
+    uint64_t epoch() const { return epoch_; }
+
     uint32_t n_past() const { return kv_.n_used(); }
     const std::vector<int32_t> & tokens() const { return kv_.tokens(); }
     uint32_t n_ctx() const { return kv_.n_ctx(); }
-    void truncate(uint32_t n) { kv_.truncate(n); }
+    void truncate(uint32_t n);
     const text_model & model() const { return model_; }
     const kv_cache & cache() const { return kv_; }
-    // Set before a long evaluation; checked between micro-batches, returning true stops it (throws "aborted").
-    std::function<bool()> abort_check;
+    // Set before a long evaluation; called between micro-batches with the cells evaluated so far and the
+    // total of the current eval_* call. Returning false stops it (throws "aborted"; the cache is unchanged).
+    std::function<bool(uint32_t n_done, uint32_t n_total)> progress;
 
 private:
     std::vector<float> eval(const int32_t * tokens, const float * embd, uint32_t n,
                             const std::vector<std::array<int32_t, 3>> & pos, const std::vector<int32_t> & next_after,
                             const std::vector<uint64_t> & keys, logits_mode mode);
     uint32_t attended_cells(uint32_t n_needed) const;
+    // Where eval() stands within the public call that runs it, for `progress`.
+    uint32_t progress_base_ = 0, progress_total_ = 0;
+    std::recursive_mutex busy_;
+    uint64_t epoch_ = 0;
     void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
                     uint32_t n_out, float * logits_out);
 

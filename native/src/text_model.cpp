@@ -70,14 +70,15 @@ void text_model::read_vocab(const gguf_file & f) {
     chat_template_ = f.get_str("tokenizer.chat_template", "");
 
     // End of generation: our converter's complete list, else the file's eos/eot plus GLM's stop
-    // tokens found by their text (<|endoftext|>, <|user|>, <|observation|>).
+    // tokens found by their text (<|endoftext|>, <|user|>, <|observation|>, and GLM-4.1V's </answer>,
+    // the 4th id of its generation_config: an AutoGLM answer ends there, and clients parse what precedes it).
     if (f.has("autoglm.eog_token_ids")) {
         eog_ids_ = f.get_i32_array("autoglm.eog_token_ids");
     } else {
         for (const char * k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
             if (f.has(k)) eog_ids_.push_back((int32_t) f.get_u32(k));
         }
-        for (const char * t : {"<|endoftext|>", "<|user|>", "<|observation|>"}) {
+        for (const char * t : {"<|endoftext|>", "<|user|>", "<|observation|>", "</answer>"}) {
             auto it = std::find(vocab_.tokens.begin(), vocab_.tokens.end(), t);
             if (it != vocab_.tokens.end()) eog_ids_.push_back((int32_t) (it - vocab_.tokens.begin()));
         }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,9 @@ public:
     const std::string & path() const { return path_; }
     const std::string & name() const { return name_; }
     size_t weight_bytes() const { return weight_bytes_; }
+    // Sessions over one model share its backends (the CPU backend's work buffer, a GPU stream), so
+    // their graph computations take turns: each micro-batch runs under this lock.
+    std::mutex & compute_mutex() const { return compute_mutex_; }
 
 private:
     void read_hparams(const gguf_file & f);
@@ -104,6 +108,7 @@ private:
     std::unique_ptr<tokenizer> tokenizer_;
     std::vector<int32_t> eog_ids_;
     size_t weight_bytes_ = 0;
+    mutable std::mutex compute_mutex_;
 };
 
 }  // namespace autoglm

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
+    from .server.settings import add_serve_parser
+
+    add_serve_parser(sub)
+
     i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
     i.add_argument("files", nargs="+", metavar="FILE.gguf")
     i.add_argument("--json", action="store_true", help="machine-readable output")

@@ -11,14 +11,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import _core
-from .errors import AutoGLMError, ContextFullError, GGUFFileError
+from .errors import AutoGLMError, GGUFFileError
 
-SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty")
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
+                 "penalty_last_n", "openai_penalties")
 
 
 def _native_call(fn, *args, **kw):
@@ -27,10 +28,6 @@ def _native_call(fn, *args, **kw):
         return fn(*args, **kw)
     except _core.NativeError as e:
         raise AutoGLMError(str(e)) from None
-    except ValueError as e:
-        if "context full" in str(e) or "more than n_ctx" in str(e):
-            raise ContextFullError(str(e)) from None
-        raise
 
 
 class AutoGLM:
@@ -59,7 +56,8 @@ class AutoGLM:
             self._model = _load_with_progress(self.model_path, n_gpu_layers, n_threads or 0, progress)
         except _core.NativeError as e:
             raise GGUFFileError(str(e)) from None
-        self._session = _native_call(_core.Session, self._model, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
+        self._session_args = dict(n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
+        self._session = _native_call(_core.Session, self._model, **self._session_args)
         self._vision = None
         if self.mmproj_path:
             from .vision import ImageEncoder
@@ -76,6 +74,18 @@ class AutoGLM:
             hp = self._model.hparams
             print(f"autoglm: {self.model_path}: {hp['n_layer']} layers, n_embd {hp['n_embd']}, vocab {hp['n_vocab']}, "
                   f"{self._model.weight_bytes / 2**20:.0f} MiB weights on {self._model.devices}", flush=True)
+
+    def new_context(self, *, n_ctx: int | None = None) -> "AutoGLM":
+        """Another conversation context over the same loaded weights and vision tower: its own KV cache
+        (prefix reuse) and last_* results, no second copy of the model. Contexts may be used from
+        different threads; their computations take turns on the model (one micro-batch at a time).
+        One context must not be used by two threads at once (SessionBusyError)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other._session_args = {**self._session_args, **({"n_ctx": n_ctx} if n_ctx else {})}
+        other._session = _native_call(_core.Session, self._model, **other._session_args)
+        other.last_finish_reason, other.last_timings, other.last_tokens = None, None, []
+        return other
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "AutoGLM":
@@ -151,23 +161,28 @@ class AutoGLM:
     # ------------------------------------------------------------------------------------ generation
     def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, min_p: float = 0.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                 presence_penalty: float = 0.0, stop: str | list[str] | None = None, seed: int | None = None,
+                 presence_penalty: float = 0.0, penalty_last_n: int = 64, openai_penalties: bool = False,
+                 stop: str | list[str] | None = None, seed: int | None = None,
                  stream: bool = False, images: list | None = None, image_max_pixels: int | None = None,
-                 image_min_pixels: int | None = None) -> str | Iterator[str]:
+                 image_min_pixels: int | None = None,
+                 progress: Callable[[int, int], bool | None] | None = None) -> str | Iterator[str]:
         """Continue raw `prompt` text (special tokens allowed, as a chat template renders them).
 
         Returns the text, or with stream=True an iterator of pieces. Afterwards `last_finish_reason`
         ('stop' or 'length') and `last_timings` describe the run. temperature=0 is greedy.
+        progress(n_done, n_total) is called between the prompt's micro-batches (cells not reused from
+        the cache); returning False stops the prompt with KeyboardInterrupt and leaves the cache as it was.
         """
         pieces = self._pieces(prompt, max_tokens=max_tokens, stop=stop, seed=seed, images=images,
-                              pixels=(image_max_pixels, image_min_pixels),
+                              pixels=(image_max_pixels, image_min_pixels), progress=progress,
                               sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                                            presence_penalty=presence_penalty))
+                                            presence_penalty=presence_penalty, penalty_last_n=penalty_last_n,
+                                            openai_penalties=openai_penalties))
         return pieces if stream else "".join(pieces)
 
     def _pieces(self, prompt: str, *, max_tokens: int, stop, seed, sampling: dict, images=None,
-                pixels=(None, None)) -> Iterator[str]:
+                pixels=(None, None), progress=None, stop_at_eog: bool = True) -> Iterator[str]:
         if seed is None:
             seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little")
         params = _core.SamplingParams(seed=seed, **sampling)
@@ -175,7 +190,8 @@ class AutoGLM:
         ids, image_info = self._prompt(prompt, images, *pixels)
         if not ids:
             raise ValueError("the prompt is empty")
-        gen = _native_call(_core.Generator, self._session, ids, params, max_tokens=max_tokens, stop=stops)
+        gen = _native_call(_core.Generator, self._session, ids, params, max_tokens=max_tokens, stop=stops,
+                           stop_at_eog=stop_at_eog, progress=progress)
         self.last_finish_reason, self.last_timings = None, None
         # A generator function would only start on the first next(); prefill errors belong to this call.
         return self._drain(gen, image_info)
@@ -197,8 +213,11 @@ class AutoGLM:
     def create_chat_completion(self, messages: list[dict[str, Any]], *, stream: bool = False,
                                max_tokens: int | None = 256, stop: str | list[str] | None = None,
                                seed: int | None = None, image_max_pixels: int | None = None,
-                               image_min_pixels: int | None = None, **sampling) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """OpenAI-shaped chat completion (a dict, or chunks with stream=True), like llama-cpp-python."""
+                               image_min_pixels: int | None = None,
+                               progress: Callable[[int, int], bool | None] | None = None,
+                               **sampling) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """OpenAI-shaped chat completion (a dict, or chunks with stream=True), like llama-cpp-python.
+        `progress` is as for generate()."""
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
             raise TypeError(f"unknown sampling argument(s) {sorted(unknown)}; accepted: {', '.join(SAMPLING_KEYS)}")
@@ -208,7 +227,7 @@ class AutoGLM:
         cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), Path(self.model_path).name
         pieces = self._pieces(prompt, max_tokens=-1 if max_tokens is None else max_tokens, stop=stop, seed=seed,
                               sampling=sampling, images=images,
-                              pixels=(image_max_pixels, image_min_pixels))
+                              pixels=(image_max_pixels, image_min_pixels), progress=progress)
         if stream:
             return self._chunks(pieces, cid, created, model)
         text = "".join(pieces)

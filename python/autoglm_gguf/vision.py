@@ -7,6 +7,7 @@ to the model: its slot becomes the image's embeddings, between the begin/end tok
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class ImageEncoder:
         self._cached_bytes = 0
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # contexts sharing this encoder may call it from several threads
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -58,6 +60,12 @@ class ImageEncoder:
         digest.update(np.asarray(rgb.shape, np.int64).tobytes())
         content = int.from_bytes(digest.digest(), "little")
         key = (content, lo, hi)
+        with self._lock:  # the tower runs one image at a time anyway
+            return self._encode_locked(rgb, key)
+
+    def _encode_locked(self, rgb, key) -> EncodedImage:
+        hp = self.hparams
+        content, lo, hi = key
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
