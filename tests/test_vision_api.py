@@ -201,3 +201,27 @@ def test_cli_image(case, tmp_path):
     assert "images:" in proc.stderr and "tokens, encoded in" in proc.stderr
     expected = case.llm.generate(case.llm.apply_chat_template([user([arr], "Describe.")]), images=[arr], max_tokens=6)
     assert proc.stdout == expected + "\n"
+
+
+def test_embedding_cache_is_the_cores_and_evicted_embeddings_stay_valid(case):
+    from autoglm_gguf import _core
+    from autoglm_gguf.vision import ImageEncoder, prompt_pieces
+
+    enc = ImageEncoder(case.llm.mmproj_path, cache_bytes=1)  # room for the newest entry only
+    a = enc.encode(picture(56, 56, seed=1))
+    kept = a.embeddings.copy()
+    assert not a.embeddings.flags.writeable
+    b = enc.encode(picture(56, 56, seed=2))  # evicts a
+    assert np.array_equal(a.embeddings, kept) and a.key != b.key
+    assert (enc.hits, enc.misses) == (0, 2)
+    assert enc.encode(picture(56, 56, seed=2)).key == b.key and enc.hits == 1
+    enc.encode(picture(56, 56, seed=1))
+    assert enc.misses == 3  # a had been evicted
+    # The same pixels at another resize budget are another image.
+    assert enc.encode(picture(56, 56, seed=1), max_pixels=56 * 56 * 40).key != a.key
+    # The slot split is the core's: a slot/image count mismatch names both counts.
+    m = case.llm._model
+    with pytest.raises(AutoGLMError, match="1 image slot.*2 image"):
+        prompt_pieces(m, "<|begin_of_image|><|image|><|end_of_image|>hi", [a, b])
+    runs = _core.tokenize_around_images(m, "x<|begin_of_image|><|image|><|end_of_image|>y", 1)
+    assert len(runs) == 2 and runs[0][-1] == m.tokenize("<|begin_of_image|>", True)[0]

@@ -21,3 +21,8 @@ void bind_prompt(py::module_ & m);
 // in `keep` for as long as the pieces are used.
 std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, uint32_t n_embd, std::vector<py::object> & keep);
 void bind_vision(py::module_ & m);
+
+#include "image.h"
+
+// An HxWx3 uint8 numpy array -> rgb_image (one copy); anything else is a ValueError naming it.
+autoglm::rgb_image to_rgb_image(const py::array & arr, const char * fn);

@@ -6,8 +6,6 @@
 #include "error.h"
 #include "image.h"
 
-namespace {
-
 // An HxWx3 uint8 numpy array -> rgb_image (one copy into tightly packed rows). Anything else is a
 // ValueError naming what was received: converting silently (floats, RGBA) would hide caller bugs;
 // autoglm_gguf.images.load_image is the forgiving entry point.
@@ -30,6 +28,8 @@ autoglm::rgb_image to_rgb_image(const py::array & arr, const char * fn) {
     img.data.assign(c.data(), c.data() + c.size());
     return img;
 }
+
+namespace {
 
 // Wraps the vector's memory in a numpy array without copying (the capsule owns it).
 template <typename T>

@@ -1,5 +1,7 @@
 // Python view of the vision tower: VisionModel (mmproj GGUF) -> image embeddings.
 #include "bind_common.h"
+#include "image_prompt.h"
+#include "text_model.h"
 #include "error.h"
 #include "vision_model.h"
 
@@ -69,4 +71,44 @@ void bind_vision(py::module_ & m) {
              "Embeddings (n_tokens, n_out) float32 of one image: patches (grid_h*grid_w, 3*p*p) float32 in merge-window\n"
              "order, each row one frame's (C, py, px) values (HF pixel_values with the time axis dropped). Rows of the\n"
              "result are the merged (grid_h/m) x (grid_w/m) tokens in raster order. ValueError for a wrong shape.");
+
+    using autoglm::image_embedder;
+    py::class_<image_embedder>(m, "ImageEmbedder",
+                               "The vision tower plus an LRU cache of embeddings by image content, bounded by "
+                               "cache_bytes. Thread-safe.")
+        .def(py::init([](autoglm::vision_model & vm, size_t cache_bytes) {
+                 return std::make_unique<image_embedder>(vm, cache_bytes);
+             }),
+             py::arg("vision"), py::arg("cache_bytes"), py::keep_alive<1, 2>())
+        .def("embed", [](image_embedder & e, const py::array & rgb, int64_t min_pixels, int64_t max_pixels) {
+                 autoglm::rgb_image img = to_rgb_image(rgb, "ImageEmbedder.embed");
+                 image_embedder::result r;
+                 {
+                     py::gil_scoped_release nogil;
+                     r = e.embed(img, min_pixels, max_pixels);
+                 }
+                 // The array views the cached embeddings; the capsule keeps them alive after eviction.
+                 auto * hold = new std::shared_ptr<const autoglm::embedded_image>(r.image);
+                 py::capsule owner(hold, [](void * p) { delete (std::shared_ptr<const autoglm::embedded_image> *) p; });
+                 const py::ssize_t n_out = e.model().hparams().n_out;
+                 const py::ssize_t rows = (py::ssize_t) r.image->rows * r.image->cols;
+                 py::array_t<float> embd({rows, n_out}, {n_out * (py::ssize_t) sizeof(float), (py::ssize_t) sizeof(float)},
+                                         r.image->embd.data(), owner);
+                 embd.attr("setflags")(py::arg("write") = false);
+                 return py::make_tuple(embd, r.image->rows, r.image->cols, r.image->key, r.encode_ms, r.hit);
+             },
+             py::arg("rgb"), py::arg("min_pixels") = 0, py::arg("max_pixels") = 0,
+             "(embeddings (rows*cols, n_out) float32 read-only, rows, cols, key, encode_ms, cache_hit) of an RGB uint8\n"
+             "image; min/max_pixels 0 take the mmproj's values. The key is the one the C API computes.")
+        .def_property_readonly("hits", &image_embedder::hits)
+        .def_property_readonly("misses", &image_embedder::misses)
+        .def("clear", &image_embedder::clear);
+
+    m.def("tokenize_around_images", [](const autoglm::text_model & tm, const std::string & prompt, size_t n_images) {
+              py::gil_scoped_release nogil;
+              return autoglm::tokenize_around_images(tm.tok(), prompt, n_images);
+          },
+          py::arg("model"), py::arg("prompt"), py::arg("n_images"),
+          "Token runs around a prompt's image slots: n_images + 1 lists, run i before image i (slot markers kept, "
+          "<|image|> left out). ValueError when the prompt's slot count differs.");
 }

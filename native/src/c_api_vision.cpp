@@ -3,27 +3,19 @@
 // Python API (image.h), embeddings cached per vision handle by content.
 #include "c_api_internal.h"
 
-#include <chrono>
 #include <cstring>
-#include <list>
 #include <string>
 #include <vector>
 
 #include "image.h"
+#include "image_prompt.h"
 #include "prompt_layout.h"
 
 namespace autoglm::capi {
 
 struct vision_state {
     std::unique_ptr<autoglm::vision_model> vm;
-    size_t cache_cap = 0;
-    struct entry {
-        uint64_t key;
-        std::vector<float> embd;
-        int32_t rows, cols;
-    };
-    std::list<entry> cache;  // most recently used first
-    size_t cache_bytes = 0;
+    std::unique_ptr<autoglm::image_embedder> embedder;  // its cache: by content, bounded by cache_bytes
 };
 
 }  // namespace autoglm::capi
@@ -31,10 +23,6 @@ struct vision_state {
 using namespace autoglm::capi;
 
 namespace {
-
-const char * const BEGIN_IMAGE = "<|begin_of_image|>";
-const char * const IMAGE_SLOT = "<|begin_of_image|><|image|><|end_of_image|>";
-const char * const END_IMAGE = "<|end_of_image|>";
 
 // Straight-alpha "over" onto opaque white in Pillow's integer arithmetic (Image.alpha_composite with a
 // white background, what the Python API does for RGBA input), so both APIs see the same pixels.
@@ -80,58 +68,9 @@ autoglm::rgb_image to_rgb(const autoglm_image & im) {
     return out;
 }
 
-// Content key of the pixels at a resize budget (0 is never returned: it marks "no image").
-uint64_t content_key(const autoglm::rgb_image & im, const autoglm::resize_params & rp) {
-    uint64_t h = 0x243F6A8885A308D3ull ^ ((uint64_t) im.width << 32 | (uint32_t) im.height);
-    auto mix = [&h](uint64_t w) {
-        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
-        h ^= h >> 29;
-    };
-    mix((uint64_t) rp.min_pixels);
-    mix((uint64_t) rp.max_pixels);
-    const uint8_t * p = im.data.data();
-    size_t n = im.data.size(), i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        std::memcpy(&w, p + i, 8);
-        mix(w);
-    }
-    uint64_t tail = 0;
-    std::memcpy(&tail, p + i, n - i);
-    mix(tail ^ (n - i));
-    return h | 1;
-}
-
-struct encoded {
-    const vision_state::entry * e;
-    double ms;
-};
-
-// Embeddings of one image, from the cache or encoded now (then cached, evicting the least recent).
-encoded encode(vision_state & vs, const autoglm_image & image, const autoglm_image_params & ip) {
-    const autoglm::rgb_image rgb = to_rgb(image);
-    const autoglm::resize_params rp = vs.vm->resize(ip.min_pixels, ip.max_pixels);
-    const uint64_t key = content_key(rgb, rp);
-    for (auto it = vs.cache.begin(); it != vs.cache.end(); ++it) {
-        if (it->key == key) {
-            vs.cache.splice(vs.cache.begin(), vs.cache, it);
-            return {&vs.cache.front(), 0.0};
-        }
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const autoglm::vision_hparams & hp = vs.vm->hparams();
-    const autoglm::pixel_patches px = autoglm::preprocess(rgb, rp, hp.mean, hp.std);
-    std::vector<float> embd = vs.vm->encode(px);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    const int32_t m = (int32_t) hp.merge_size;
-    vs.cache.push_front({key, std::move(embd), px.grid_h / m, px.grid_w / m});
-    vs.cache_bytes += vs.cache.front().embd.size() * sizeof(float);
-    // Keep the newest entry even above the budget (the caller is about to use it).
-    while (vs.cache.size() > 1 && vs.cache_bytes > vs.cache_cap) {
-        vs.cache_bytes -= vs.cache.back().embd.size() * sizeof(float);
-        vs.cache.pop_back();
-    }
-    return {&vs.cache.front(), ms};
+// Embeddings of one image, from the embedder's cache or encoded now.
+autoglm::image_embedder::result embed(vision_state & vs, const autoglm_image & image, const autoglm_image_params & ip) {
+    return vs.embedder->embed(to_rgb(image), ip.min_pixels, ip.max_pixels);
 }
 
 }  // namespace
@@ -163,7 +102,7 @@ autoglm_status autoglm_vision_load(const char * path, autoglm_vision_params para
         vp.use_gpu = params.use_gpu;
         auto st = std::make_shared<vision_state>();
         st->vm = std::make_unique<autoglm::vision_model>(path, vp);
-        st->cache_cap = params.cache_bytes;
+        st->embedder = std::make_unique<autoglm::image_embedder>(*st->vm, params.cache_bytes);
         *out = new autoglm_vision{std::move(st)};
         return AUTOGLM_OK;
     });
@@ -210,8 +149,8 @@ autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image 
                         "), embd_max is " + std::to_string(embd_max));
         }
         require(embd, "embd");
-        const encoded e = encode(*vision->s, *image, params);
-        std::memcpy(embd, e.e->embd.data(), need * sizeof(float));
+        const auto e = embed(*vision->s, *image, params);
+        std::memcpy(embd, e.image->embd.data(), need * sizeof(float));
         return AUTOGLM_OK;
     });
 }
@@ -233,45 +172,24 @@ autoglm_status autoglm_generation_start_images(autoglm_session * session, autogl
                                             "-wide embeddings but the text model is " + std::to_string(tm.hparams().n_embd) +
                                             " wide: not this model's mmproj");
         }
-        // Split at the slots: text + BEGIN, image, END + text, ... (the image's own markers stay text).
-        const std::string text(prompt);
-        std::vector<std::string> parts;
-        for (size_t pos = 0;;) {
-            const size_t at = text.find(IMAGE_SLOT, pos);
-            if (at == std::string::npos) {
-                parts.push_back(text.substr(pos));
-                break;
-            }
-            parts.push_back(text.substr(pos, at - pos));
-            pos = at + std::strlen(IMAGE_SLOT);
-        }
-        const size_t n_slots = parts.size() - 1;
-        if (n_slots != n_images) {
-            throw autoglm::invalid_argument("the prompt has " + std::to_string(n_slots) + " image slot(s) (" + IMAGE_SLOT +
-                                            ") but " + std::to_string(n_images) + " image(s) were given; they must match");
-        }
-        // Encode first (images may come from the cache); entries stay put while this call runs because
-        // the newest is never evicted and each is copied into a piece before the next encode.
-        std::vector<std::vector<float>> embds(n_images);
+        const auto runs = autoglm::tokenize_around_images(tm.tok(), prompt, n_images);
+        // The embeddings are shared with the cache; holding them here keeps them valid while this call runs.
+        std::vector<std::shared_ptr<const autoglm::embedded_image>> held;
         std::vector<autoglm::prompt_piece> pieces;
         double image_ms = 0.0;
         uint32_t n_image_tokens = 0;
-        for (size_t i = 0; i <= n_slots; ++i) {
-            std::string t = (i > 0 ? std::string(END_IMAGE) : std::string()) + parts[i] +
-                            (i < n_slots ? std::string(BEGIN_IMAGE) : std::string());
-            autoglm::prompt_piece tp;
-            tp.tokens = tm.tok().encode(t, true);
-            if (!tp.tokens.empty()) pieces.push_back(std::move(tp));
-            if (i == n_slots) break;
-            const encoded e = encode(vs, images[i], image_params);
-            image_ms += e.ms;
-            embds[i] = e.e->embd;
+        for (size_t i = 0; i < runs.size(); ++i) {
+            if (!runs[i].empty()) pieces.push_back(autoglm::prompt_piece{runs[i]});
+            if (i == n_images) break;
+            const auto e = embed(vs, images[i], image_params);
+            image_ms += e.encode_ms;
+            held.push_back(e.image);
             autoglm::prompt_piece ip;
-            ip.embd = embds[i].data();
-            ip.grid_h = e.e->rows;
-            ip.grid_w = e.e->cols;
-            ip.key = e.e->key;
-            n_image_tokens += (uint32_t) (e.e->rows * e.e->cols);
+            ip.embd = e.image->embd.data();
+            ip.grid_h = e.image->rows;
+            ip.grid_w = e.image->cols;
+            ip.key = e.image->key;
+            n_image_tokens += (uint32_t) (e.image->rows * e.image->cols);
             pieces.push_back(std::move(ip));
         }
         if (pieces.empty()) throw autoglm::invalid_argument("the prompt is empty");

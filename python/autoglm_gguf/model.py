@@ -156,7 +156,7 @@ class AutoGLM:
         encoded = [self._encode(im, max_pixels, min_pixels) for im in images]
         ms = (time.perf_counter() - t0) * 1e3
         info = {"image_encode_ms": ms, "image_tokens": sum(e.grid_h * e.grid_w for e in encoded)}
-        return prompt_pieces(self.tokenize, prompt, encoded), info
+        return prompt_pieces(self._model, prompt, encoded), info
 
     # ------------------------------------------------------------------------------------ generation
     def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,

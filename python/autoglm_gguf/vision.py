@@ -6,9 +6,6 @@ to the model: its slot becomes the image's embeddings, between the begin/end tok
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +27,8 @@ class EncodedImage:
 
 
 class ImageEncoder:
-    """The mmproj vision tower plus an LRU cache of embeddings bounded by `cache_bytes`."""
+    """The mmproj vision tower plus the core's embeddings cache (by content, bounded by `cache_bytes`;
+    the same keys as the C API, so prefix reuse treats an image alike in both)."""
 
     def __init__(self, mmproj_path: str, *, n_threads: int = 0, use_gpu: bool = True, cache_bytes: int = 256 << 20):
         try:
@@ -41,71 +39,40 @@ class ImageEncoder:
             raise GGUFFileError(str(e)) from None
         self.hparams = self.model.hparams
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[tuple, EncodedImage] = OrderedDict()
-        self._cached_bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._lock = threading.Lock()  # contexts sharing this encoder may call it from several threads
+        self._embedder = _core.ImageEmbedder(self.model, cache_bytes)
+
+    @property
+    def hits(self) -> int:
+        return self._embedder.hits
+
+    @property
+    def misses(self) -> int:
+        return self._embedder.misses
 
     def clear_cache(self) -> None:
-        self._cache.clear()
-        self._cached_bytes = 0
+        self._embedder.clear()
 
     def encode(self, image, *, min_pixels: int | None = None, max_pixels: int | None = None) -> EncodedImage:
         rgb = load_image(image)
-        hp = self.hparams
-        lo = int(min_pixels or hp["min_pixels"])
-        hi = int(max_pixels or hp["max_pixels"])
-        digest = hashlib.blake2b(rgb.tobytes(), digest_size=8, person=b"autoglm-img")
-        digest.update(np.asarray(rgb.shape, np.int64).tobytes())
-        content = int.from_bytes(digest.digest(), "little")
-        key = (content, lo, hi)
-        with self._lock:  # the tower runs one image at a time anyway
-            return self._encode_locked(rgb, key)
-
-    def _encode_locked(self, rgb, key) -> EncodedImage:
-        hp = self.hparams
-        content, lo, hi = key
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return hit
-        self.misses += 1
         try:
-            patches, gh, gw = _core.preprocess_image(rgb, hp["image_mean"], hp["image_std"], patch_size=hp["patch_size"],
-                                                     merge_size=hp["merge_size"], min_pixels=lo, max_pixels=hi)
+            emb, rows, cols, key, ms, hit = self._embedder.embed(rgb, int(min_pixels or 0), int(max_pixels or 0))
         except ValueError as e:
             raise ImageError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels: {e}") from None
-        emb = self.model.encode(patches, gh, gw)
-        m = hp["merge_size"]
-        # The key mixes the resize bounds too: the same pixels at another resolution are other tokens.
-        enc = EncodedImage(emb, gh // m, gw // m, hash((content, lo, hi)) & ((1 << 63) - 1))
-        self._cache[key] = enc
-        self._cached_bytes += emb.nbytes
-        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= old.embeddings.nbytes
-        return enc
+        return EncodedImage(emb, rows, cols, key)
 
 
-def prompt_pieces(tokenize, prompt: str, images: list[EncodedImage]) -> list:
-    """Raw prompt text with image slots + encoded images -> native pieces (token lists, image tuples)."""
-    parts = prompt.split(IMAGE_SLOT)
-    n_slots = len(parts) - 1
-    if n_slots != len(images):
-        raise AutoGLMError(f"the prompt has {n_slots} image slot(s) ({IMAGE_SLOT}) but {len(images)} image(s) were "
-                           "given; they must match (the chat template writes one slot per image part)")
+def prompt_pieces(model, prompt: str, images: list[EncodedImage]) -> list:
+    """Raw prompt text with image slots + encoded images -> native pieces (token lists, image tuples).
+    `model` is the _core.TextModel whose tokenizer splits the text (the core's rule, shared with the C API)."""
+    try:
+        runs = _core.tokenize_around_images(model, prompt, len(images))
+    except ValueError as e:
+        raise AutoGLMError(str(e)) from None
     pieces: list = []
-    for i, text in enumerate(parts):
-        if i > 0:
-            text = END + text
-        if i < n_slots:
-            text = text + BEGIN
-        ids = tokenize(text)
+    for i, ids in enumerate(runs):
         if ids:
             pieces.append(ids)
-        if i < n_slots:
+        if i < len(images):
             im = images[i]
             pieces.append((im.embeddings, im.grid_h, im.grid_w, im.key))
     return pieces
