@@ -208,3 +208,45 @@ def test_raw_sse_stream_is_openai_shaped(server):
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
     events = [line[6:] for line in resp.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and all("choices" in json.loads(e) for e in events[:-1])
+
+
+def test_health_and_requests_while_loading_and_after_a_failed_load(files, tmp_path):
+    from autoglm_gguf.server.app import create_app
+    from fastapi.testclient import TestClient
+
+    s = ServerSettings(model=str(files[0]), n_ctx=256, n_threads=2)
+    app = create_app(s, load=False)  # loading is driven by hand here
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 503 and c.get("/health").json() == {"status": "loading"}
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_loading" and "Retry-After" in r.headers
+        app.state.engine.load()
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}).status_code == 200
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00 truncated")
+    app = create_app(ServerSettings(model=str(bad)), load=False)
+    with TestClient(app) as c:
+        app.state.engine.load()
+        h = c.get("/health")
+        assert h.status_code == 503 and h.json()["status"] == "error" and "broken.gguf" in h.json()["error"]
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_load_failed"
+
+
+def test_each_conversation_goes_back_to_the_slot_that_holds_it(files):
+    s = ServerSettings(model=str(files[0]), n_ctx=1024, n_threads=2, parallel=2)
+    with RunningServer(s) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        system = {"role": "system", "content": "You are a phone agent."}
+        convs = {"A": [system, {"role": "user", "content": "Open Settings and turn on Wi-Fi, then Bluetooth. " * 3}],
+                 "B": [system, {"role": "user", "content": "Search the web for tomorrow's weather in Paris. " * 3}]}
+        first = {}
+        for name in "AB":  # two agents' first steps, then their second steps in turn
+            first[name] = client.chat.completions.create(model="m", messages=convs[name], max_tokens=4, temperature=0)
+            convs[name] += [{"role": "assistant", "content": first[name].choices[0].message.content},
+                            {"role": "user", "content": f"** Screen Info ** step 2 of {name}"}]
+        for name in "BA":  # not the least recently used order: only the prefix match sends each home
+            r = client.chat.completions.create(model="m", messages=convs[name], max_tokens=4, temperature=0)
+            assert r.usage.prompt_tokens_details.cached_tokens >= first[name].usage.prompt_tokens - 1, name
+        assert sorted(sl["n_cached"] > 0 for sl in httpx.get(srv.url + "/slots").json()) == [True, True]

@@ -71,21 +71,28 @@ class Slot:
                 "prompt_progress": list(j.progress) if j else None, "n_pieces": j.n_pieces if j else None}
 
 
+def _weight(seg) -> int:
+    # Text counts by characters; an image by its tokens at ~4 characters a token (what text of the same
+    # cost would weigh).
+    return len(seg) if isinstance(seg, str) else 4 * seg[1]
+
+
 def match_score(held: list, wanted: list) -> int:
-    """How much of `wanted` (text and image segments) a slot's cache already holds: characters of
-    common text prefix, an image counting as 1000. Only steers slot choice; the core decides reuse."""
-    score = 0
+    """What choosing a slot is worth for a request: the part of the request its cache already holds,
+    minus the part of its cache the request would throw away (another conversation's context). Segments
+    are text and (image key, tokens) pairs. Only steers slot choice; the core decides reuse."""
+    matched = 0
     for a, b in zip(held, wanted):
         if isinstance(a, str) and isinstance(b, str):
             n = len(os.path.commonprefix([a, b]))
-            score += n
-            if n < len(b):
+            matched += n
+            if n < len(b) or n < len(a):
                 break
         elif a == b:
-            score += 1000
+            matched += _weight(a)
         else:
             break
-    return score
+    return matched - (sum(_weight(x) for x in held) - matched)
 
 
 class Engine:
@@ -204,13 +211,14 @@ class Engine:
             prompt = req.prompt
             if IMAGE_SLOT in prompt:
                 raise bad_request("raw prompts cannot carry images; use /v1/chat/completions", param="prompt")
+        n_image_each = [self._image_tokens(im, req.image_max_pixels) for im in images]
         texts = prompt.split(IMAGE_SLOT)
         keys, segments = segments, []
         for i, t in enumerate(texts):
             segments.append(t)
             if i < len(keys):
-                segments.append(keys[i])
-        n_image = sum(self._image_tokens(im, req.image_max_pixels) for im in images)
+                segments.append((keys[i], n_image_each[i]))
+        n_image = sum(n_image_each)
         n_prompt = len(llm.tokenize(prompt)) - len(images) + n_image
         if n_prompt > self.settings.n_ctx:
             raise bad_request(f"the prompt takes {n_prompt} tokens ({n_image} of them for {len(images)} image(s)), more "
