@@ -1,0 +1,197 @@
+"""End to end: Open-AutoGLM's own agent (PyPI phone-agent 0.1.1, unchanged, in a Python 3.12 virtualenv)
+completes a two-step task on a fake phone (tests/fake_adb.py, first on PATH as `adb`) through our
+OpenAI-compatible server (`autoglm-gguf serve`) running a tiny model trained to act (tests/agent_model.py).
+
+Checked: the agent's requests stream back the model's replies (stopped at the model's end-of-generation
+ids, which never appear in the content), the phone receives exactly the tap the model chose, at the
+pixels phone-agent computes from the 0..999 grid (int(v / 1000 * size)), and the agent ends with the
+model's finish message.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import agent_model
+import fake_adb
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "phone_agent_driver.py"
+PHONE_AGENT = "phone-agent==0.1.1"
+LANG = "en"  # main.py's --lang; the English system prompt is ~4x fewer tokens of the tiny tokenizer
+ALIAS = "autoglm-phone-9b"
+
+
+def find_python312() -> str | None:
+    """A Python >= 3.12 interpreter (phone-agent requires it): pyenv's, python3.12 on PATH, or this one."""
+    found = []
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        root = ""
+    roots = [r for r in (root, os.environ.get("PYENV_ROOT"), os.path.expanduser("~/.pyenv")) if r]
+    for r in roots:
+        found += sorted(glob.glob(os.path.join(r, "versions", "3.1[2-9]*", "bin", "python3")))
+    found += [p for p in (shutil.which(f"python3.{m}") for m in range(12, 20)) if p]
+    if sys.version_info >= (3, 12):
+        found.insert(0, sys.executable)
+    for py in found:
+        probe = subprocess.run([py, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            return py
+    return None
+
+
+@pytest.fixture(scope="session")
+def agent_python(tmp_path_factory) -> Path:
+    """The interpreter of a fresh virtualenv with phone-agent installed from PyPI."""
+    py = find_python312()
+    if py is None:
+        pytest.skip("phone-agent needs Python >= 3.12 and no such interpreter was found "
+                    "(pyenv's versions, python3.12 on PATH)")
+    venv = tmp_path_factory.mktemp("phone-agent-venv")
+    subprocess.run([py, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                           PHONE_AGENT], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"pip install {PHONE_AGENT} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return python
+
+
+def phone_env(root: Path) -> dict:
+    """Environment with a fresh fake phone: `adb` first on PATH, its log and state under root."""
+    fake_adb.install(root / "bin")
+    env = dict(os.environ)
+    env.update(PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", FAKE_ADB_LOG=str(root / "adb.jsonl"),
+               FAKE_ADB_HOME=str(root / "phone"), FAKE_ADB_SIZE="%dx%d" % agent_model.SCREEN_SIZE,
+               PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+    env.pop("FAKE_ADB_SCREENS", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def conversation(agent_python, tmp_path_factory) -> dict:
+    """The system prompt and screen info phone-agent will send, read from the installed package."""
+    env = phone_env(tmp_path_factory.mktemp("probe-phone"))
+    proc = subprocess.run([str(agent_python), str(DRIVER), "probe", "--lang", LANG], capture_output=True,
+                          text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def agent_gguf(conversation, tmp_path_factory):
+    t0 = time.perf_counter()
+    text, mmproj, stats = agent_model.build(conversation["system_prompt"], conversation["screen_info"],
+                                            tmp_path_factory.mktemp("agent-gguf"))
+    print(f"agent model ready in {time.perf_counter() - t0:.1f} s; training: {stats}")
+    return text, mmproj
+
+
+def test_agent_model_replies_in_process(agent_gguf, conversation):
+    """The converted model answers both of the agent's steps as trained (our runtime, no server)."""
+    got = agent_model.replies(*agent_gguf, conversation["system_prompt"], conversation["screen_info"])
+    assert got == [agent_model.STEP1, agent_model.STEP2]
+
+
+def tail(path: Path, n: int = 4000) -> str:
+    return path.read_text(errors="replace")[-n:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(agent_gguf, tmp_path):
+    text, mmproj = agent_gguf
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "autoglm_gguf.cli", "serve", "-m", str(text), "--mmproj", str(mmproj),
+           "--host", "127.0.0.1", "--port", str(port), "--alias", ALIAS]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited with {proc.returncode}:\n{tail(log_path)}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"GET /health did not answer 200 within 120 s:\n{tail(log_path)}")
+            time.sleep(0.25)
+        yield {"base_url": url + "/v1", "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_phone_agent_drives_fake_phone_through_server(agent_python, server, tmp_path):
+    env = phone_env(tmp_path / "phone")
+    cmd = [str(agent_python), str(DRIVER), "run", "--base-url", server["base_url"], "--model", ALIAS,
+           "--lang", LANG, "--max-steps", "4", agent_model.TASK]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"phone-agent did not finish in 300 s:\n{e.stdout}\n{e.stderr}\n"
+                    f"server:\n{tail(server['log'])}")
+    out = proc.stdout
+    where = (f"\nagent stdout:\n{out[-4000:]}\nagent stderr:\n{proc.stderr[-4000:]}\n"
+             f"server log:\n{tail(server['log'])}")
+    assert proc.returncode == 0, where
+    marks = [ln for ln in out.splitlines() if ln.startswith("PHONE_AGENT_DRIVER_RESULT ")]
+    assert len(marks) == 1, where
+    result = json.loads(marks[0].split(" ", 1)[1])
+
+    # The actions phone-agent parsed from the streamed replies are the model's (and nothing leaked past them).
+    parsed = re.findall(r"^Parsing action: (.*)$", out, flags=re.M)
+    assert parsed == [agent_model.split_reply(r)[1] for r in (agent_model.STEP1, agent_model.STEP2)], where
+    assert result["result"] == agent_model.FINISH_MESSAGE, where
+    assert result["steps"] == 2, where
+    assistant = [m["text"] for m in result["context"] if m["role"] == "assistant"]
+    assert assistant == [agent_model.agent_record(r) for r in (agent_model.STEP1, agent_model.STEP2)], where
+    assert [m["images"] for m in result["context"]] == [0, 0, 0, 0, 0]  # images dropped once answered
+
+    # The fake phone: both screenshots really came from it (not phone-agent's black fallback), then
+    # exactly one action, the tap, at int(v / 1000 * size) of the model's grid coordinates.
+    log = fake_adb.read_log(env["FAKE_ADB_LOG"])
+    gx, gy = (int(v) for v in re.search(r"element=\[(\d+),\s*(\d+)\]", parsed[0]).groups())
+    assert (gx, gy) == agent_model.TAP_GRID
+    width, height = agent_model.SCREEN_SIZE
+    expected_tap = {"cmd": "tap", "x": int(gx / 1000 * width), "y": int(gy / 1000 * height)}
+    assert expected_tap == {"cmd": "tap", "x": 181, "y": 178}
+    actions = [{k: r[k] for k in ("cmd", "x", "y") if k in r} for r in log if r["cmd"] in fake_adb.ACTIONS]
+    assert actions == [expected_tap], log
+    assert [r.get("screen") for r in log if r["cmd"] == "screencap"] == [0, 1]
+    assert [r.get("ok") for r in log if r["cmd"] == "pull"] == [True, True]
+    assert [r["cmd"] for r in log if r["cmd"] == "unknown"] == []
+    tap_at = next(i for i, r in enumerate(log) if r["cmd"] == "tap")
+    assert [r["cmd"] for r in log[:tap_at]][-3:] == ["screencap", "pull", "dumpsys"]
