@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Glm4vForConditionalGeneration
 
-from autoglm_gguf import _core
+from autoglm_gguf import GGUFFileError, _core
 
 PROMPT = ("[gMASK]<sop><|system|>\nYou are a phone agent.<|user|>\nOpen the Settings app, then tap Wi-Fi. "
           "Screen: 1080x2400, battery 87%. 你好！ def f(x):\n\treturn x ** 2<|assistant|>\n")
@@ -222,18 +222,18 @@ def test_truncate_and_recompute(case, model):
 
 
 def test_load_errors(tmp_path, convert_tiny, tiny_checkpoint):
-    with pytest.raises(_core.NativeError, match="cannot open"):
+    with pytest.raises(GGUFFileError, match="cannot open"):
         _core.TextModel(str(tmp_path / "missing.gguf"))
     text, mmproj = convert_tiny(tiny_checkpoint, "f32", "f16")
-    with pytest.raises(_core.NativeError, match="vision projector"):
+    with pytest.raises(GGUFFileError, match="vision projector"):
         _core.TextModel(str(mmproj))
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(text.read_bytes()[:-1000])
-    with pytest.raises(_core.NativeError, match="truncated"):
+    with pytest.raises(GGUFFileError, match="truncated"):
         _core.TextModel(str(cut))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + b"\0" * 100)
-    with pytest.raises(_core.NativeError, match="not a valid GGUF"):
+    with pytest.raises(GGUFFileError, match="not a valid GGUF"):
         _core.TextModel(str(junk))
 
 

@@ -27,7 +27,7 @@ PIL_Image = pytest.importorskip("PIL.Image")
 from transformers import Glm4vForConditionalGeneration  # noqa: E402
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil  # noqa: E402
 
-from autoglm_gguf import _core  # noqa: E402
+from autoglm_gguf import GGUFFileError, _core  # noqa: E402
 
 # (width, height): table-sized / smaller / larger grids for both configs (tiny: 8x8 table, alt: 6x6).
 IMAGES = [(112, 112), (84, 84), (56, 56), (270, 600), (97, 131), (420, 196)]
@@ -170,9 +170,9 @@ def test_repeated_and_alternating_sizes_are_stable(case):
 
 
 def test_errors(case):
-    with pytest.raises(_core.NativeError, match=r"architecture 'glm4'.*mmproj"):
+    with pytest.raises(GGUFFileError, match=r"architecture 'glm4'.*mmproj"):
         _core.VisionModel(str(case.text), use_gpu=False)
-    with pytest.raises(_core.NativeError, match="cannot open"):
+    with pytest.raises(GGUFFileError, match="cannot open"):
         _core.VisionModel(str(case.mmproj) + ".missing", use_gpu=False)
     vm = _core.VisionModel(str(case.mmproj), n_threads=1, use_gpu=False)
     patches, gh, gw = case.patches(112, 112)
