@@ -44,6 +44,11 @@ def screenshot(width: int, height: int, seed: int) -> str:
             x0, yy = int(rng.integers(0, width - 200)), y + int(rng.integers(5, max(6, h - 30)))
             d.rectangle([x0, yy, x0 + int(rng.integers(40, 200)), yy + 18], fill=tuple(int(v) for v in rng.integers(0, 120, 3)))
         y += h
+    # A photo-like band (a wallpaper, an image in a feed): incompressible pixels, so the PNG weighs what a
+    # real 1080x2400 screenshot does (~1.2 MB; flat UI alone compresses to a few tens of KB).
+    band = max(1, int(height * 0.16))
+    top = int(rng.integers(0, height - band))
+    img.paste(Image.fromarray(rng.integers(0, 256, (band, width, 3), dtype=np.uint8)), (0, top))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -250,3 +250,18 @@ def test_each_conversation_goes_back_to_the_slot_that_holds_it(files):
             r = client.chat.completions.create(model="m", messages=convs[name], max_tokens=4, temperature=0)
             assert r.usage.prompt_tokens_details.cached_tokens >= first[name].usage.prompt_tokens - 1, name
         assert sorted(sl["n_cached"] > 0 for sl in httpx.get(srv.url + "/slots").json()) == [True, True]
+
+
+def test_serve_command_reports_bad_arguments(tmp_path):
+    import subprocess
+    import sys
+
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "autoglm_gguf.cli", "serve", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    r = serve("-m", str(tmp_path / "missing.gguf"))
+    assert r.returncode == 1 and "missing.gguf: no such model file" in r.stderr
+    (tmp_path / "m.gguf").write_bytes(b"x")
+    r = serve("-m", str(tmp_path / "m.gguf"), "--parallel", "0")
+    assert r.returncode == 1 and "--parallel must be >= 1" in r.stderr

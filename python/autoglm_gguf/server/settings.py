@@ -70,7 +70,12 @@ def add_serve_parser(sub) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .app import run_server
+    from ..errors import AutoGLMError
+
+    try:
+        from .app import run_server
+    except ImportError as e:
+        raise AutoGLMError(str(e)) from None
 
     mmproj = None if str(args.mmproj).lower() == "none" else resolve_mmproj(args.model, args.mmproj)
     settings = ServerSettings(model=args.model, mmproj=mmproj, alias=args.alias, host=args.host, port=args.port,
