@@ -14,6 +14,12 @@ Environment:
                    after i state-changing actions, the last one staying on
   FAKE_ADB_SERIAL  the device serial (default emulator-5554)
   FAKE_ADB_PACKAGE the package in focus at start (default com.android.settings)
+  FAKE_ADB_STATE   what `adb devices` says of the phone: device (default), unauthorized, offline, or
+                   none (not connected); commands for a phone that is not "device" fail as adb's do
+  FAKE_ADB_OTHER_DEVICES  comma-separated serials of more (listed only) devices: a command without -s
+                   then fails with adb's "more than one device/emulator"
+  FAKE_ADB_NO_ADB_KEYBOARD  set to 1: ADB Keyboard is not installed (`ime set` to it is refused, its
+                   broadcasts reach nobody)
 
 Generated screens: screen 0 is a settings page with its Wi-Fi switch off; after one action, screen
 1 shows the switch on. `render_screen` is importable, so a test can use the exact same pixels.
@@ -32,6 +38,9 @@ import time
 from pathlib import Path
 
 ACTIONS = frozenset({"tap", "swipe", "keyevent", "text", "clear-text", "launch"})
+#: adb commands that need a device (the others talk to the adb server only).
+DEVICE_COMMANDS = frozenset({"shell", "exec-out", "pull", "push", "install", "tcpip", "reboot",
+                             "wait-for-device"})
 LAUNCHER = "com.android.launcher3"
 ADB_IME = "com.android.adbkeyboard/.AdbIME"
 DEFAULT_IME = "com.google.android.inputmethod.latin/com.android.inputmethod.latin.LatinIME"
@@ -124,6 +133,10 @@ class Phone:
         return f"{pkg}/{pkg}.uioverrides.QuickstepLauncher" if pkg == LAUNCHER else f"{pkg}/.MainActivity"
 
 
+def no_adb_keyboard() -> bool:
+    return os.environ.get("FAKE_ADB_NO_ADB_KEYBOARD", "") not in ("", "0")
+
+
 def fail(msg: str, code: int = 1) -> int:
     sys.stderr.write(msg.rstrip("\n") + "\n")
     return code
@@ -171,7 +184,9 @@ def shell(phone: Phone, argv: list[str], words: list[str]) -> int:
     if head == ["am", "broadcast"]:
         action = args[args.index("-a") + 1] if "-a" in args else ""
         extras = {args[i + 1]: args[i + 2] for i in range(len(args) - 2) if args[i] == "--es"}
-        if action == "ADB_INPUT_B64":
+        if no_adb_keyboard() and action.startswith("ADB_"):
+            phone.record("broadcast", argv, action=action)  # no receiver: nothing is typed
+        elif action == "ADB_INPUT_B64":
             text = base64.b64decode(extras.get("msg", "")).decode("utf-8")
             phone.record("text", argv, text=text, via=action)
         elif action == "ADB_INPUT_TEXT":
@@ -199,6 +214,11 @@ def shell(phone: Phone, argv: list[str], words: list[str]) -> int:
         phone.record("ime-get", argv)
         out(phone.state["ime"] + "\n")
         return 0
+    if head == ["ime", "set"] and len(args) == 3 and no_adb_keyboard() and args[2] == ADB_IME:
+        phone.record("ime-set", argv, ime=args[2], ok=False)
+        # As Android answers: on stderr, yet with exit status 0.
+        sys.stderr.write(f"Unknown input method {args[2]} cannot be selected for user #0\n")
+        return 0
     if head == ["ime", "set"] and len(args) == 3:
         phone.state["ime"] = args[2]
         phone.save()
@@ -207,7 +227,7 @@ def shell(phone: Phone, argv: list[str], words: list[str]) -> int:
         return 0
     if head == ["ime", "list"]:
         phone.record("ime-list", argv)
-        out(f"{DEFAULT_IME}\n{ADB_IME}\n")
+        out(f"{DEFAULT_IME}\n" + ("" if no_adb_keyboard() else f"{ADB_IME}\n"))
         return 0
     if head == ["wm", "size"]:
         phone.record("wm-size", argv)
@@ -231,22 +251,30 @@ def shell(phone: Phone, argv: list[str], words: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     phone = Phone()
-    rest = list(argv)
+    state = os.environ.get("FAKE_ADB_STATE", "device")
+    others = [s for s in os.environ.get("FAKE_ADB_OTHER_DEVICES", "").split(",") if s]
+    rest, serial = list(argv), None
     while rest and rest[0] in ("-s", "-t", "-H", "-P", "-d", "-e"):
         opt = rest.pop(0)
         if opt in ("-s", "-t", "-H", "-P") and rest:
             value = rest.pop(0)
-            if opt == "-s" and value != phone.serial:
+            serial = value if opt == "-s" else serial
+            if opt == "-s" and (value != phone.serial or state == "none"):
                 phone.record("unknown-device", argv, serial=value)
                 return fail(f"adb: device '{value}' not found")
     if not rest:
         return fail("adb: no command given (fake adb)")
     cmd, tail = rest[0], rest[1:]
     out = sys.stdout.write
+    if cmd in DEVICE_COMMANDS and (err := transport_error(state, others, serial)):
+        phone.record("no-device", argv, state=state)
+        return fail(err)
     if cmd == "devices":
         phone.record("devices", argv)
         extra = " product:fake_phone model:FakePhone device:fake transport_id:1" if "-l" in tail else ""
-        out(f"List of devices attached\n{phone.serial}\tdevice{extra}\n\n")
+        listed = [f"{phone.serial}\t{state}{extra}"] if state != "none" else []
+        listed += [f"{s}\tdevice" for s in others]
+        out("List of devices attached\n" + "".join(line + "\n" for line in listed) + "\n")
     elif cmd == "version":
         phone.record("version", argv)
         out("Android Debug Bridge version 1.0.41\nVersion 35.0.2-fake\nInstalled as %s\n" % sys.argv[0])
@@ -276,6 +304,23 @@ def main(argv: list[str]) -> int:
         phone.record("unknown", argv)
         return fail(f"adb: unknown command {cmd} (fake adb)")
     return 0
+
+
+def transport_error(state: str, others: list[str], serial: str | None) -> str | None:
+    """adb's own message when the command cannot reach the fake phone, else None."""
+    count = (state != "none") + len(others)
+    if count == 0:
+        return "adb: no devices/emulators found"
+    if serial is None and count > 1:
+        return "adb: more than one device/emulator"
+    if state == "none":  # only listed devices are left, and they answer nothing
+        return "adb: device offline"
+    if state == "unauthorized":
+        return ("adb: device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set\nTry 'adb kill-server' "
+                "if that seems wrong.\nOtherwise check for a confirmation dialog on your device.")
+    if state == "offline":
+        return "adb: device offline"
+    return None
 
 
 def install(bin_dir: str | os.PathLike, python: str = sys.executable) -> Path:

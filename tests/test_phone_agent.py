@@ -195,3 +195,109 @@ def test_phone_agent_drives_fake_phone_through_server(agent_python, server, tmp_
     assert [r["cmd"] for r in log if r["cmd"] == "unknown"] == []
     tap_at = next(i for i, r in enumerate(log) if r["cmd"] == "tap")
     assert [r["cmd"] for r in log[:tap_at]][-3:] == ["screencap", "pull", "dumpsys"]
+
+
+def _phone_actions(log_path) -> list[dict]:
+    return [{k: r[k] for k in ("cmd", "x", "y") if k in r} for r in fake_adb.read_log(log_path)
+            if r["cmd"] in fake_adb.ACTIONS]
+
+
+def test_our_agent_renders_and_acts_as_open_autoglm_does(agent_python, agent_gguf, conversation, tmp_path,
+                                                         monkeypatch):
+    """Open-AutoGLM through our server, our agent in-process, and our agent through --base-url at our server
+    render the same prompts (text and pixels) for the same task and send the phone the same actions."""
+    from _server_util import RunningServer
+    from autoglm_gguf import AutoGLM
+    from autoglm_gguf.agent import AdbDevice, LocalModel, PhoneAgent, RemoteModel
+    from autoglm_gguf.server import ServerSettings
+
+    text, mmproj = agent_gguf
+    llm = AutoGLM(text, mmproj_path=mmproj, n_ctx=8192)
+
+    def use_phone(name: str) -> dict:
+        env = phone_env(tmp_path / name)
+        for key in ("PATH", "FAKE_ADB_LOG", "FAKE_ADB_HOME", "FAKE_ADB_SIZE"):
+            monkeypatch.setenv(key, env[key])
+        return env
+
+    class Recording(LocalModel):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.rendered = []
+
+        def reply(self, messages, on_piece):
+            images = [p["image_url"]["url"] for m in messages if isinstance(m["content"], list)
+                      for p in m["content"] if p["type"] == "image_url"]
+            self.rendered.append((self.llm.apply_chat_template(messages), [load_pixels(u) for u in images]))
+            return super().reply(messages, on_piece)
+
+    def load_pixels(url: str) -> bytes:
+        from autoglm_gguf.images import load_image
+
+        return load_image(url).tobytes()
+
+    with RunningServer(ServerSettings(model=str(text), mmproj=str(mmproj), alias=ALIAS, n_ctx=8192)) as srv:
+        recorded, prepare = [], srv.engine.prepare
+
+        def recording_prepare(req):
+            job = prepare(req)
+            if job.images:  # not the driver's text-only "Hi" check
+                recorded.append((job.prompt, [im.tobytes() for im in job.images]))
+            return job
+
+        srv.engine.prepare = recording_prepare
+        env = use_phone("theirs")
+        proc = subprocess.run([str(agent_python), str(DRIVER), "run", "--base-url", srv.url + "/v1", "--model", ALIAS,
+                               "--lang", LANG, "--max-steps", "4", agent_model.TASK], capture_output=True, text=True,
+                              env=env, timeout=300, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        their_actions = _phone_actions(env["FAKE_ADB_LOG"])
+        theirs = list(recorded)
+        recorded.clear()  # what follows is our agent's, through the same server
+
+        use_phone("remote")
+        remote = PhoneAgent(RemoteModel(srv.url + "/v1", ALIAS), AdbDevice(delay_s=0),
+                            system_prompt=conversation["system_prompt"], max_steps=4).run(agent_model.TASK)
+        remote_actions = _phone_actions(tmp_path / "remote" / "adb.jsonl")
+        via_server = list(recorded)
+
+    env = use_phone("ours")
+    backend = Recording(llm)
+    ours = PhoneAgent(backend, AdbDevice(delay_s=0), system_prompt=conversation["system_prompt"],
+                      max_steps=4).run(agent_model.TASK)
+    assert ours.finished and ours.message == agent_model.FINISH_MESSAGE and len(ours.steps) == 2
+    assert [s.raw for s in ours.steps] == [agent_model.STEP1, agent_model.STEP2]
+    assert remote.finished and [s.raw for s in remote.steps] == [s.raw for s in ours.steps]
+    # The same prompts: text (so the same token ids) and image pixels, step by step.
+    assert [t for t, _ in backend.rendered] == [t for t, _ in theirs]
+    assert [llm.tokenize(t) for t, _ in backend.rendered] == [llm.tokenize(t) for t, _ in theirs]
+    assert [px for _, px in backend.rendered] == [px for _, px in theirs]
+    assert len(theirs) == 2 and via_server == theirs
+    # The same actions on the phone, at the same pixels.
+    assert _phone_actions(env["FAKE_ADB_LOG"]) == their_actions == remote_actions
+    assert their_actions == [{"cmd": "tap", "x": 181, "y": 178}]
+    # Step 2 reused the conversation from the KV cache: only the new turn was evaluated.
+    t2 = ours.steps[1].timings
+    assert t2["prompt_tokens_reused"] > 0.5 * t2["prompt_tokens"] - t2["image_tokens"]
+
+
+def test_agent_command_dry_run(agent_gguf, conversation, tmp_path):
+    """`autoglm-gguf agent --dry-run DIR`: the screenshots of a folder stand in for the phone."""
+    screens = tmp_path / "screens"
+    screens.mkdir()
+    for i in range(2):
+        fake_adb.render_screen(*agent_model.SCREEN_SIZE, index=i).save(screens / f"{i:02d}.png")
+    prompt_file = tmp_path / "system.txt"
+    prompt_file.write_text(conversation["system_prompt"], encoding="utf-8")
+    text, mmproj = agent_gguf
+    proc = subprocess.run([sys.executable, "-m", "autoglm_gguf.cli", "agent", "-m", str(text), "--mmproj", str(mmproj),
+                           "--dry-run", str(screens), "--dry-run-app", "AndroidSystemSettings", "--system-prompt-file",
+                           str(prompt_file), "--lang", LANG, "-c", "4096", agent_model.TASK],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Tap the Wi-Fi switch." in out  # the streamed reasoning
+    assert '[step 1] do(action="Tap", element=[842,371])' in out, out
+    assert '[step 2] finish(message="Wi-Fi is on")' in out, out
+    assert f"finished after 2 step(s): {agent_model.FINISH_MESSAGE}" in out
+    assert "first token" in proc.stderr and "reused" in proc.stderr  # per-step timings

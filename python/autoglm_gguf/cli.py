@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
+    from .agent.cli import add_agent_parser
+
+    add_agent_parser(sub)
+
     i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
     i.add_argument("files", nargs="+", metavar="FILE.gguf")
     i.add_argument("--json", action="store_true", help="machine-readable output")

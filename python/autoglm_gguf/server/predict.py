@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .actions import parse_answer
+from ..actions import parse_answer
 from .protocol import GenerationRequest, bad_request, parse_chat, timings, usage
 
 # Open-AutoGLM's client defaults: what the model is served with.

@@ -1,0 +1,79 @@
+"""Where the agent's answers come from: the model in this process (its session is kept across steps, so
+each step computes only the new turn), or any OpenAI-compatible endpoint (our server, vLLM)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from ..errors import AutoGLMError
+from .conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
+
+OnPiece = Callable[[str], None]
+
+
+class ModelBackend(Protocol):
+    def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
+        """Stream one answer: pieces to on_piece; returns (text, timings)."""
+
+
+class LocalModel:
+    def __init__(self, llm, *, image_max_pixels: int | None = None, max_tokens: int = AGENT_MAX_TOKENS,
+                 sampling: dict | None = None):
+        if llm._vision is None:
+            raise AutoGLMError("the agent needs the vision projector: load the model with its mmproj file "
+                               "(--mmproj, or an mmproj-*.gguf beside the model)")
+        self.llm, self.image_max_pixels, self.max_tokens = llm, image_max_pixels, max_tokens
+        self.sampling = {**AGENT_SAMPLING, **(sampling or {})}
+
+    def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
+        t0 = time.perf_counter()
+        text, first = [], None
+        for chunk in self.llm.create_chat_completion(messages, stream=True, max_tokens=self.max_tokens,
+                                                     image_max_pixels=self.image_max_pixels,
+                                                     openai_penalties=True, **self.sampling):
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                first = first or time.perf_counter()
+                text.append(piece)
+                on_piece(piece)
+        t = dict(self.llm.last_timings or {})
+        t["ttft_ms"] = ((first or time.perf_counter()) - t0) * 1e3
+        t["finish_reason"] = self.llm.last_finish_reason
+        return "".join(text), t
+
+
+class RemoteModel:
+    def __init__(self, base_url: str, model: str = "autoglm-phone-9b", api_key: str = "EMPTY", *,
+                 max_tokens: int = AGENT_MAX_TOKENS, sampling: dict | None = None, timeout: float = 3600):
+        try:
+            import openai
+        except ImportError:
+            raise AutoGLMError("--base-url needs the openai package: pip install openai") from None
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout)
+        self.model, self.max_tokens = model, max_tokens
+        self.sampling = {**AGENT_SAMPLING, **(sampling or {})}
+
+    def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
+        import openai
+
+        t0 = time.perf_counter()
+        text, first, timings, finish = [], None, {}, None
+        try:
+            stream = self.client.chat.completions.create(model=self.model, messages=messages, stream=True,
+                                                         max_tokens=self.max_tokens, **self.sampling)
+            for chunk in stream:
+                extra = chunk.model_extra or {}
+                timings = extra.get("timings", timings)  # our server's extension; vLLM has none
+                if not chunk.choices:
+                    continue
+                finish = chunk.choices[0].finish_reason or finish
+                piece = chunk.choices[0].delta.content
+                if piece:
+                    first = first or time.perf_counter()
+                    text.append(piece)
+                    on_piece(piece)
+        except openai.APIError as e:
+            raise AutoGLMError(f"the model endpoint failed: {e}") from None
+        return "".join(text), {**timings, "ttft_ms": ((first or time.perf_counter()) - t0) * 1e3,
+                               "finish_reason": finish}
