@@ -96,3 +96,29 @@ def test_system_prompt_sources(tmp_path):
                        "Take_over", "Note", "Call_API", "Interact", "finish("):
             assert action in text
         assert "0-999" in text and "今天" in conv.system_prompt("cn")
+
+
+def test_trace_report_draws_each_action(screens, tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from autoglm_gguf.agent.trace import MARK, TraceWriter
+
+    answers = ['<think>tap <b>it</b></think><answer>do(action="Tap", element=[500,250])',
+               'do(action="Swipe", start=[500,800], end=[500,200])', 'finish(message="all done")']
+    trace = TraceWriter(tmp_path / "trace", "Do <it>")
+    result = PhoneAgent(Scripted(answers), ReplayDevice(screens), system_prompt="S", trace=trace,
+                        sleep=lambda s: None).run("Do <it>")
+    page = trace.path.read_text(encoding="utf-8")
+    assert page.count("<section>") == 3 and "finished after 3 step(s): all done" in page
+    assert "tap &lt;b&gt;it&lt;/b&gt;" in page and "<h1>Do &lt;it&gt;</h1>" in page  # text is escaped
+    pngs = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")
+            for b in re.findall(r"src='data:image/png;base64,([^']+)'", page)]
+    assert [im.size for im in pngs] == [(200, 400)] * 3
+    assert pngs[0].getpixel((100, 100)) == MARK                    # the tap, at int(v / 1000 * size)
+    assert pngs[1].getpixel((100, 200)) == MARK                    # on the swipe's line
+    assert pngs[2].getpixel((100, 100)) == (0, 0, 255)             # finish draws nothing
+    assert result.finished

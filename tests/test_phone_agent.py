@@ -292,7 +292,8 @@ def test_agent_command_dry_run(agent_gguf, conversation, tmp_path):
     text, mmproj = agent_gguf
     proc = subprocess.run([sys.executable, "-m", "autoglm_gguf.cli", "agent", "-m", str(text), "--mmproj", str(mmproj),
                            "--dry-run", str(screens), "--dry-run-app", "AndroidSystemSettings", "--system-prompt-file",
-                           str(prompt_file), "--lang", LANG, "-c", "4096", agent_model.TASK],
+                           str(prompt_file), "--lang", LANG, "-c", "4096", "--trace", str(tmp_path / "trace"),
+                           agent_model.TASK],
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -301,3 +302,5 @@ def test_agent_command_dry_run(agent_gguf, conversation, tmp_path):
     assert '[step 2] finish(message="Wi-Fi is on")' in out, out
     assert f"finished after 2 step(s): {agent_model.FINISH_MESSAGE}" in out
     assert "first token" in proc.stderr and "reused" in proc.stderr  # per-step timings
+    page = (tmp_path / "trace" / "index.html").read_text(encoding="utf-8")
+    assert page.count("<section>") == 2 and "Wi-Fi is on" in page and "data:image/png;base64," in page

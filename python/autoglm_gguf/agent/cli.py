@@ -34,6 +34,8 @@ def add_agent_parser(sub) -> None:
     a.add_argument("--dry-run", metavar="SCREENSHOT_DIR",
                    help="no phone: replay the PNGs of this folder in order and record the actions")
     a.add_argument("--dry-run-app", default="System Home", help="the current app a dry run reports")
+    a.add_argument("--trace", metavar="DIR", help="write an HTML report of the run (DIR/index.html): screenshots "
+                                                 "with each action drawn, reasoning, timings")
     a.add_argument("--yes", action="store_true", help="allow sensitive taps (payments, sending) without asking")
     a.add_argument("-q", "--quiet", action="store_true", help="do not stream the model's reasoning")
     a.set_defaults(func=_cmd_agent)
@@ -111,10 +113,17 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             parts.append(f"generated {t['generated_tokens']} tokens {t.get('generation_ms', 0):.0f} ms")
         print("  " + ", ".join(parts), file=sys.stderr, flush=True)
 
+    trace = None
+    if args.trace:
+        from .trace import TraceWriter
+
+        trace = TraceWriter(args.trace, args.task)
     agent = PhoneAgent(model, device, system_prompt=conversation.system_prompt(args.lang, args.system_prompt_file),
                        max_steps=args.max_steps, image_max_pixels=args.image_max_pixels, confirm=confirm,
-                       take_over=take_over, on_piece=on_piece, on_step=on_step)
+                       take_over=take_over, on_piece=on_piece, on_step=on_step, trace=trace)
     result = agent.run(args.task)
     print(f"\n{'finished' if result.finished else 'stopped'} after {len(result.steps)} step(s): {result.message}",
           file=out, flush=True)
+    if trace is not None:
+        print(f"trace: {trace.path}", file=out, flush=True)
     return 0 if result.finished else 3

@@ -45,12 +45,14 @@ class PhoneAgent:
     def __init__(self, model, device: Device, *, system_prompt: str, max_steps: int = 100,
                  image_max_pixels: int | None = None, confirm: Callable[[str], bool] | None = None,
                  take_over: Callable[[str], None] | None = None, on_piece: Callable[[str], None] | None = None,
-                 on_step: Callable[[StepResult], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 on_step: Callable[[StepResult], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 trace=None):
         self.backend: ModelBackend = model if hasattr(model, "reply") else LocalModel(model, image_max_pixels=image_max_pixels)
         self.device, self.system_prompt, self.max_steps = device, system_prompt, max_steps
         self.confirm, self.take_over, self.sleep = confirm, take_over, sleep
         self.on_piece = on_piece or (lambda piece: None)
         self.on_step = on_step or (lambda step: None)
+        self.trace = trace  # a TraceWriter (trace.py), or None
         self.messages: list[dict] = []
         self.steps: list[StepResult] = []
 
@@ -59,11 +61,16 @@ class PhoneAgent:
 
     def run(self, task: str) -> AgentResult:
         self.reset()
-        while len(self.steps) < self.max_steps:
+        result = None
+        while result is None and len(self.steps) < self.max_steps:
             step = self.step(task if not self.steps else None)
             if step.outcome.finished:
-                return AgentResult(True, step.outcome.message or "done", self.steps)
-        return AgentResult(False, f"stopped after {self.max_steps} steps without finishing (--max-steps)", self.steps)
+                result = AgentResult(True, step.outcome.message or "done", self.steps)
+        result = result or AgentResult(False, f"stopped after {self.max_steps} steps without finishing (--max-steps)",
+                                       self.steps)
+        if self.trace is not None:
+            self.trace.finish(result)
+        return result
 
     def step(self, task: str | None = None) -> StepResult:
         first = not self.messages
@@ -94,5 +101,7 @@ class PhoneAgent:
         step = StepResult(len(self.steps) + 1, raw, parsed.thinking, parsed.parsed, outcome, size, timings,
                           parsed.error)
         self.steps.append(step)
+        if self.trace is not None:
+            self.trace.add(step, shot.png)
         self.on_step(step)
         return step
