@@ -108,6 +108,13 @@ std::vector<ggml_backend_t> backend_set::all() const {
 }
 
 void backend_set::set_n_threads(int n) {
+    // Far more threads than any machine has cores makes OpenMP abort the process (libgomp calls exit);
+    // refuse it here with a message instead.
+    constexpr int max_threads = 1024;
+    if (n > max_threads) {
+        throw invalid_argument("n_threads = " + std::to_string(n) + " is more than " + std::to_string(max_threads) +
+                               "; use at most the number of CPU cores (" + std::to_string(default_thread_count()) + ")");
+    }
     n_threads_ = n > 0 ? n : 1;
     ggml_backend_cpu_set_n_threads(cpu_, n_threads_);
 }

@@ -14,6 +14,7 @@ import binascii
 import io
 import os
 import re
+import stat
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -105,8 +106,20 @@ def _file_url_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(parsed.path))
 
 
+MAX_IMAGE_FILE_BYTES = 256 << 20  # far above any screenshot; a device file or a FIFO is refused before reading
+
+
 def _from_path(path: Path) -> np.ndarray:
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"'{_short(str(path))}' is not a regular file (a device, FIFO or socket); "
+                             "pass an image file")
+        if st.st_size > MAX_IMAGE_FILE_BYTES:
+            raise ImageError(f"image file '{_short(str(path))}' is {st.st_size} bytes, more than the "
+                             f"{MAX_IMAGE_FILE_BYTES >> 20} MiB an image file may have")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"image file not found: '{path}'") from None
