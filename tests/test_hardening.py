@@ -31,3 +31,59 @@ def test_device_files_and_fifos_are_not_read_as_images(tmp_path):
         load_image(str(fifo))
     with pytest.raises(ImageError, match="directory"):
         load_image(str(tmp_path))
+
+
+def rewrite_gguf(src, dst, changes: dict):
+    """A copy of GGUF `src` with some metadata values replaced ({key: value}, same value type)."""
+    import gguf
+    import numpy as np
+
+    from autoglm_gguf.gguf_info import field_value
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, field_value(r.fields["general.architecture"]))
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        vt, value = f.types[0], changes.get(name, field_value(f))
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(name, value, vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(name, value, vt)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed([int(d) for d in t.shape])),
+                     raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("glm4.attention.layer_norm_rms_epsilon", -1e-5, "layer_norm_rms_epsilon"),
+    ("glm4.attention.layer_norm_rms_epsilon", float("nan"), "layer_norm_rms_epsilon"),
+    ("glm4.rope.freq_base", 0.0, "rope.freq_base"),
+    ("glm4.rope.freq_base", float("inf"), "rope.freq_base"),
+    ("glm4.block_count", 50_000_000, "block_count 50000000"),
+])
+def test_bad_text_hyperparameters_are_file_errors(model_file, tmp_path, key, value, message):
+    from autoglm_gguf import GGUFFileError
+
+    bad = rewrite_gguf(model_file, tmp_path / "bad.gguf", {key: value})
+    with pytest.raises(GGUFFileError, match=message):
+        AutoGLM(bad, n_ctx=64)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("clip.vision.image_std", [0.26, 1e-9, 0.27], "image_std channel 1"),
+    ("clip.vision.attention.layer_norm_epsilon", float("nan"), "layer_norm_epsilon"),
+    ("autoglm.image_min_pixels", 300_000_000, "image_min/max_pixels"),
+])
+def test_bad_vision_hyperparameters_are_file_errors(tiny_checkpoint_f32, convert_tiny, tmp_path, key, value, message):
+    from autoglm_gguf import GGUFFileError, _core
+
+    mmproj = convert_tiny(tiny_checkpoint_f32, "f32", "f32")[1]
+    bad = rewrite_gguf(mmproj, tmp_path / "mmproj-bad.gguf", {key: value})
+    with pytest.raises(GGUFFileError, match=message):
+        _core.VisionModel(str(bad), use_gpu=False)

@@ -191,4 +191,6 @@ const uint8_t * gguf_file::tensor_data(const std::string & name) const {
     return (const uint8_t *) map_ + gguf_get_data_offset(gguf_) + gguf_get_tensor_offset(gguf_, id);
 }
 
+uint32_t gguf_file::n_tensors() const { return (uint32_t) gguf_get_n_tensors(gguf_); }
+
 }  // namespace autoglm

@@ -44,6 +44,7 @@ public:
     // peak RSS of a load would be the weights twice.
     void release(const void * data, size_t n) const;
     size_t file_size() const { return size_; }
+    uint32_t n_tensors() const;
 
 private:
     int64_t key_id(const std::string & key) const;  // throws when missing

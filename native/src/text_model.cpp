@@ -1,5 +1,7 @@
 #include "text_model.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <map>
 
@@ -40,9 +42,30 @@ void text_model::read_hparams(const gguf_file & f) {
     }
     hp_.rope_theta = f.get_f32(key("rope.freq_base"), 10000.0f);
     hp_.rms_eps = f.get_f32(key("attention.layer_norm_rms_epsilon"));
+    if (!(std::isfinite(hp_.rope_theta) && hp_.rope_theta > 0.0f)) {
+        throw file_error(f.path() + ": rope.freq_base = " + std::to_string(hp_.rope_theta) + " must be a positive number "
+                         "(GLM-4 uses 10000)");
+    }
+    if (!(std::isfinite(hp_.rms_eps) && hp_.rms_eps > 0.0f && hp_.rms_eps < 1.0f)) {
+        throw file_error(f.path() + ": attention.layer_norm_rms_epsilon = " + std::to_string(hp_.rms_eps) +
+                         " must be a small positive number (GLM-4 uses 1e-5)");
+    }
+    // Every block has tensors of its own: a block_count beyond the file's tensor count is corrupt, and
+    // would size per-layer tables (and the KV cache) before the first missing tensor is noticed.
+    if (hp_.n_layer == 0 || hp_.n_embd == 0 || hp_.n_ff == 0 || hp_.n_layer > f.n_tensors()) {
+        throw file_error(f.path() + ": block_count " + std::to_string(hp_.n_layer) + ", embedding_length " +
+                         std::to_string(hp_.n_embd) + ", feed_forward_length " + std::to_string(hp_.n_ff) +
+                         " do not describe a model of " + std::to_string(f.n_tensors()) + " tensors");
+    }
     if (f.has(key("rope.dimension_sections"))) {
         const auto s = f.get_i32_array(key("rope.dimension_sections"));
-        for (size_t i = 0; i < s.size() && i < 4; ++i) hp_.rope_sections[i] = s[i];
+        for (size_t i = 0; i < s.size() && i < 4; ++i) {
+            if (s[i] < 0) {
+                throw file_error(f.path() + ": rope.dimension_sections[" + std::to_string(i) + "] = " + std::to_string(s[i]) +
+                                 " is negative");
+            }
+            hp_.rope_sections[i] = s[i];
+        }
         hp_.mrope = hp_.rope_sections[0] > 0 && hp_.rope_sections[1] > 0;
         const int sum = hp_.rope_sections[0] + hp_.rope_sections[1] + hp_.rope_sections[2] + hp_.rope_sections[3];
         if (hp_.mrope && sum != (int) hp_.n_rot / 2) {

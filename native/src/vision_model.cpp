@@ -83,8 +83,25 @@ void vision_model::impl::read_hparams(const gguf_file & f) {
     // The GGUF holds the Conv3d as two time slices; a still image is the same frame in both.
     const uint32_t tps = f.get_u32("autoglm.vision.temporal_patch_size", 2);
     if (tps != 2) throw file_error(where + "temporal_patch_size " + std::to_string(tps) + " is not supported (only 2)");
-    if (hp.std[0] == 0.0f || hp.std[1] == 0.0f || hp.std[2] == 0.0f) throw file_error(where + "clip.vision.image_std has a zero");
-    if (hp.min_pixels <= 0 || hp.max_pixels < hp.min_pixels) throw file_error(where + "autoglm.image_min/max_pixels are not a valid range");
+    for (int c = 0; c < 3; ++c) {
+        if (!(std::isfinite(hp.std[c]) && std::fabs(hp.std[c]) >= 1e-3f && std::isfinite(hp.mean[c]))) {
+            throw file_error(where + "clip.vision.image_mean/image_std channel " + std::to_string(c) + " is " +
+                             std::to_string(hp.mean[c]) + " / " + std::to_string(hp.std[c]) +
+                             "; the std must be finite and at least 1e-3 in size (CLIP uses about 0.27)");
+        }
+    }
+    if (!(std::isfinite(hp.eps) && hp.eps > 0.0f && hp.eps < 1.0f)) {
+        throw file_error(where + "clip.vision.attention.layer_norm_epsilon = " + std::to_string(hp.eps) +
+                         " must be a small positive number (1e-5 or 1e-6)");
+    }
+    // A bound far above any screen (HF's default is 9,633,792): a larger value would let one small
+    // image grow to gigabytes of patches.
+    constexpr int64_t max_image_pixels = 50'000'000;
+    if (hp.min_pixels <= 0 || hp.max_pixels < hp.min_pixels || hp.max_pixels > max_image_pixels) {
+        throw file_error(where + "autoglm.image_min/max_pixels = " + std::to_string(hp.min_pixels) + " / " +
+                         std::to_string(hp.max_pixels) + " are not a valid range (0 < min <= max <= " +
+                         std::to_string(max_image_pixels) + ")");
+    }
 }
 
 void vision_model::impl::load(const gguf_file & f, const vision_params & params) {
