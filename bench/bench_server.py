@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from autoglm_gguf.agent.conversation import AGENT_SAMPLING  # Open-AutoGLM's sampling
+
 SYSTEM = ("You operate an Android phone for the user. Each turn you get a screenshot and reply with your "
           "reasoning in <think></think> and one action in <answer></answer>: do(action=\"Tap\", element=[x,y]), "
           "do(action=\"Type\", text=\"...\"), do(action=\"Swipe\", start=[x1,y1], end=[x2,y2]), "
@@ -68,13 +70,12 @@ def conversation(shot1: str, shot2: str) -> tuple[list, list]:
     return step1, step2
 
 
-SAMPLING = dict(temperature=0.0, top_p=0.85, frequency_penalty=0.2)
 
 
 def ttft_in_process(llm, msgs, max_pixels) -> float:
     t0 = time.perf_counter()
     for chunk in llm.create_chat_completion(msgs, stream=True, max_tokens=2, image_max_pixels=max_pixels,
-                                            openai_penalties=True, **SAMPLING):
+                                            openai_penalties=True, **AGENT_SAMPLING):
         if chunk["choices"][0]["delta"].get("content"):
             break
     return time.perf_counter() - t0
@@ -83,7 +84,7 @@ def ttft_in_process(llm, msgs, max_pixels) -> float:
 def ttft_server(client, msgs, max_pixels) -> float:
     t0 = time.perf_counter()
     stream = client.chat.completions.create(model="m", messages=msgs, stream=True, max_tokens=2,
-                                            extra_body={"image_max_pixels": max_pixels}, **SAMPLING)
+                                            extra_body={"image_max_pixels": max_pixels}, **AGENT_SAMPLING)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break

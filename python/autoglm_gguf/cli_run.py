@@ -59,7 +59,7 @@ def _timings_line(llm, load_s: float | None = None) -> str:
     return s + (f" | load: {load_s:.2f} s" if load_s is not None else "")
 
 
-def _default_mmproj(model: str) -> str | None:
+def default_mmproj(model: str) -> str | None:
     """The one mmproj-*.gguf beside the model, as llama.cpp users expect; None if there is none or several."""
     from pathlib import Path
 
@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .model import AutoGLM
 
     t0 = time.perf_counter()
-    mmproj = args.mmproj or _default_mmproj(args.model)
+    mmproj = args.mmproj or default_mmproj(args.model)
     llm = AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_batch=args.batch_size,
                   n_threads=args.threads, n_gpu_layers=args.gpu_layers, seed=args.seed, verbose=args.verbose)
     load_s = time.perf_counter() - t0

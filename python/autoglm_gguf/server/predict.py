@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..actions import parse_answer
+from ..agent.conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
 from .protocol import GenerationRequest, bad_request, parse_chat, timings, usage
 
-# Open-AutoGLM's client defaults: what the model is served with.
-AGENT_SAMPLING = {"temperature": 0.0, "top_p": 0.85, "frequency_penalty": 0.2, "max_tokens": 3000}
 
 
 def predict_request(body: Any) -> GenerationRequest:
@@ -40,7 +39,8 @@ def predict_request(body: Any) -> GenerationRequest:
     messages = ([{"role": "system", "content": system}] if system else []) + history + [
         {"role": "user", "content": content}]
     chat = {k: v for k, v in body.items() if k not in ("image", "text", "history", "system", "stream")}
-    return parse_chat({**AGENT_SAMPLING, **chat, "messages": messages})
+    defaults = {**AGENT_SAMPLING, "max_tokens": AGENT_MAX_TOKENS}  # Open-AutoGLM's: what the model is served with
+    return parse_chat({**defaults, **chat, "messages": messages})
 
 
 def predict_response(text: str, finish: str, t: dict) -> dict[str, Any]:

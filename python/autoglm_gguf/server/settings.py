@@ -39,8 +39,9 @@ def resolve_mmproj(model: str, mmproj: str | None) -> str | None:
         return mmproj
     if mmproj is None:
         return None
-    found = sorted(Path(model).resolve().parent.glob("mmproj-*.gguf"))
-    return str(found[0]) if len(found) == 1 else None
+    from ..cli_run import default_mmproj
+
+    return default_mmproj(model)
 
 
 def add_serve_parser(sub) -> None:
