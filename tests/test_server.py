@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from autoglm_gguf import AutoGLM
+from autoglm_gguf.actions import parse_answer
 from autoglm_gguf.server import ServerSettings
 
 from _server_util import RunningServer, png_data_url
@@ -130,6 +131,19 @@ def _error(resp: httpx.Response, status: int, *fragments: str) -> dict:
     return err
 
 
+def test_grammar_extension_constrains_the_answer_as_in_process(client, ref):
+    from autoglm_gguf.agent.answer_grammar import answer_grammar
+
+    grammar = answer_grammar(max_thinking_tokens=12, max_string_chars=10)
+    args = dict(max_tokens=200, temperature=0.0, frequency_penalty=0.2)
+    r = client.chat.completions.create(model="tiny", messages=MESSAGES, extra_body={"grammar": grammar}, **args)
+    want = ref.create_chat_completion(MESSAGES, grammar=grammar, openai_penalties=True, **args)
+    text = r.choices[0].message.content
+    assert text == want["choices"][0]["message"]["content"]
+    assert r.choices[0].finish_reason == "stop"
+    assert parse_answer(text).parsed is not None
+
+
 def test_bad_requests_get_clear_4xx_answers_and_the_server_keeps_serving(server, client, tmp_path):
     post = lambda body, path="/v1/chat/completions", **kw: httpx.post(server.url + path, timeout=60, **kw,
                                                                       **({"json": body} if body is not None else {}))
@@ -149,6 +163,8 @@ def test_bad_requests_get_clear_4xx_answers_and_the_server_keeps_serving(server,
     _error(post({"messages": image_messages(f"file://{tmp_path / 's.png'}")}), 400, "--allowed-local-media-path")
     err = _error(post({"messages": [{"role": "user", "content": "tap " * 2000}]}), 400, "more than a slot's context")
     assert err["code"] == "context_length_exceeded"
+    _error(post({"messages": MESSAGES, "grammar": "start: nowhere"}), 400, "grammar does not compile")
+    _error(post({"messages": MESSAGES, "grammar": 5}), 400, "'grammar'")
     _error(post({"content": 3}, "/tokenize"), 400, "'content'")
     _error(post({"tokens": [10 ** 9]}, "/detokenize"), 400, "'tokens'")
     _error(httpx.get(server.url + "/v1/nope"), 404, "/v1/nope")

@@ -16,6 +16,38 @@ const char * reason_name(autoglm::finish_reason r) {
     }
 }
 
+// A Python object with fill_mask(address, n_bytes) and accept(token_id) -> bool as the generator's
+// token_constraint. Called with the GIL released; a Python exception is put back into this thread's
+// error indicator and surfaces from __next__ as itself.
+class py_constraint final : public autoglm::token_constraint {
+public:
+    explicit py_constraint(py::object obj) : obj_(std::move(obj)) {}
+    ~py_constraint() override {
+        py::gil_scoped_acquire gil;
+        obj_ = py::object();
+    }
+    void fill_mask(uint32_t * words, size_t n_words) override {
+        call([&] { obj_.attr("fill_mask")(reinterpret_cast<uintptr_t>(words), n_words * sizeof(uint32_t)); });
+    }
+    bool accept(int32_t id) override {
+        bool more = true;
+        call([&] { more = obj_.attr("accept")(id).cast<bool>(); });
+        return more;
+    }
+
+private:
+    template <typename F> void call(F && f) {
+        py::gil_scoped_acquire gil;
+        try {
+            f();
+        } catch (py::error_already_set & e) {
+            e.restore();
+            throw autoglm::aborted("the generation's constraint raised an exception");
+        }
+    }
+    py::object obj_;
+};
+
 }  // namespace
 
 void bind_generate(py::module_ & m) {
@@ -46,7 +78,7 @@ void bind_generate(py::module_ & m) {
     py::class_<generator>(m, "Generator")
         .def(py::init([](autoglm::session & s, const py::list & prompt_items, const autoglm::sampling_params & sp,
                          int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog,
-                         py::object progress) {
+                         py::object progress, py::object constraint) {
                  // A flat list of ints is a text prompt; otherwise a list of pieces (see pieces_from_python).
                  std::vector<py::object> keep;
                  std::vector<autoglm::prompt_piece> prompt;
@@ -60,6 +92,7 @@ void bind_generate(py::module_ & m) {
                  p.max_tokens = max_tokens;
                  p.stop = stop;
                  p.stop_at_eog = stop_at_eog;
+                 if (!constraint.is_none()) p.constraint = std::make_shared<py_constraint>(constraint);
                  // Between prompt micro-batches, with the GIL taken back: progress(n_done, n_total) may
                  // return False to stop, and Ctrl-C stops too (KeyboardInterrupt). An exception raised by
                  // the callback stops the prompt and is re-raised as it was.
@@ -97,17 +130,22 @@ void bind_generate(py::module_ & m) {
              }),
              py::arg("session"), py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = 256,
              py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true,
-             py::arg("progress") = py::none(), py::keep_alive<1, 2>(),
+             py::arg("progress") = py::none(), py::arg("constraint") = py::none(), py::keep_alive<1, 2>(),
              "Prefill `prompt` (reusing the session's cached prefix) and prepare to generate. "
              "progress(n_done, n_total) is called between prompt micro-batches; returning False stops "
-             "(KeyboardInterrupt), and the session's cache is left as it was.")
+             "(KeyboardInterrupt), and the session's cache is left as it was. constraint: an object with "
+             "fill_mask(address, n_bytes) (set one bit per allowed token id into the zeroed uint32 words) and "
+             "accept(token_id) -> bool (False: complete, stop after this token).")
         .def("__iter__", [](generator & g) -> generator & { return g; })
         .def("__next__", [](generator & g) {
             std::string piece;
             bool more;
-            {
+            try {
                 py::gil_scoped_release nogil;
                 more = g.next(piece);
+            } catch (const autoglm::aborted &) {
+                if (PyErr_Occurred()) throw py::error_already_set();  // the constraint's own exception
+                throw;
             }
             if (!more) throw py::stop_iteration();
             return py::bytes(piece);

@@ -1,6 +1,7 @@
 #include "generate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "error.h"
 
@@ -71,6 +72,24 @@ size_t generator::held_back_len() const {
     return keep;
 }
 
+const float * generator::constrained_logits(int32_t n_vocab) {
+    if (!p_.constraint) return logits_.data();
+    mask_.assign(((size_t) n_vocab + 31) / 32, 0u);
+    p_.constraint->fill_mask(mask_.data(), mask_.size());
+    masked_.resize((size_t) n_vocab);
+    bool any = false;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        const bool allowed = (mask_[(size_t) i >> 5] >> (i & 31)) & 1u;
+        masked_[(size_t) i] = allowed ? logits_[(size_t) i] : -INFINITY;
+        any |= allowed && !std::isnan(logits_[(size_t) i]) && logits_[(size_t) i] != -INFINITY;
+    }
+    if (!any) {
+        throw invalid_argument("the grammar allows no token the model can produce here (after " +
+                               std::to_string(out_ids_.size()) + " generated tokens); check the grammar");
+    }
+    return masked_.data();
+}
+
 bool generator::step(std::string & produced) {
     if (p_.max_tokens >= 0 && (int32_t) out_ids_.size() >= p_.max_tokens) {
         reason_ = finish_reason::length;
@@ -78,7 +97,8 @@ bool generator::step(std::string & produced) {
     }
     const auto t0 = clock_type::now();
     const int32_t n_vocab = (int32_t) s_.model().hparams().n_vocab;
-    const int32_t id = sampler_.sample(logits_.data(), n_vocab, history_, n_prompt_text_);
+    const int32_t id = sampler_.sample(constrained_logits(n_vocab), n_vocab, history_, n_prompt_text_);
+    const bool constraint_done = p_.constraint && !p_.constraint->accept(id);
     const auto & eog = s_.model().eog_ids();
     if (p_.stop_at_eog && std::binary_search(eog.begin(), eog.end(), id)) {
         t_.gen_ms += ms_since(t0);
@@ -90,10 +110,10 @@ bool generator::step(std::string & produced) {
     produced = tok_.token_bytes(id);
     t_.n_generated++;
     const bool at_limit = p_.max_tokens >= 0 && (int32_t) out_ids_.size() >= p_.max_tokens;
-    if (at_limit || s_.n_past() >= s_.n_ctx()) {
+    if (constraint_done || at_limit || s_.n_past() >= s_.n_ctx()) {
         // Nothing will read this token's logits: finish without the extra decode (it is not cached).
         t_.gen_ms += ms_since(t0);
-        reason_ = finish_reason::length;
+        reason_ = constraint_done ? finish_reason::stop : finish_reason::length;
         return true;
     }
     logits_ = s_.eval_tokens({id}, logits_mode::last);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,11 +19,22 @@
 
 namespace autoglm {
 
+// Which tokens may come next (a grammar engine such as llguidance sits behind it). Called from the
+// generating thread, once per token: fill_mask sets bit (id % 32) of words[id / 32] for every allowed
+// id (the words arrive zeroed); accept is told the chosen id and returns false when the constraint is
+// complete (generation then ends after that token, finish reason stop). Either may throw to stop.
+struct token_constraint {
+    virtual ~token_constraint() = default;
+    virtual void fill_mask(uint32_t * words, size_t n_words) = 0;
+    virtual bool accept(int32_t id) = 0;
+};
+
 struct generate_params {
     sampling_params sampling;
     int32_t max_tokens = 256;           // < 0: until the context is full
     std::vector<std::string> stop;      // stop strings (not emitted)
     bool stop_at_eog = true;            // stop at the model's end-of-generation ids
+    std::shared_ptr<token_constraint> constraint;  // optional: only tokens it allows are sampled
 };
 
 struct generate_timings {
@@ -51,6 +63,7 @@ public:
 
 private:
     bool step(std::string & produced);  // one token: sample, decode, account; false when finished
+    const float * constrained_logits(int32_t n_vocab);  // logits_, or a masked copy under a constraint
     size_t held_back_len() const;       // bytes at the end of pending_ that could start a stop string
 
     session & s_;
@@ -58,6 +71,8 @@ private:
     generate_params p_;
     sampler sampler_;
     std::vector<float> logits_;          // logits of the last evaluated token
+    std::vector<uint32_t> mask_;         // scratch: the constraint's allowed-token bits
+    std::vector<float> masked_;          // scratch: logits_ with disallowed tokens at -inf
     std::vector<int32_t> history_;       // prompt + generated (for penalties)
     size_t n_prompt_text_ = 0;           // of which the prompt's text tokens
     std::vector<int32_t> out_ids_;

@@ -7,6 +7,7 @@ import time
 from typing import Callable, Protocol
 
 from ..errors import AutoGLMError
+from .answer_grammar import answer_grammar, thinking_budget
 from .conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
 
 OnPiece = Callable[[str], None]
@@ -17,21 +18,37 @@ class ModelBackend(Protocol):
         """Stream one answer: pieces to on_piece; returns (text, timings)."""
 
 
+def _tags_are_special(llm) -> bool:
+    """Whether <think>, </think> and <answer> are single special tokens of the model's vocabulary."""
+    _, types, _ = llm._model.vocab
+    for tag in ("<think>", "</think>", "<answer>"):
+        ids = llm.tokenize(tag, special=True)
+        if len(ids) != 1 or types[ids[0]] not in (3, 4):  # control or user-defined
+            return False
+    return True
+
+
 class LocalModel:
+    """The model in this process. grammar=True (the default) constrains each answer to a well-formed
+    action (answer_grammar.py): the reply always parses, and generation ends as the call closes."""
+
     def __init__(self, llm, *, image_max_pixels: int | None = None, max_tokens: int = AGENT_MAX_TOKENS,
-                 sampling: dict | None = None):
+                 sampling: dict | None = None, grammar: bool = True):
         if llm._vision is None:
             raise AutoGLMError("the agent needs the vision projector: load the model with its mmproj file "
                                "(--mmproj, or an mmproj-*.gguf beside the model)")
         self.llm, self.image_max_pixels, self.max_tokens = llm, image_max_pixels, max_tokens
         self.sampling = {**AGENT_SAMPLING, **(sampling or {})}
+        self.grammar = (answer_grammar(max_thinking_tokens=thinking_budget(max_tokens),
+                                       special_tags=_tags_are_special(llm)) if grammar else None)
 
     def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
         t0 = time.perf_counter()
         text, first = [], None
         for chunk in self.llm.create_chat_completion(messages, stream=True, max_tokens=self.max_tokens,
                                                      image_max_pixels=self.image_max_pixels,
-                                                     openai_penalties=True, **self.sampling):
+                                                     grammar=self.grammar, openai_penalties=True,
+                                                     **self.sampling):
             piece = chunk["choices"][0]["delta"].get("content")
             if piece:
                 first = first or time.perf_counter()
@@ -44,8 +61,13 @@ class LocalModel:
 
 
 class RemoteModel:
+    """An OpenAI-compatible endpoint. grammar=True sends the answer grammar as the `grammar` extension
+    field, which our server applies; servers without it (vLLM) ignore the field, and the reply is then
+    unconstrained."""
+
     def __init__(self, base_url: str, model: str = "autoglm-phone-9b", api_key: str = "EMPTY", *,
-                 max_tokens: int = AGENT_MAX_TOKENS, sampling: dict | None = None, timeout: float = 3600):
+                 max_tokens: int = AGENT_MAX_TOKENS, sampling: dict | None = None, timeout: float = 3600,
+                 grammar: bool = True):
         try:
             import openai
         except ImportError:
@@ -53,6 +75,8 @@ class RemoteModel:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout)
         self.model, self.max_tokens = model, max_tokens
         self.sampling = {**AGENT_SAMPLING, **(sampling or {})}
+        self.extra_body = ({"grammar": answer_grammar(max_thinking_tokens=thinking_budget(max_tokens))}
+                           if grammar else None)
 
     def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
         import openai
@@ -61,7 +85,8 @@ class RemoteModel:
         text, first, timings, finish = [], None, {}, None
         try:
             stream = self.client.chat.completions.create(model=self.model, messages=messages, stream=True,
-                                                         max_tokens=self.max_tokens, **self.sampling)
+                                                         max_tokens=self.max_tokens, extra_body=self.extra_body,
+                                                         **self.sampling)
             for chunk in stream:
                 extra = chunk.model_extra or {}
                 timings = extra.get("timings", timings)  # our server's extension; vLLM has none

@@ -38,6 +38,9 @@ def add_agent_parser(sub) -> None:
                                                  "with each action drawn, reasoning, timings")
     a.add_argument("--yes", action="store_true", help="allow sensitive taps (payments, sending) without asking")
     a.add_argument("-q", "--quiet", action="store_true", help="do not stream the model's reasoning")
+    a.add_argument("--no-grammar", dest="grammar", action="store_false",
+                   help="do not constrain answers to well-formed actions (by default the model can only write "
+                        "a valid action after its thinking)")
     a.set_defaults(func=_cmd_agent)
 
 
@@ -64,7 +67,7 @@ def _model(args):
     if args.base_url:
         from .backends import RemoteModel
 
-        return RemoteModel(args.base_url, args.model_name, args.api_key)
+        return RemoteModel(args.base_url, args.model_name, args.api_key, grammar=args.grammar)
     if not args.model:
         raise AutoGLMError("give the model (-m MODEL.gguf) or an endpoint (--base-url URL)")
     from ..model import AutoGLM
@@ -111,6 +114,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                          f"{t.get('prompt_ms', 0):.0f} ms")
         if "generated_tokens" in t:
             parts.append(f"generated {t['generated_tokens']} tokens {t.get('generation_ms', 0):.0f} ms")
+        if "grammar_ms" in t:
+            parts.append(f"grammar {t['grammar_ms']:.0f} ms")
         print("  " + ", ".join(parts), file=sys.stderr, flush=True)
 
     trace = None
@@ -120,7 +125,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         trace = TraceWriter(args.trace, args.task)
     agent = PhoneAgent(model, device, system_prompt=conversation.system_prompt(args.lang, args.system_prompt_file),
                        max_steps=args.max_steps, image_max_pixels=args.image_max_pixels, confirm=confirm,
-                       take_over=take_over, on_piece=on_piece, on_step=on_step, trace=trace)
+                       take_over=take_over, on_piece=on_piece, on_step=on_step, trace=trace, grammar=args.grammar)
     result = agent.run(args.task)
     print(f"\n{'finished' if result.finished else 'stopped'} after {len(result.steps)} step(s): {result.message}",
           file=out, flush=True)

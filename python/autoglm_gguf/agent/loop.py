@@ -39,15 +39,17 @@ class AgentResult:
 
 class PhoneAgent:
     """Drive `device` toward `task` with `model` (an AutoGLM with its mmproj, or a ModelBackend such as
-    RemoteModel). Callbacks: confirm(message) -> bool for sensitive taps (None: refuse), take_over(message)
+    RemoteModel). grammar: constrain a local model's answers to well-formed actions (answer_grammar.py).
+    Callbacks: confirm(message) -> bool for sensitive taps (None: refuse), take_over(message)
     when the user must act (None: stop), on_piece(text) for the streamed answer, on_step(StepResult)."""
 
     def __init__(self, model, device: Device, *, system_prompt: str, max_steps: int = 100,
                  image_max_pixels: int | None = None, confirm: Callable[[str], bool] | None = None,
                  take_over: Callable[[str], None] | None = None, on_piece: Callable[[str], None] | None = None,
                  on_step: Callable[[StepResult], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 trace=None):
-        self.backend: ModelBackend = model if hasattr(model, "reply") else LocalModel(model, image_max_pixels=image_max_pixels)
+                 trace=None, grammar: bool = True):
+        self.backend: ModelBackend = (model if hasattr(model, "reply") else
+                                      LocalModel(model, image_max_pixels=image_max_pixels, grammar=grammar))
         self.device, self.system_prompt, self.max_steps = device, system_prompt, max_steps
         self.confirm, self.take_over, self.sleep = confirm, take_over, sleep
         self.on_piece = on_piece or (lambda piece: None)

@@ -304,7 +304,7 @@ class Engine:
             pieces = ctx._pieces(job.prompt, max_tokens=-1 if req.max_tokens is None else req.max_tokens,
                                  stop=req.stop, seed=req.seed, sampling=req.sampling.native(), images=job.images,
                                  pixels=(req.image_max_pixels, None), progress=progress,
-                                 stop_at_eog=not req.ignore_eos)
+                                 stop_at_eog=not req.ignore_eos, grammar=req.grammar)
             try:
                 for piece in pieces:
                     if job.cancel.is_set():

@@ -26,6 +26,9 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
+MAX_GRAMMAR_CHARS = 1 << 16
+
+
 @dataclass
 class Sampling:
     temperature: float = 1.0
@@ -54,6 +57,7 @@ class GenerationRequest:
     include_usage: bool = False
     image_max_pixels: int | None = None
     ignore_eos: bool = False                       # vLLM/llama-server extension: generate past end-of-generation
+    grammar: str | None = None                     # extension: llguidance Lark grammar the output must match
 
 
 def _number(body: dict, key: str, lo: float, hi: float, default, *, integer: bool = False):
@@ -114,6 +118,18 @@ def _parse_common(body: dict, req: GenerationRequest) -> GenerationRequest:
     if not isinstance(ignore_eos, bool):
         raise bad_request("'ignore_eos' must be true or false", param="ignore_eos")
     req.ignore_eos = ignore_eos
+    grammar = body.get("grammar")
+    if grammar is not None:
+        if not isinstance(grammar, str) or not grammar.strip() or len(grammar) > MAX_GRAMMAR_CHARS:
+            raise bad_request(f"'grammar' must be a non-empty string of at most {MAX_GRAMMAR_CHARS} characters "
+                              "(llguidance's Lark syntax)", param="grammar")
+        from ..grammar import GrammarError, check_grammar
+
+        try:
+            check_grammar(grammar)
+        except GrammarError as e:
+            raise bad_request(str(e), param="grammar") from None
+        req.grammar = grammar
     return req
 
 
