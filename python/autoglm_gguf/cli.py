@@ -1,4 +1,4 @@
-"""The `autoglm-gguf` command line: run | convert | info."""
+"""The `autoglm-gguf` command line: demo | convert | run | serve | agent | bench | info."""
 
 from __future__ import annotations
 
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .agent.cli import add_agent_parser
 
     add_agent_parser(sub)
+
+    from .agent.demo import add_demo_parser
+
+    add_demo_parser(sub)
 
     i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
     i.add_argument("files", nargs="+", metavar="FILE.gguf")

@@ -10,7 +10,8 @@ from .backends import LocalModel, RemoteModel
 from .conversation import system_prompt
 from .device import AdbDevice, Device, DeviceError, ReplayDevice, Screenshot
 from .executor import StepOutcome, execute
+from .hdc import HdcDevice
 from .loop import AgentResult, PhoneAgent, StepResult
 
-__all__ = ["AdbDevice", "AgentResult", "Device", "DeviceError", "LocalModel", "PhoneAgent", "RemoteModel",
+__all__ = ["AdbDevice", "AgentResult", "Device", "DeviceError", "HdcDevice", "LocalModel", "PhoneAgent", "RemoteModel",
            "ReplayDevice", "Screenshot", "StepOutcome", "StepResult", "execute", "system_prompt"]

@@ -7,7 +7,7 @@ import time
 from typing import Callable, Protocol
 
 from ..errors import AutoGLMError
-from .answer_grammar import answer_grammar, thinking_budget
+from .answer_grammar import DEFAULT_STRING_CHARS, answer_grammar, thinking_budget
 from .conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
 
 OnPiece = Callable[[str], None]
@@ -33,14 +33,20 @@ class LocalModel:
     action (answer_grammar.py): the reply always parses, and generation ends as the call closes."""
 
     def __init__(self, llm, *, image_max_pixels: int | None = None, max_tokens: int = AGENT_MAX_TOKENS,
-                 sampling: dict | None = None, grammar: bool = True):
+                 sampling: dict | None = None, grammar: bool = True, max_thinking_tokens: int | None = None,
+                 max_string_chars: int = DEFAULT_STRING_CHARS):
         if llm._vision is None:
             raise AutoGLMError("the agent needs the vision projector: load the model with its mmproj file "
                                "(--mmproj, or an mmproj-*.gguf beside the model)")
         self.llm, self.image_max_pixels, self.max_tokens = llm, image_max_pixels, max_tokens
         self.sampling = {**AGENT_SAMPLING, **(sampling or {})}
-        self.grammar = (answer_grammar(max_thinking_tokens=thinking_budget(max_tokens),
-                                       special_tags=_tags_are_special(llm)) if grammar else None)
+        fits = thinking_budget(max_tokens, max_string_chars)
+        if max_thinking_tokens is not None and max_thinking_tokens > fits:
+            raise ValueError(f"max_thinking_tokens={max_thinking_tokens} leaves too little of max_tokens={max_tokens} "
+                             f"for the answer (at most {fits} with strings of {max_string_chars} characters)")
+        self.grammar = (answer_grammar(max_thinking_tokens=max_thinking_tokens or fits,
+                                       max_string_chars=max_string_chars, special_tags=_tags_are_special(llm))
+                        if grammar else None)
 
     def reply(self, messages: list[dict], on_piece: OnPiece) -> tuple[str, dict]:
         t0 = time.perf_counter()

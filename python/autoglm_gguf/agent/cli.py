@@ -20,7 +20,7 @@ def add_agent_parser(sub) -> None:
                                       "(e.g. http://127.0.0.1:8080/v1 for autoglm-gguf serve, or vLLM)")
     a.add_argument("--model-name", default="autoglm-phone-9b", help="model id at --base-url")
     a.add_argument("--api-key", default="EMPTY", help="API key for --base-url")
-    a.add_argument("--device", default="adb", choices=["adb", "hdc"], help="phone connection (default adb)")
+    a.add_argument("--device", default="adb", choices=["adb", "hdc"], help="phone connection: adb (Android, default) or hdc (HarmonyOS)")
     a.add_argument("-s", "--serial", help="device serial when several are connected (adb devices)")
     a.add_argument("--lang", default="cn", choices=["cn", "en"], help="system prompt language (default cn)")
     a.add_argument("--system-prompt-file", help="use this system prompt (default: Open-AutoGLM's, when the "
@@ -57,7 +57,11 @@ def _device(args):
     if args.dry_run:
         return ReplayDevice(args.dry_run, app=args.dry_run_app)
     if args.device == "hdc":
-        raise AutoGLMError("--device hdc (HarmonyOS) is not supported yet; use adb, or --dry-run")
+        from .hdc import HdcDevice
+
+        dev = HdcDevice(args.serial)
+        dev.check()
+        return dev
     dev = AdbDevice(args.serial)
     dev.check()
     return dev

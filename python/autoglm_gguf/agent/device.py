@@ -22,10 +22,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 from ..errors import AutoGLMError
-from .apps import HOME, describe_package
+from .apps import HOME, describe_package, package_for
 
 ADB_KEYBOARD_IME = "com.android.adbkeyboard/.AdbIME"
 ADB_KEYBOARD_HELP = ("install ADB Keyboard (ADBKeyboard.apk from https://github.com/senzhk/ADBKeyBoard): "
@@ -38,6 +39,34 @@ DOUBLE_TAP_GAP_S = 0.1  # the two taps must land within Android's double-tap tim
 
 class DeviceError(AutoGLMError):
     """The phone could not be reached or refused a command; the message says what to do."""
+
+
+def choose_target(serial: str | None, targets: dict[str, str], no_device: str) -> str:
+    """The state of the device to use among `targets` (serial -> state): the one named, else the only
+    one. Raises DeviceError when it is missing or the choice is ambiguous."""
+    if serial is not None and serial not in targets:
+        listed = ", ".join(f"{s} ({st})" if st else s for s, st in targets.items()) or "none"
+        raise DeviceError(f"device {serial!r} is not connected; connected: {listed}")
+    if serial is None and not targets:
+        raise DeviceError(no_device)
+    if serial is None and len(targets) > 1:
+        raise DeviceError(f"several devices are connected ({', '.join(targets)}): choose one by its serial "
+                          "(-s SERIAL on the command line, serial= in Python)")
+    return targets[serial] if serial is not None else next(iter(targets.values()))
+
+
+def run_tool(cmd: list[str], timeout_s: float, install_help: str, *, text: bool = True) -> subprocess.CompletedProcess:
+    """Run a phone tool (adb, hdc) and capture its output; a missing tool or a hang is a DeviceError."""
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+                              **({"text": True, "encoding": "utf-8", "errors": "replace"} if text else {}))
+    except FileNotFoundError:
+        raise DeviceError(f"{Path(cmd[0]).name} was not found ({cmd[0]!r}): {install_help}") from None
+    except PermissionError:
+        raise DeviceError(f"{Path(cmd[0]).name} at {cmd[0]!r} is not executable: {install_help}") from None
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"`{' '.join(cmd[:6])}` did not answer in {timeout_s:g} s: is the phone still "
+                          "connected and unlocked?") from None
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,10 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def launch(self, package: str) -> None: ...
 
+    def package_for(self, name: str, extra: Mapping[str, str] | None = None) -> str:
+        """What launch() takes for an app name (Android: its package; see apps.package_for)."""
+        return package_for(name, extra)
+
 
 NO_DEVICE = ("no Android device is connected: plug the phone in with USB debugging enabled (Developer "
              "options), then check `adb devices`")
@@ -123,16 +156,7 @@ class AdbDevice(Device):
         if device and not self._checked:
             self.check()
         cmd = [self.adb] + (["-s", self.serial] if self.serial and device else []) + list(args)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=self.timeout_s, stdin=subprocess.DEVNULL,
-                                  **({"text": True, "encoding": "utf-8", "errors": "replace"} if text else {}))
-        except FileNotFoundError:
-            raise DeviceError(f"adb was not found ({self.adb!r}): {PLATFORM_TOOLS_HELP}") from None
-        except PermissionError:
-            raise DeviceError(f"adb at {self.adb!r} is not executable: {PLATFORM_TOOLS_HELP}") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"`{' '.join(cmd[:6])}` did not answer in {self.timeout_s:g} s: is the phone "
-                              "still connected and unlocked?") from None
+        proc = run_tool(cmd, self.timeout_s, PLATFORM_TOOLS_HELP, text=text)
         if check and proc.returncode != 0:
             err = proc.stderr if text else proc.stderr.decode("utf-8", "replace")
             raise self._failure(err, cmd)
@@ -151,15 +175,7 @@ class AdbDevice(Device):
         """Make sure exactly the intended device is there and usable; raises DeviceError saying what to do."""
         out = self._adb("devices", device=False).stdout
         found = dict(re.findall(r"^(\S+)\t(\S+)", out, flags=re.M))  # "serial<TAB>state" lines
-        if self.serial is not None and self.serial not in found:
-            listed = ", ".join(f"{s} ({st})" for s, st in found.items()) or "none"
-            raise DeviceError(f"device {self.serial!r} is not connected; connected: {listed}")
-        if self.serial is None and not found:
-            raise DeviceError(NO_DEVICE)
-        if self.serial is None and len(found) > 1:
-            raise DeviceError(f"several devices are connected ({', '.join(found)}): choose one by its serial "
-                              "(AdbDevice(serial=...), the --device option)")
-        state = found[self.serial] if self.serial is not None else next(iter(found.values()))
+        state = choose_target(self.serial, found, NO_DEVICE)
         if state == "unauthorized":
             raise DeviceError(UNAUTHORIZED)
         if state == "offline":

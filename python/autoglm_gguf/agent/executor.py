@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..actions import GRID_MAX, Action, Point
-from .apps import UnknownAppError, package_for
+from .apps import UnknownAppError
 from .device import Device
 
 LONG_PRESS_MS = 3000                       # Open-AutoGLM's hold time
@@ -76,7 +76,7 @@ def execute(action: Action, device: Device, screen_size: tuple[int, int], *,
         device.home()
     elif kind == "launch":
         try:
-            package = package_for(_need(action.app, action), apps)
+            package = device.package_for(_need(action.app, action), apps)
         except UnknownAppError as e:
             # Not fatal: the model can open the app another way (from the home screen).
             return StepOutcome(False, str(e), False)

@@ -46,7 +46,8 @@ def _timings(t: dict) -> str:
             ("image_tokens", "image tokens", ""), ("prompt_tokens", "prompt tokens", ""),
             ("prompt_tokens_reused", "reused from cache", ""), ("prompt_ms", "prefill", "ms"),
             ("ttft_ms", "first token", "ms"), ("generated_tokens", "generated", "tokens"),
-            ("generation_ms", "generation", "ms"), ("action_ms", "action", "ms")]
+            ("generation_ms", "generation", "ms"), ("grammar_ms", "of which grammar", "ms"),
+            ("action_ms", "action", "ms")]
     cells = [f"<tr><td>{label}</td><td>{t[k]:.0f} {unit}</td></tr>" for k, label, unit in keys
              if isinstance(t.get(k), (int, float))]
     return "<table class=t>" + "".join(cells) + "</table>"
