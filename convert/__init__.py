@@ -8,6 +8,7 @@ are renamed into place only when both are complete.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,23 @@ def convert_checkpoint(model_dir: str | Path, opts: ConvertOptions | None = None
     if opts.mmproj and opts.mmproj_outtype not in MMPROJ_OUTTYPES:
         raise ConversionError(f"unknown --mmproj-outtype {opts.mmproj_outtype!r}: choose one of {', '.join(MMPROJ_OUTTYPES)}")
 
-    return convert_loaded(load_checkpoint(model_dir), opts)
+    with malformed_input(model_dir):
+        ckpt = load_checkpoint(model_dir)
+    return convert_loaded(ckpt, opts)
+
+
+@contextlib.contextmanager
+def malformed_input(where):
+    """Turn the exceptions a malformed input file provokes in reading code (a list where an object was
+    expected, a string for a number, a zero divisor, a huge integer) into one ConversionError naming
+    the checkpoint, instead of a traceback. Checks with their own messages raise ConversionError."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError, ZeroDivisionError) as e:
+        raise ConversionError(f"{where}: a checkpoint file is malformed ({type(e).__name__}: {e}); check "
+                              "config.json, the tokenizer files and the safetensors headers") from e
 
 
 def convert_loaded(ckpt: Checkpoint, opts: ConvertOptions) -> dict[str, dict]:
@@ -66,9 +83,10 @@ def convert_loaded(ckpt: Checkpoint, opts: ConvertOptions) -> dict[str, dict]:
     text_path, mmproj_path = default_paths(ckpt, opts)
     targets = [text_path] + ([mmproj_path] if mmproj_path else [])
     with OutputSet(targets, force=opts.force) as out:
-        plans: list[GGUFPlan] = [plan_text(ckpt, text_path, opts.outtype)]
-        if mmproj_path:
-            plans.append(plan_mmproj(ckpt, mmproj_path, opts.mmproj_outtype))
+        with malformed_input(ckpt.path):
+            plans: list[GGUFPlan] = [plan_text(ckpt, text_path, opts.outtype)]
+            if mmproj_path:
+                plans.append(plan_mmproj(ckpt, mmproj_path, opts.mmproj_outtype))
         total_bytes = sum(p.nbytes for p in plans)
         n_tensors = sum(len(p.tensors) for p in plans)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, disable=not opts.progress,

@@ -106,6 +106,30 @@ def _need(cfg: dict[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
+# Bounds on sizes: far above any real model, low enough that a hostile config cannot make the
+# converter compute or allocate absurd amounts before it looks at a tensor.
+_MAX_DIM = 1 << 20
+_MAX_LAYERS = 4096
+
+
+def _int(cfg: dict[str, Any], key: str, where: str, lo: int = 1, hi: int = _MAX_DIM, default: Any = ...) -> int:
+    """An integer setting within [lo, hi] (a float equal to an integer is accepted, as JSON writers do)."""
+    v = _need(cfg, key, where) if default is ... else cfg.get(key, default)
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConversionError(f"config.json: {where}.{key} = {v!r} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _float(cfg: dict[str, Any], key: str, where: str, lo: float, hi: float, default: Any = ...) -> float:
+    """A finite number within (lo, hi]."""
+    v = _need(cfg, key, where) if default is ... else cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo < v <= hi:
+        raise ConversionError(f"config.json: {where}.{key} = {v!r} must be a finite number in ({lo:g}, {hi:g}]")
+    return float(v)
+
+
 def _rope_params(tc: dict[str, Any]) -> dict[str, Any]:
     """Merge the rope settings of old (rope_theta / rope_scaling / partial_rotary_factor at top level)
     and new (transformers 5: rope_parameters) config layouts; the newer layout wins."""
@@ -124,24 +148,28 @@ def parse_text_hparams(cfg: dict[str, Any]) -> TextHParams:
     if not isinstance(tc, dict):
         raise ConversionError("config.json: no 'text_config' object; not a Glm4v checkpoint?")
     where = "text_config"
-    n_embd = int(_need(tc, "hidden_size", where))
-    n_head = int(_need(tc, "num_attention_heads", where))
+    n_embd = _int(tc, "hidden_size", where)
+    n_head = _int(tc, "num_attention_heads", where, hi=4096)
     if n_embd % n_head:
         raise ConversionError(f"config.json: text hidden_size {n_embd} is not divisible by num_attention_heads {n_head}")
     head_dim = n_embd // n_head
     if tc.get("head_dim") not in (None, head_dim):
         raise ConversionError(f"config.json: text head_dim {tc['head_dim']} differs from hidden_size/num_attention_heads "
                               f"= {head_dim}; transformers' Glm4v attention uses the latter, so this config is inconsistent")
-    n_head_kv = int(tc.get("num_key_value_heads", n_head))
+    n_head_kv = _int(tc, "num_key_value_heads", where, hi=n_head, default=n_head)
     if n_head % n_head_kv:
         raise ConversionError(f"config.json: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
     rope = _rope_params(tc)
-    partial = float(rope.get("partial_rotary_factor", 0.5))
+    partial = _float(rope, "partial_rotary_factor", f"{where} rope", 0.0, 1.0, default=0.5)
     n_rot = int(head_dim * partial)
     if n_rot <= 0 or n_rot % 2 or n_rot > head_dim:
         raise ConversionError(f"config.json: rotary dims head_dim*partial_rotary_factor = {head_dim}*{partial} = {n_rot} "
                               "must be a positive even number <= head_dim")
-    sections = tuple(int(s) for s in rope.get("mrope_section", ()) or ())
+    raw_sections = rope.get("mrope_section", ()) or ()
+    if not isinstance(raw_sections, (list, tuple)) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in raw_sections):
+        raise ConversionError(f"config.json: mrope_section {raw_sections!r} must be a list of non-negative integers")
+    sections = tuple(raw_sections)
     if sections and sum(sections) != n_rot // 2:
         raise ConversionError(f"config.json: mrope_section {list(sections)} sums to {sum(sections)}, expected "
                               f"rotary_dims/2 = {n_rot // 2}")
@@ -150,18 +178,18 @@ def parse_text_hparams(cfg: dict[str, Any]) -> TextHParams:
     if "rope_theta" not in rope:
         raise ConversionError("config.json: text_config has no rope_theta (neither at top level nor in rope_parameters)")
     return TextHParams(
-        n_vocab=int(_need(tc, "vocab_size", where)),
+        n_vocab=_int(tc, "vocab_size", where, hi=1 << 24),
         n_embd=n_embd,
-        n_layer=int(_need(tc, "num_hidden_layers", where)),
+        n_layer=_int(tc, "num_hidden_layers", where, hi=_MAX_LAYERS),
         n_head=n_head,
         n_head_kv=n_head_kv,
         head_dim=head_dim,
-        n_ff=int(_need(tc, "intermediate_size", where)),
+        n_ff=_int(tc, "intermediate_size", where),
         n_rot=n_rot,
-        rope_theta=float(rope["rope_theta"]),
+        rope_theta=_float(rope, "rope_theta", f"{where} rope", 0.0, 1e12),
         rope_sections=sections,
-        rms_eps=float(tc.get("rms_norm_eps", 1e-5)),
-        n_ctx_train=int(tc.get("max_position_embeddings", 65536)),
+        rms_eps=_float(tc, "rms_norm_eps", where, 0.0, 1.0, default=1e-5),
+        n_ctx_train=_int(tc, "max_position_embeddings", where, hi=1 << 26, default=65536),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", tc.get("tie_word_embeddings", False))),
     )
 
@@ -171,16 +199,16 @@ def parse_vision_hparams(cfg: dict[str, Any], text: TextHParams) -> VisionHParam
     if not isinstance(vc, dict):
         raise ConversionError("config.json: no 'vision_config' object; not a Glm4v checkpoint?")
     where = "vision_config"
-    n_embd = int(_need(vc, "hidden_size", where))
-    n_head = int(_need(vc, "num_heads", where))
+    n_embd = _int(vc, "hidden_size", where)
+    n_head = _int(vc, "num_heads", where, hi=4096)
     if n_embd % n_head:
         raise ConversionError(f"config.json: vision hidden_size {n_embd} is not divisible by num_heads {n_head}")
-    patch = int(vc.get("patch_size", 14))
-    image_size = int(vc.get("image_size", 336))
-    n_proj = int(vc.get("out_hidden_size", text.n_embd))
+    patch = _int(vc, "patch_size", where, hi=1024, default=14)
+    image_size = _int(vc, "image_size", where, lo=patch, hi=1 << 16, default=336)
+    n_proj = _int(vc, "out_hidden_size", where, default=text.n_embd)
     if n_proj != text.n_embd:
         raise ConversionError(f"config.json: vision out_hidden_size {n_proj} must equal the text hidden_size {text.n_embd}")
-    tps = int(vc.get("temporal_patch_size", 2))
+    tps = _int(vc, "temporal_patch_size", where, hi=64, default=2)
     if tps != 2:
         raise ConversionError(f"config.json: temporal_patch_size {tps} is not supported (GGUF splits the Conv3d into "
                               "exactly two temporal slices, as llama.cpp does)")
@@ -189,18 +217,18 @@ def parse_vision_hparams(cfg: dict[str, Any], text: TextHParams) -> VisionHParam
         raise ConversionError(f"config.json: vision hidden_act {hidden_act!r} is not supported (Glm4v uses 'silu')")
     return VisionHParams(
         n_embd=n_embd,
-        n_layer=int(_need(vc, "depth", where)),
+        n_layer=_int(vc, "depth", where, hi=_MAX_LAYERS),
         n_head=n_head,
         n_ff=n_proj,
         n_proj=n_proj,
-        n_merger_ff=int(_need(vc, "intermediate_size", where)),
+        n_merger_ff=_int(vc, "intermediate_size", where),
         patch_size=patch,
         temporal_patch_size=tps,
-        merge_size=int(vc.get("spatial_merge_size", 2)),
+        merge_size=_int(vc, "spatial_merge_size", where, hi=64, default=2),
         image_size=image_size,
-        in_channels=int(vc.get("in_channels", 3)),
+        in_channels=_int(vc, "in_channels", where, hi=64, default=3),
         n_pos=(image_size // patch) ** 2,
-        rms_eps=float(vc.get("rms_norm_eps", 1e-5)),
+        rms_eps=_float(vc, "rms_norm_eps", where, 0.0, 1.0, default=1e-5),
         attention_bias=bool(vc.get("attention_bias", False)),
         hidden_act=hidden_act,
     )
@@ -314,7 +342,11 @@ def load_checkpoint(model_dir: str | Path, tensors: dict[str, TensorRef] | None 
                               "(config.json + *.safetensors + tokenizer files).")
     cfg = _read_json(model_dir / "config.json", "model config")
     archs = cfg.get("architectures") or []
-    if cfg.get("model_type") != "glm4v" and not any(a in SUPPORTED_ARCHS for a in archs):
+    if not isinstance(archs, list):
+        archs = [archs]
+    # Both must agree when present: a glm4v model_type with another class (or the reverse) is not ours.
+    if (cfg.get("model_type", "glm4v") != "glm4v" or (archs and not any(a in SUPPORTED_ARCHS for a in archs))
+            or ("model_type" not in cfg and not archs)):
         raise ConversionError(
             f"{model_dir}: config.json describes model_type={cfg.get('model_type')!r} architectures={archs}; "
             f"only Glm4vForConditionalGeneration (model_type 'glm4v': GLM-4.1V, AutoGLM-Phone-9B) is supported")

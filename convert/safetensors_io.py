@@ -86,26 +86,57 @@ def read_header(path: Path) -> dict[str, TensorRef]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: header is not valid JSON ({e}); not a safetensors file?") from e
 
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: the header is not a JSON object; not a safetensors file?")
     data_start = 8 + hlen
     refs: dict[str, TensorRef] = {}
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info.get("dtype")
-        if dtype not in _DTYPES:
-            raise ConversionError(f"{path}: tensor {name!r} has dtype {dtype}; supported: {', '.join(_DTYPES)}")
-        shape = tuple(int(d) for d in info["shape"])
-        b0, b1 = (int(x) for x in info["data_offsets"])
-        expected = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
-        if b1 - b0 != expected:
-            raise ConversionError(f"{path}: tensor {name!r} of shape {list(shape)} {dtype} should take {expected} bytes, "
-                                  f"header says {b1 - b0}")
-        if data_start + b1 > size:
-            raise ConversionError(
-                f"{path}: tensor {name!r} ends at byte {data_start + b1} but the file has only {size} bytes: "
-                "the shard is truncated (incomplete download?). Download it again.")
-        refs[name] = TensorRef(name, path, dtype, shape, data_start + b0, b1 - b0)
+        refs[name] = ref = _tensor_ref(path, name, info, data_start, size)
+        spans.append((ref.offset, ref.offset + ref.nbytes, name))
+    # Tensors must not share bytes: an overlapping header is corrupt (or crafted), whatever it says.
+    reach, last = -1, None  # the furthest end so far, and its tensor
+    for b0, b1, b in sorted(s for s in spans if s[1] > s[0]):
+        if last is not None and b0 < reach:
+            raise ConversionError(f"{path}: tensors {last!r} and {b!r} overlap in the file (the first ends at "
+                                  f"byte {reach}, the second starts at {b0}); the header is corrupt")
+        if b1 > reach:
+            reach, last = b1, b
     return refs
+
+
+def _tensor_ref(path: Path, name: str, info, data_start: int, size: int) -> TensorRef:
+    """One header entry, checked: dtype, shape and offsets are well-typed and lie inside the file."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict):
+        raise ConversionError(f"{where}: header entry is not an object")
+    dtype = info.get("dtype")
+    if dtype not in _DTYPES:
+        raise ConversionError(f"{where} has dtype {dtype}; supported: {', '.join(_DTYPES)}")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape) or len(shape) > 8:
+        raise ConversionError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(x) for x in offsets):
+        raise ConversionError(f"{where}: data_offsets {offsets!r} is not [begin, end]")
+    shape_t = tuple(shape)
+    b0, b1 = offsets
+    expected = _DTYPES[dtype][1]
+    for d in shape_t:
+        expected *= d  # Python ints: no overflow, whatever the header claims
+    if b1 < b0 or b1 - b0 != expected:
+        raise ConversionError(f"{where} of shape {list(shape_t)} {dtype} should take {expected} bytes, "
+                              f"header says {b1 - b0}")
+    if data_start + b1 > size:
+        raise ConversionError(
+            f"{where} ends at byte {data_start + b1} but the file has only {size} bytes: "
+            "the shard is truncated (incomplete download?). Download it again.")
+    return TensorRef(name, path, dtype, shape_t, data_start + b0, b1 - b0)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def open_checkpoint_tensors(model_dir: Path) -> dict[str, TensorRef]:
@@ -114,9 +145,15 @@ def open_checkpoint_tensors(model_dir: Path) -> dict[str, TensorRef]:
     if index.is_file():
         try:
             weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConversionError(f"{index}: cannot read the weight_map ({e})") from e
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ConversionError(f"{index}: weight_map must map tensor names to shard file names")
         shards = sorted(set(weight_map.values()))
+        outside = [s for s in shards if Path(s).name != s or s in ("", ".", "..")]
+        if outside:
+            raise ConversionError(f"{index}: shard {outside[0]!r} is not a file name in the checkpoint directory; "
+                                  "shards must sit beside the index (no directories, no '..')")
         missing = [s for s in shards if not (model_dir / s).is_file()]
         if missing:
             raise ConversionError(f"{model_dir}: shard(s) listed in {index.name} are missing: {', '.join(missing)}. "

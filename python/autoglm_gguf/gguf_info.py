@@ -42,6 +42,9 @@ def open_reader(path: str | Path) -> gguf.GGUFReader:
     path = Path(path)
     if not path.is_file():
         raise GGUFFileError(f"{path}: no such file")
+    from .gguf_bounds import check_header_bounds
+
+    check_header_bounds(path)  # gguf-py trusts counts; a lying one would make it loop for hours
     try:
         return gguf.GGUFReader(path)
     except Exception as e:  # gguf-py raises ValueError/struct errors/etc. on malformed files
