@@ -143,21 +143,34 @@ std::vector<int32_t> gguf_file::get_i32_array(const std::string & key) const {
     const int64_t id = key_id(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_ARRAY) throw file_error(path_ + ": metadata '" + key + "' should be an array");
     const gguf_type at = gguf_get_arr_type(gguf_, id);
+    // The element type is checked before the data is touched: gguf_get_arr_data asserts on strings.
+    if (!is_int_type(at)) {
+        throw file_error(path_ + ": metadata '" + key + "' should be an integer array, holds " + gguf_type_name(at));
+    }
     const size_t n = gguf_get_arr_n(gguf_, id);
     const void * data = gguf_get_arr_data(gguf_, id);
     std::vector<int32_t> out(n);
     for (size_t i = 0; i < n; ++i) {
+        int64_t v = 0;
         switch (at) {
-            case GGUF_TYPE_INT32: out[i] = ((const int32_t *) data)[i]; break;
-            case GGUF_TYPE_UINT32: out[i] = (int32_t) ((const uint32_t *) data)[i]; break;
-            case GGUF_TYPE_INT64: out[i] = (int32_t) ((const int64_t *) data)[i]; break;
-            case GGUF_TYPE_UINT64: out[i] = (int32_t) ((const uint64_t *) data)[i]; break;
-            case GGUF_TYPE_INT16: out[i] = ((const int16_t *) data)[i]; break;
-            case GGUF_TYPE_UINT16: out[i] = ((const uint16_t *) data)[i]; break;
-            case GGUF_TYPE_INT8: out[i] = ((const int8_t *) data)[i]; break;
-            case GGUF_TYPE_UINT8: out[i] = ((const uint8_t *) data)[i]; break;
-            default: throw file_error(path_ + ": metadata '" + key + "' should be an integer array, holds " + gguf_type_name(at));
+            case GGUF_TYPE_INT32: v = ((const int32_t *) data)[i]; break;
+            case GGUF_TYPE_UINT32: v = ((const uint32_t *) data)[i]; break;
+            case GGUF_TYPE_INT64: v = ((const int64_t *) data)[i]; break;
+            case GGUF_TYPE_UINT64: {
+                const uint64_t u = ((const uint64_t *) data)[i];
+                v = u > (uint64_t) INT64_MAX ? INT64_MAX : (int64_t) u;
+                break;
+            }
+            case GGUF_TYPE_INT16: v = ((const int16_t *) data)[i]; break;
+            case GGUF_TYPE_UINT16: v = ((const uint16_t *) data)[i]; break;
+            case GGUF_TYPE_INT8: v = ((const int8_t *) data)[i]; break;
+            default: v = ((const uint8_t *) data)[i]; break;
         }
+        if (v < INT32_MIN || v > INT32_MAX) {
+            throw file_error(path_ + ": metadata '" + key + "' element " + std::to_string(i) + " = " + std::to_string(v) +
+                             " is out of the 32-bit range");
+        }
+        out[i] = (int32_t) v;
     }
     return out;
 }

@@ -137,11 +137,12 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
         return backends->gpu() ? ggml_backend_dev_buffer_type(backends->gpu_dev()) : ggml_backend_dev_buffer_type(backends->cpu_dev());
     };
     enum class use { other, matmul };
-    auto create = [&](const std::string & name, std::vector<int64_t> ne, use u, bool required = true) -> ggml_tensor * {
+    auto create = [&](const std::string & name, std::vector<int64_t> ne, use u, bool required = true,
+                      tensor_role role = tensor_role::weight) -> ggml_tensor * {
         ggml_tensor * ft = f.tensor(name);
         ggml_backend_buffer_type_t buft = plain_buft();
         if (ft && dev == backends->cpu() && u == use::matmul) buft = backends->cpu_matmul_buft(ft);
-        return weights->create(name, std::move(ne), buft, required);
+        return weights->create(name, std::move(ne), buft, required, role);
     };
 
     const int64_t E = hp.n_embd, F = hp.n_ff, O = hp.n_out, MF = hp.n_merger_ff, p = hp.patch_size, m = hp.merge_size;
@@ -163,7 +164,8 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
     w.patch_w = weights->create_extra(plain_buft(), GGML_TYPE_F32, patch_dim, E, "v.patch_embd.weight(t0+t1)");
     w.patch_b = create("v.patch_embd.bias", {E}, use::other);
     w.norm_embd = create("v.norm_embd.weight", {E}, use::other, false);
-    if (hp.n_pos) w.pos_embd = create("v.position_embd.weight", {E, hp.n_pos}, use::other);
+    // interpolated (ggml_interpolate) and gathered at run time: F32 only
+    if (hp.n_pos) w.pos_embd = create("v.position_embd.weight", {E, hp.n_pos}, use::other, true, tensor_role::f32);
 
     w.layers.resize(hp.n_layer);
     for (uint32_t il = 0; il < hp.n_layer; ++il) {

@@ -26,8 +26,14 @@ ggml_context * weight_store::ctx_for(ggml_backend_buffer_type_t buft) {
     return c;
 }
 
+static bool weight_type_ok(ggml_type t) {
+    if (t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) return true;
+    const ggml_type_traits * tr = ggml_get_type_traits(t);
+    return ggml_is_quantized(t) && tr->to_float != nullptr && tr->blck_size > 0;
+}
+
 ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
-                                   bool required) {
+                                   bool required, tensor_role role) {
     ggml_tensor * ft = f_.tensor(name);
     if (!ft) {
         if (!required) return nullptr;
@@ -37,6 +43,13 @@ ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t
     if (!std::equal(ne.begin(), ne.end(), ft->ne)) {
         throw file_error(f_.path() + ": tensor '" + name + "' has shape " + shape_str(ft->ne, ggml_n_dims(ft)) + ", expected " +
                          shape_str(ne.data(), std::max(1, ggml_n_dims(ft))) + " from the file's hyperparameters");
+    }
+    const bool f32_only = role == tensor_role::f32 || std::all_of(ne.begin() + 1, ne.end(), [](int64_t d) { return d == 1; });
+    if (f32_only ? ft->type != GGML_TYPE_F32 : !weight_type_ok(ft->type)) {
+        throw file_error(f_.path() + ": tensor '" + name + "' is stored as " + ggml_type_name(ft->type) + ", which " +
+                         (f32_only ? std::string("this runtime needs as F32 (it is a norm, bias or position table)")
+                                   : std::string("is not a weight type (expected F32, F16, BF16 or a quantized type)")) +
+                         "; convert the model again");
     }
     ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
     ggml_set_name(t, name.c_str());

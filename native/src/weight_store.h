@@ -17,6 +17,13 @@ namespace autoglm {
 
 std::string shape_str(const int64_t * ne, int n);
 
+// What a weight is used for decides the storage types the graph can take; anything else is refused
+// at load (ggml would abort or jump through a null kernel at the first compute).
+enum class tensor_role {
+    weight,   // a matrix for ggml_mul_mat or rows for ggml_get_rows: F32, F16, BF16 or a quantized block type
+    f32,      // operands of element-wise ops and interpolation (norms, biases, position tables): F32 only
+};
+
 class weight_store {
 public:
     // `what` names the expected content in errors ("GLM-4 model", "GLM-4V mmproj"). `f` must outlive
@@ -24,8 +31,9 @@ public:
     weight_store(const gguf_file & f, std::string what);
 
     // The file's tensor `name` with shape `ne` in buffer type `buft`; nullptr if absent and optional.
+    // A 1-D tensor is always a tensor_role::f32 operand (norm weights, biases).
     ggml_tensor * create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
-                         bool required = true);
+                         bool required = true, tensor_role role = tensor_role::weight);
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 

@@ -50,11 +50,13 @@ class _VocabTokenizer:
             if kind == _UNUSED:
                 self.tokens.append(b"")
                 continue
-            data = model.detokenize([i])
-            if kind == _CONTROL or (kind == _USER_DEFINED and data.startswith(b"<") and data.endswith(b">")):
+            name = tokens[i]
+            if kind == _CONTROL or (kind == _USER_DEFINED and name.startswith("<") and name.endswith(">")):
+                # llguidance's marker for a special token, followed by its name as grammars write it
                 self.special_token_ids.append(i)
-                data = b"\xff" + data  # llguidance's marker for a special token
-            self.tokens.append(data)
+                self.tokens.append(b"\xff" + name.encode("utf-8"))
+            else:
+                self.tokens.append(model.detokenize([i]))
         self.eos_token_id = model.eog_ids[0]
         self.bos_token_id = None
         self._model = model

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build the package with AddressSanitizer + UndefinedBehaviorSanitizer (ggml included) into its own
+# virtualenv and build directory, then run the native-heavy tests and a short fuzz campaign under it.
+# Python itself is not instrumented, so libasan is preloaded; leak checking is off (CPython's own
+# allocations at exit are not ours). Any ASan/UBSan report fails the run.
+#
+#   bash scripts/sanitize.sh [pytest args...]     # default: the native-heavy test files
+#
+# Takes ~15 minutes on 2 cores (build ~6, tests ~8); not part of .ci/run for that reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="${SANITIZE_DIR:-/tmp/autoglm-sanitize}"
+python3 -m venv "$work/venv"
+# shellcheck disable=SC1091
+source "$work/venv/bin/activate"
+pip install -q --upgrade pip
+export SKBUILD_BUILD_DIR="$work/build"
+CMAKE_ARGS="-DAUTOGLM_SANITIZE=ON -DGGML_NATIVE=OFF" pip install -q ".[test]"
+
+libasan="$(${CC:-gcc} -print-file-name=libasan.so)"
+libubsan="$(${CC:-gcc} -print-file-name=libubsan.so)"
+export LD_PRELOAD="$libasan $libubsan"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+tests=("$@")
+if [ ${#tests[@]} -eq 0 ]; then
+  tests=(tests/test_text_runtime.py tests/test_vision_api.py tests/test_hardening.py tests/test_grammar.py
+         tests/test_c_api.py tests/test_c_api_vision.py tests/test_sampling.py tests/test_contexts.py
+         tests/test_image_preprocess.py -x -q)
+fi
+start=$(date +%s)
+python -m pytest "${tests[@]}"
+python fuzz/run.py --cases 400 --seed 7 --jobs 2 --mem-mb 8192 --timeout 120
+echo "sanitize: clean in $(( $(date +%s) - start )) s of tests and fuzzing"
