@@ -132,8 +132,13 @@ def _misuses():
         ("prompt_logits empty", lambda m: m.prompt_logits("")),
         ("new_context n_ctx 0", lambda m: m.new_context(n_ctx=0)),
         ("new_context n_ctx 2^40", lambda m: m.new_context(n_ctx=2**40)),
-        ("progress raises", lambda m: m.generate(prompt, max_tokens=2, progress=lambda a, b: 1 / 0)),
+        ("progress raises", lambda m: m.generate(prompt, max_tokens=2, progress=_raise_value_error)),
+        ("progress returns a string", lambda m: m.generate(prompt, max_tokens=2, progress=lambda a, b: "no")),
     ]
+
+
+def _raise_value_error(done, total):
+    raise ValueError("the progress callback gives up")  # re-raised as itself: a clean error
 
 
 def _stale_stream(m) -> None:

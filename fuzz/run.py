@@ -36,19 +36,32 @@ KINDS = ("gguf-text", "gguf-mmproj", "image", "api")
 EXIT_OK, EXIT_CLEAN, EXIT_ERROR, EXIT_OOM = 0, 10, 11, 12
 
 
-def make_seeds(directory: Path) -> dict[str, list[Path]]:
-    """Tiny text GGUFs (f32, q4_0, f16) and mmprojs (f32, f16, q8_0) to mutate."""
-    from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-    from autoglm_gguf.tiny_checkpoint import write_checkpoint
+SEED_TYPES = (("f32", "f32"), ("q4_0", "f16"), ("f16", "q8_0"))
 
-    ckpt = write_checkpoint(directory / "ckpt")
-    seeds: dict[str, list[Path]] = {"gguf-text": [], "gguf-mmproj": []}
-    for text_type, mm_type in (("f32", "f32"), ("q4_0", "f16"), ("f16", "q8_0")):
-        text, mm = directory / f"text-{text_type}.gguf", directory / f"mmproj-{mm_type}.gguf"
-        convert_checkpoint(ckpt, ConvertOptions(outfile=text, outtype=text_type, mmproj_outfile=mm,
-                                                mmproj_outtype=mm_type, force=True, progress=False))
-        seeds["gguf-text"].append(text)
-        seeds["gguf-mmproj"].append(mm)
+
+def make_seeds(directory: Path) -> dict[str, list[Path]]:
+    """Tiny text GGUFs (f32, q4_0, f16) and mmprojs (f32, f16, q8_0) to mutate. Converted in a child
+    process: native code that starts worker threads (the quantizer) must not run in the process that
+    forks the cases."""
+    seeds = {"gguf-text": [directory / f"text-{t}.gguf" for t, _ in SEED_TYPES],
+             "gguf-mmproj": [directory / f"mmproj-{m}.gguf" for _, m in SEED_TYPES]}
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
+            from autoglm_gguf.tiny_checkpoint import write_checkpoint
+
+            ckpt = write_checkpoint(directory / "ckpt")
+            for (t, m), text, mm in zip(SEED_TYPES, seeds["gguf-text"], seeds["gguf-mmproj"]):
+                convert_checkpoint(ckpt, ConvertOptions(outfile=text, outtype=t, mmproj_outfile=mm,
+                                                        mmproj_outtype=m, force=True, progress=False))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise SystemExit("fuzz: could not make the seed files")
     return seeds
 
 

@@ -131,5 +131,22 @@ def test_vision_tensor_types_and_array_element_types_are_checked(tiny_checkpoint
     # an integer array stored as strings: refused before its data is read (ggml asserts on that read)
     bad = rewrite_gguf(model_file, tmp_path / "strings.gguf",
                        array_types={"tokenizer.ggml.token_type": gguf.GGUFValueType.STRING})
-    with pytest.raises(GGUFFileError, match="tokenizer.ggml.token_type' should be an integer array, holds string"):
+    with pytest.raises(GGUFFileError, match="tokenizer.ggml.token_type' should be an integer array, holds str"):
         AutoGLM(bad, n_ctx=64)
+
+
+def test_images_past_the_pixel_budget_are_refused_before_decoding():
+    import struct
+    import zlib
+
+    from autoglm_gguf.images import MAX_IMAGE_PIXELS
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    side = 9000  # 81 MP: under Pillow's error threshold (it only warns), over ours
+    assert side * side > MAX_IMAGE_PIXELS
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) +
+           chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match="81 MP, more than the 50 MP"):
+        load_image(png)

@@ -51,6 +51,7 @@ def load_image(image: Any) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return _from_array(image)
     if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height, "the PIL image")
         return _from_pil(image, "the PIL image")
     if isinstance(image, (bytes, bytearray, memoryview)):
         return _decode(bytes(image), f"the {len(image)} bytes given")
@@ -107,6 +108,9 @@ def _file_url_path(url: str) -> Path:
 
 
 MAX_IMAGE_FILE_BYTES = 256 << 20  # far above any screenshot; a device file or a FIFO is refused before reading
+# Our own decode budget, checked from the header before any pixel is decoded: 50 MP is ten times a
+# QHD+ phone screenshot. Pillow's bomb guard alone only warns below 179 MP (a 537 MB RGB buffer).
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 def _from_path(path: Path) -> np.ndarray:
@@ -135,15 +139,25 @@ def _decode(data: bytes, what: str) -> np.ndarray:
         raise ImageError(f"{what}: no image data (0 bytes)")
     try:
         im = Image.open(io.BytesIO(data))
+        _check_pixels(im.width, im.height, what)
         im.load()  # decode now, so truncated or corrupt data fails here and not later
     except UnidentifiedImageError:
         raise ImageError(f"{what}: not an image format Pillow can decode ({len(data)} bytes starting "
                          f"with {data[:8]!r})") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{what}: {e}") from None
+    except ImageError:
+        raise
     except Exception as e:  # noqa: BLE001 - plugins raise OSError, SyntaxError, struct.error, ... on bad data
         raise ImageError(f"{what}: corrupt or truncated image data ({type(e).__name__}: {e})") from None
     return _from_pil(im, what)
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{what}: {width}x{height} is {width * height / 1e6:.0f} MP, more than the "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP this runtime decodes; the model sees at most a few MP "
+                         "(image_max_pixels), so send a smaller image")
 
 
 def _from_pil(im: Image.Image, what: str) -> np.ndarray:
@@ -176,6 +190,7 @@ def _from_array(a: np.ndarray) -> np.ndarray:
                          f"got {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ImageError(f"empty image array of shape {a.shape}")
+    _check_pixels(a.shape[1], a.shape[0], "the image array")
     if a.ndim == 3 and a.shape[2] == 3:
         return np.ascontiguousarray(a)
     # Pillow infers "L" for (H, W) and "RGBA" for (H, W, 4) uint8 arrays.

@@ -33,6 +33,13 @@ def _native_call(fn, *args, **kw):
 class AutoGLM:
     """A loaded AutoGLM-Phone-9B / GLM-4.1V GGUF model with one conversation context.
 
+    Threads: the weights are read-only once loaded; tokenize/detokenize/apply_chat_template may be
+    called from any thread. One context (this object, or one from new_context()) runs one generation
+    at a time: a second thread using it meanwhile gets SessionBusyError, and a stream that is advanced
+    after its context ran something else raises SessionBusyError instead of producing wrong tokens.
+    For parallel conversations use new_context() per thread (they share the weights and take turns
+    on the compute).
+
     >>> llm = AutoGLM("AutoGLM-Phone-9B-Q4_0.gguf", n_ctx=8192)
     >>> llm.generate(llm.apply_chat_template([{"role": "user", "content": "Hi"}]), max_tokens=32)
     """
