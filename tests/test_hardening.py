@@ -91,6 +91,7 @@ def test_bad_text_hyperparameters_are_file_errors(model_file, tmp_path, key, val
     ("clip.vision.image_std", [0.26, 1e-9, 0.27], "image_std channel 1"),
     ("clip.vision.attention.layer_norm_epsilon", float("nan"), "layer_norm_epsilon"),
     ("autoglm.image_min_pixels", 300_000_000, "image_min/max_pixels"),
+    ("clip.vision.block_count", 2 ** 31, "block_count 2147483648 is more than"),  # found by fuzz/run.py
 ])
 def test_bad_vision_hyperparameters_are_file_errors(tiny_checkpoint_f32, convert_tiny, tmp_path, key, value, message):
     from autoglm_gguf import GGUFFileError, _core

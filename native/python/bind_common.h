@@ -26,3 +26,11 @@ void bind_vision(py::module_ & m);
 
 // An HxWx3 uint8 numpy array -> rgb_image (one copy); anything else is a ValueError naming it.
 autoglm::rgb_image to_rgb_image(const py::array & arr, const char * fn);
+
+// Python truthiness of a callback's result (any object, as `if r:` reads it; not only bool). An
+// exception from its __bool__ propagates as py::error_already_set.
+inline bool truthy(const py::object & r) {
+    const int t = PyObject_IsTrue(r.ptr());
+    if (t < 0) throw py::error_already_set();
+    return t != 0;
+}

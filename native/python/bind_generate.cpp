@@ -31,7 +31,7 @@ public:
     }
     bool accept(int32_t id) override {
         bool more = true;
-        call([&] { more = obj_.attr("accept")(id).cast<bool>(); });
+        call([&] { more = truthy(obj_.attr("accept")(id)); });
         return more;
     }
 
@@ -105,7 +105,7 @@ void bind_generate(py::module_ & m) {
                      if (!progress.is_none()) {
                          try {
                              py::object r = progress(done, total);
-                             if (!r.is_none() && !r.cast<bool>()) return false;
+                             if (!r.is_none() && !truthy(r)) return false;
                          } catch (py::error_already_set & e) {
                              e.restore();  // back into this thread's error indicator, re-raised below
                              callback_raised = true;

@@ -53,7 +53,7 @@ void bind_text(py::module_ & m) {
                      if (progress.is_none()) return true;
                      try {
                          py::object r = progress(f);
-                         return r.is_none() || r.cast<bool>();
+                         return r.is_none() || truthy(r);
                      } catch (py::error_already_set &) {
                          return false;
                      }

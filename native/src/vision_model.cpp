@@ -75,6 +75,12 @@ void vision_model::impl::read_hparams(const gguf_file & f) {
 
     const std::string where = f.path() + ": ";
     if (hp.n_layer == 0 || hp.n_embd == 0) throw file_error(where + "the vision tower has no blocks or zero width");
+    // Each block has tensors of its own: more blocks than the file has tensors is corrupt, and would
+    // size the per-layer tables before the first missing tensor is noticed.
+    if (hp.n_layer > f.n_tensors()) {
+        throw file_error(where + "clip.vision.block_count " + std::to_string(hp.n_layer) + " is more than the " +
+                         std::to_string(f.n_tensors()) + " tensors the file holds");
+    }
     if (hp.n_head == 0 || hp.n_embd % hp.n_head || (hp.n_embd / hp.n_head) % 4) {
         throw file_error(where + "vision width " + std::to_string(hp.n_embd) + " / " + std::to_string(hp.n_head) +
                          " heads must give a head_dim that is a multiple of 4 (2-D RoPE over rows and columns)");
