@@ -123,6 +123,7 @@ def run_campaign(n_cases: int, kinds=KINDS, seed: int = 0, jobs: int = 2, mem_mb
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # per-thread arenas would eat the address-space cap
     with tempfile.TemporaryDirectory(prefix="autoglm-fuzz-") as tmp:
         work = Path(tmp)
+        (work / "seeds").mkdir()
         seeds = make_seeds(work / "seeds")
         layouts = {p: (p.read_bytes(), GGUFLayout(p.read_bytes())) for ps in seeds.values() for p in ps}
         rng = random.Random(seed)
@@ -145,6 +146,7 @@ def run_campaign(n_cases: int, kinds=KINDS, seed: int = 0, jobs: int = 2, mem_mb
                 else:
                     outcome = _outcome(status)
                 del running[pid]
+                (work / f"case-{i}.gguf").unlink(missing_ok=True)  # thousands of cases: keep the disk free
                 counts[kind][outcome] += 1
                 if outcome in ("crash", "hang", "oom", "error"):
                     findings.append({"kind": kind, "case": i, "outcome": outcome, "what": what})
