@@ -91,7 +91,8 @@ def test_cpu_attention_kernel_for_prompts(case, model):
     err = {k: float(np.abs(v - ref).max()) for k, v in logits.items()}
     print(f"\n[{case[0].name}] f16 cache, max |logit error| vs float64 by attention kernel: {err}")
     for k in kernels[1:]:
-        assert err[k] <= max(err["ggml"], 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
+        # as close as ggml's to within 1 % (both errors are dominated by the f16 cache; builds round differently)
+        assert err[k] <= max(err["ggml"] * 1.01, 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
         # Both parts >= 32 tokens, so both run this kernel (a part under 32 would run ggml's, which rounds
         # differently and changes the cached K/V of later layers).
         seq = (ids * 3)[:96]
