@@ -65,9 +65,10 @@ def make_seeds(directory: Path) -> dict[str, list[Path]]:
     return seeds
 
 
-def _child(kind: str, payload, mem_mb: int, seeds) -> None:
+def _child(kind: str, payload, mem_mb: int, seeds, detail_path: Path) -> None:
     """In the forked child: cap memory, run the case, exit with its outcome code."""
-    resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+    if mem_mb > 0:  # 0: no cap (AddressSanitizer reserves terabytes of address space for its shadow)
+        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
@@ -90,8 +91,9 @@ def _child(kind: str, payload, mem_mb: int, seeds) -> None:
         code = EXIT_CLEAN
     except KeyboardInterrupt:  # "progress raises" and friends may surface as interrupts: still clean
         code = EXIT_CLEAN
-    except BaseException:  # noqa: BLE001 - anything else is a finding
+    except BaseException as e:  # noqa: BLE001 - anything else is a finding
         code = EXIT_ERROR
+        detail_path.write_text(f"{type(e).__name__}: {e}"[:2000])
     os._exit(code)
 
 
@@ -148,9 +150,12 @@ def run_campaign(n_cases: int, kinds=KINDS, seed: int = 0, jobs: int = 2, mem_mb
                 del running[pid]
                 (work / f"case-{i}.gguf").unlink(missing_ok=True)  # thousands of cases: keep the disk free
                 counts[kind][outcome] += 1
+                err = work / f"case-{i}.err"
+                detail = err.read_text() if err.exists() else ""
+                err.unlink(missing_ok=True)
                 if outcome in ("crash", "hang", "oom", "error"):
-                    findings.append({"kind": kind, "case": i, "outcome": outcome, "what": what})
-                    log(f"FINDING {kind} case {i}: {outcome}: {what}")
+                    findings.append({"kind": kind, "case": i, "outcome": outcome, "what": what, "detail": detail})
+                    log(f"FINDING {kind} case {i}: {outcome}: {what}" + (f" -> {detail}" if detail else ""))
                     if keep is not None and data is not None:
                         keep.mkdir(parents=True, exist_ok=True)
                         (keep / f"{kind}-{seed}-{i}.bin").write_bytes(data)
@@ -165,7 +170,7 @@ def run_campaign(n_cases: int, kinds=KINDS, seed: int = 0, jobs: int = 2, mem_mb
                     time.sleep(0.005)
             pid = os.fork()
             if pid == 0:
-                _child(kind, payload, mem_mb, seeds)
+                _child(kind, payload, mem_mb, seeds, work / f"case-{i}.err")
             running[pid] = (kind, i, what, data, time.monotonic())
         while running:
             reap()
@@ -182,7 +187,7 @@ def main() -> int:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--mem-mb", type=int, default=1536)
+    ap.add_argument("--mem-mb", type=int, default=1536, help="address-space cap per case (0: none, for ASan)")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--keep", type=Path)
     ap.add_argument("--json", type=Path)
