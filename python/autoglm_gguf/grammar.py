@@ -22,7 +22,7 @@ import time
 from .errors import AutoGLMError
 
 # GGUF token types (gguf.TokenType)
-_CONTROL, _USER_DEFINED, _UNUSED = 3, 4, 5
+TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 3, 4, 5
 
 
 class GrammarError(AutoGLMError, ValueError):
@@ -46,12 +46,12 @@ class _VocabTokenizer:
         self.tokens: list[bytes] = []
         self.special_token_ids: list[int] = []
         for i in range(n_vocab):
-            kind = types[i] if i < len(types) else _UNUSED
-            if kind == _UNUSED:
+            kind = types[i] if i < len(types) else TOKEN_UNUSED
+            if kind == TOKEN_UNUSED:
                 self.tokens.append(b"")
                 continue
             name = tokens[i]
-            if kind == _CONTROL or (kind == _USER_DEFINED and name.startswith("<") and name.endswith(">")):
+            if kind == TOKEN_CONTROL or (kind == TOKEN_USER_DEFINED and name.startswith("<") and name.endswith(">")):
                 # llguidance's marker for a special token, followed by its name as grammars write it
                 self.special_token_ids.append(i)
                 self.tokens.append(b"\xff" + name.encode("utf-8"))

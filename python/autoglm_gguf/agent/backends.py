@@ -7,6 +7,7 @@ import time
 from typing import Callable, Protocol
 
 from ..errors import AutoGLMError
+from ..grammar import TOKEN_CONTROL, TOKEN_USER_DEFINED
 from .answer_grammar import DEFAULT_STRING_CHARS, answer_grammar, thinking_budget
 from .conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
 
@@ -23,7 +24,7 @@ def _tags_are_special(llm) -> bool:
     _, types, _ = llm._model.vocab
     for tag in ("<think>", "</think>", "<answer>"):
         ids = llm.tokenize(tag, special=True)
-        if len(ids) != 1 or types[ids[0]] not in (3, 4):  # control or user-defined
+        if len(ids) != 1 or types[ids[0]] not in (TOKEN_CONTROL, TOKEN_USER_DEFINED):
             return False
     return True
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
-from .apps import HOME, UnknownAppError
+from .apps import _PACKAGE_NAME, HOME, UnknownAppError, _key
 from .device import Device, DeviceError, Screenshot, _black_png, choose_target, run_tool
 
 HDC_HELP = ("install the HarmonyOS SDK's toolchains (DevEco Studio, or the command-line tools) and put hdc "
@@ -58,12 +58,6 @@ _HARMONY_ROWS: tuple[tuple, ...] = (
     ("yylx.danmaku.bili", None, "哔哩哔哩", "bilibili"),
     ("com.alipay.mobile.client", None, "支付宝", "Alipay"),
 )
-_BUNDLE_NAME = re.compile(r"^[A-Za-z][\w]*(\.[A-Za-z][\w]*)+$")
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s\-_]+", "", name).casefold()
-
 
 HARMONY_APPS: dict[str, str] = {name: row[0] for row in _HARMONY_ROWS for name in row[2:]}
 _ABILITY: dict[str, str] = {row[0]: row[1] for row in _HARMONY_ROWS if row[1]}
@@ -204,7 +198,7 @@ class HdcDevice(Device):
             for app, bundle in table.items():
                 if _key(app) == key:
                     return bundle
-        if _BUNDLE_NAME.match(name.strip()):
+        if _PACKAGE_NAME.match(name.strip()):  # bundle ids look like Android packages
             return name.strip()
         close = [n for n in HARMONY_APPS if key and (key in _key(n) or _key(n) in key)][:5]
         raise UnknownAppError(name, close)
