@@ -39,6 +39,9 @@ set(GGML_CCACHE OFF CACHE BOOL "")
 # llamafile's tiled sgemm for F32/F16/BF16/Q8_0 matmuls on the CPU (what llama.cpp's own build enables):
 # about 1.8x on the F16 vision tower's matmuls. The quantized decoder matmuls go through the repacked
 # layouts either way.
+# Metal (on by default on Apple): the kernels are compiled into the library, since ggml is linked
+# statically into our extension and there is no directory beside a binary to find a default.metallib in.
+set(GGML_METAL_EMBED_LIBRARY ON CACHE BOOL "ggml: embed the Metal library")
 if(NOT DEFINED GGML_LLAMAFILE)
   set(GGML_LLAMAFILE_DEFAULT ON)
 endif()

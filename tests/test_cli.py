@@ -23,6 +23,18 @@ def test_version_names_ggml_and_backends(capsys):
     assert "backends: " in out and "CPU" in _core.backends()
 
 
+def test_info_without_files_lists_the_devices(capsys):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    for d in _core.devices():
+        assert f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend" in out
+    has_gpu = any(d["type"] in ("gpu", "igpu") for d in _core.devices())
+    assert ("no GPU: this build runs on the CPU" in out) == (not has_gpu)
+    assert cli_main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backends"] == _core.backends() and [d["name"] for d in info["devices"]] == [d["name"] for d in _core.devices()]
+
+
 def test_info_text_and_mmproj(tiny_checkpoint, convert_tiny, capsys):
     text, mmproj = convert_tiny(tiny_checkpoint, "q4_0", "f16")
     assert cli_main(["info", str(text), str(mmproj)]) == 0

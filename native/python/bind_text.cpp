@@ -79,6 +79,14 @@ void bind_text(py::module_ & m) {
         .def_property_readonly("weight_bytes", &autoglm::text_model::weight_bytes)
         .def_property_readonly("n_gpu_layers", &autoglm::text_model::n_gpu_layers)
         .def_property_readonly("devices", [](const autoglm::text_model & tm) { return tm.backends().describe(); })
+        .def_property_readonly("placement", [](const autoglm::text_model & tm) {
+            const auto p = tm.placement();
+            py::dict d;
+            d["layers"] = p.layers;
+            d["output"] = p.output;
+            d["token_embd"] = p.token_embd;
+            return d;
+        }, "Where the weights are, read off their buffers: {'layers': [device per layer], 'output', 'token_embd'}.")
         .def("tokenize", [](const autoglm::text_model & tm, const std::string & text, bool special) {
                  py::gil_scoped_release nogil;
                  return tm.tok().encode(text, special);
@@ -153,6 +161,9 @@ void bind_text(py::module_ & m) {
             return d;
         }, "How many micro-batch graphs were built, and how many evaluations reused the previous one.")
         .def_property_readonly("n_ctx", &autoglm::session::n_ctx)
+        .def_property_readonly("kv_devices", [](const autoglm::session & s) { return s.cache().devices(); },
+                               "Per layer, the device holding its K/V cache, read off the buffers.")
+        .def_property_readonly("kv_bytes", [](const autoglm::session & s) { return s.cache().bytes(); })
         .def_property_readonly("tokens", &autoglm::session::tokens)
         .def("truncate", &autoglm::session::truncate, py::arg("n"), "Forget everything after the first n cells.");
 }

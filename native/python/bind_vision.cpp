@@ -32,6 +32,8 @@ void bind_vision(py::module_ & m) {
             return d;
         })
         .def_property_readonly("devices", &autoglm::vision_model::devices)
+        .def_property_readonly("weights_device", &autoglm::vision_model::weights_device,
+                               "The device holding the tower's weights ('CPU', 'Vulkan0', ...), read off their buffers.")
         .def_property_readonly("weight_bytes", &autoglm::vision_model::weight_bytes)
         .def("compute_bytes", [](autoglm::vision_model & vm, int grid_h, int grid_w) {
                  py::gil_scoped_release nogil;

@@ -33,6 +33,12 @@ int default_thread_count() {
     return hw > 0 ? (int) hw : 1;
 }
 
+std::string device_of(const ggml_tensor * t) {
+    if (!t || !t->buffer) return "none";
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+    return dev ? ggml_backend_dev_name(dev) : ggml_backend_buffer_name(t->buffer);
+}
+
 // ggml reports through a process-wide logger that by default prints everything (including a
 // debug line per repacked tensor). Keep warnings and errors, drop the chatter.
 static void ggml_log_filter(enum ggml_log_level level, const char * text, void *) {

@@ -12,6 +12,11 @@ namespace autoglm {
 
 int default_thread_count();  // physical cores (SMT siblings counted once)
 
+// The device that holds a tensor's data, as ggml names it ("CPU", "Vulkan0", "CUDA0", ...): read off
+// the buffer it was allocated in, so a placement report states where the data is, not where it was
+// meant to go. "none" for a tensor without a buffer.
+std::string device_of(const ggml_tensor * t);
+
 // Where ggml's own messages go: cb, or (nullptr) our default that keeps only warnings and errors.
 void set_ggml_logger(ggml_log_callback cb);
 

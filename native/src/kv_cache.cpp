@@ -28,8 +28,9 @@ kv_cache::kv_cache(const text_model & model, uint32_t n_ctx, ggml_type type) : n
     for (auto & [be, c] : ctx_of) {
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(c, be);
         if (!buf) {
+            const bool on_cpu = be == model.backends().cpu();
             throw out_of_memory("cannot allocate the KV cache (" + std::to_string(n_ctx) + " cells) on " + ggml_backend_name(be) +
-                        "; use a smaller n_ctx");
+                                "; use a smaller n_ctx" + (on_cpu ? "" : " or put fewer layers on the GPU (n_gpu_layers / -ngl)"));
         }
         ggml_backend_buffer_clear(buf, 0);  // no NaN garbage in cells that a mask hides (0 * NaN = NaN)
         bufs_.emplace_back(buf);
@@ -40,6 +41,15 @@ size_t kv_cache::bytes() const {
     size_t n = 0;
     for (auto & b : bufs_) n += ggml_backend_buffer_get_size(b.get());
     return n;
+}
+
+std::vector<std::string> kv_cache::devices() const {
+    std::vector<std::string> out;
+    for (size_t il = 0; il < k_.size(); ++il) {
+        const std::string k = device_of(k_[il]), v = device_of(v_[il]);
+        out.push_back(k == v ? k : k + "/" + v);
+    }
+    return out;
 }
 
 void kv_cache::append(int32_t token, uint64_t key, const std::array<int32_t, 3> & pos, int32_t next_pos_after) {

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ggml_ptr.h"
@@ -22,6 +23,7 @@ public:
     uint32_t n_ctx() const { return n_ctx_; }
     ggml_type type() const { return type_; }
     size_t bytes() const;
+    std::vector<std::string> devices() const;  // per layer: the device holding its K and V
 
     uint32_t n_used() const { return (uint32_t) tokens_.size(); }
     const std::vector<int32_t> & tokens() const { return tokens_; }

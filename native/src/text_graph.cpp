@@ -91,6 +91,9 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
             ggml_prec_set_acc(kqv, GGML_PREC_F32);
             cur = ggml_reshape_2d(ctx, kqv, head_dim * n_head, n_tokens);
         } else {
+            // A GPU backend converts a non-contiguous right-hand operand to F16 before the matmul (ggml-vulkan
+            // does); a contiguous Q keeps this F32-cache path in F32 there. The CPU reads it either way.
+            if (!ggml_backend_buffer_is_host(k_cache->buffer)) Q = ggml_cont(ctx, Q);
             ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                            // [n_kv, n_tok, n_head] (GQA broadcast)
             ggml_prec_set_acc(kq, GGML_PREC_F32);
             kq = named(ggml_soft_max_ext(ctx, kq, g.inp_mask, kq_scale, 0.0f), "kq_soft_max", il);

@@ -184,6 +184,14 @@ text_model::text_model(const std::string & path, const model_params & params) : 
     weight_bytes_ = weights_->bytes();
 }
 
+text_model::weight_placement text_model::placement() const {
+    weight_placement out;
+    for (const text_layer & l : layers_) out.layers.push_back(device_of(l.wq));
+    out.output = device_of(output_);
+    out.token_embd = device_of(tok_embd_);
+    return out;
+}
+
 ggml_backend_t text_model::layer_backend(int il) const {
     return (backends_->gpu() && il >= (int) hp_.n_layer - n_gpu_layers_) ? backends_->gpu() : backends_->cpu();
 }

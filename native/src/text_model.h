@@ -76,8 +76,14 @@ public:
     backend_set & backends() const { return *backends_; }
     // Which backend holds layer il's weights (and so should hold its KV cache).
     ggml_backend_t layer_backend(int il) const;
-    bool output_on_gpu() const { return output_on_gpu_; }
     int n_gpu_layers() const { return n_gpu_layers_; }
+    // Where the weights are, read off their buffers: each layer's device, the output head's and the
+    // token embedding's (llama.cpp keeps the embedding lookup on the CPU; so do we).
+    struct weight_placement {
+        std::vector<std::string> layers;
+        std::string output, token_embd;
+    };
+    weight_placement placement() const;
 
     const vocab_data & vocab() const { return vocab_; }
     const tokenizer & tok() const { return *tokenizer_; }

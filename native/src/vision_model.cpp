@@ -241,6 +241,7 @@ vision_model::~vision_model() = default;
 const vision_hparams & vision_model::hparams() const { return p_->hp; }
 std::string vision_model::devices() const { return p_->backends->describe(); }
 size_t vision_model::weight_bytes() const { return p_->weight_bytes; }
+std::string vision_model::weights_device() const { return device_of(p_->w.layers.empty() ? p_->w.patch_w : p_->w.layers[0].qkv); }
 std::string vision_model::attention_kernel() const {
     return p_->attn == attn_kernel::avx512 ? "avx512" : p_->attn == attn_kernel::avx2 ? "avx2" : "ggml";
 }

@@ -45,6 +45,7 @@ public:
     vision_model & operator=(const vision_model &) = delete;
     const vision_hparams & hparams() const;
     std::string devices() const;   // e.g. "CPU (8 threads)"
+    std::string weights_device() const;  // where the tower's weights are, read off their buffers ("CPU", "Vulkan0")
     size_t weight_bytes() const;   // backend memory held by the weights
     std::string attention_kernel() const;  // "ggml", "avx2" or "avx512"
     resize_params resize(int64_t min_pixels = 0, int64_t max_pixels = 0) const;  // 0: the file's values

@@ -64,10 +64,35 @@ ggml_tensor * weight_store::create_extra(ggml_backend_buffer_type_t buft, ggml_t
     return t;
 }
 
+// Why an allocation failed, with the numbers a user needs to choose what to do.
+std::string weight_store::alloc_failure(ggml_context * c, ggml_backend_buffer_type_t buft) const {
+    size_t need = 0, largest = 0;
+    for (ggml_tensor * t = ggml_get_first_tensor(c); t; t = ggml_get_next_tensor(c, t)) {
+        const size_t n = ggml_backend_buft_get_alloc_size(buft, t);
+        need += n;
+        largest = std::max(largest, n);
+    }
+    auto mib = [](size_t b) { return std::to_string((b + (1u << 20) - 1) >> 20) + " MiB"; };
+    std::string msg = "cannot allocate " + mib(need) + " of " + ggml_backend_buft_name(buft) + " memory for the " + what_ + " weights";
+    const size_t max_size = ggml_backend_buft_get_max_size(buft);
+    if (largest > max_size) msg += " (its largest tensor, " + mib(largest) + ", exceeds the device's buffer limit of " + mib(max_size) + ")";
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+    if (dev && ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
+        size_t free_mem = 0, total_mem = 0;
+        ggml_backend_dev_memory(dev, &free_mem, &total_mem);
+        msg += "; " + std::string(ggml_backend_dev_name(dev)) + " reports " + mib(free_mem) + " free of " + mib(total_mem) +
+               ": put fewer layers on the GPU (n_gpu_layers / -ngl), keep the vision tower on the CPU "
+               "(mmproj_offload=False / --no-mmproj-offload), or use a smaller quantization";
+    } else {
+        msg += "; free memory or use a smaller quantization";
+    }
+    return msg;
+}
+
 void weight_store::load(const std::function<bool(float)> & progress) {
     for (auto & [buft, c] : ctx_of_) {
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
-        if (!buf) throw out_of_memory(std::string("cannot allocate ") + ggml_backend_buft_name(buft) + " memory for the " + what_ + " weights");
+        if (!buf) throw out_of_memory(alloc_failure(c, buft));
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         bufs_.emplace_back(buf);
         bytes_ += ggml_backend_buffer_get_size(buf);

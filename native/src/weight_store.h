@@ -43,6 +43,7 @@ public:
 
 private:
     ggml_context * ctx_for(ggml_backend_buffer_type_t buft);
+    std::string alloc_failure(ggml_context * c, ggml_backend_buffer_type_t buft) const;
 
     const gguf_file & f_;
     std::string what_;

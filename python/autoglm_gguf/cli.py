@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,11 +16,8 @@ MMPROJ_OUTTYPES = ("f16", "f32", "q8_0")
 def _version_text() -> str:
     from . import _core
 
-    devices = ", ".join(f"{d['name']} ({d['description']})" for d in _core.devices())
     return (f"autoglm-gguf {_core.__version__}\n"
-            f"ggml {_core.ggml_version()} (commit {_core.ggml_commit()})\n"
-            f"backends: {', '.join(_core.backends())}\n"
-            f"devices: {devices}")
+            f"ggml {_core.ggml_version()} (commit {_core.ggml_commit()})\n" + _devices_text())
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -60,9 +56,29 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices_text() -> str:
+    from . import _core
+
+    lines = [f"backends: {', '.join(_core.backends())}"]
+    for d in _core.devices():
+        mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
+        lines.append(f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend{mem})")
+    if not any(d["type"] in ("gpu", "igpu") for d in _core.devices()):
+        lines.append("no GPU: this build runs on the CPU (-ngl is ignored); see the README's 'GPU offload'")
+    return "\n".join(lines)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .gguf_info import format_summary, summarize
 
+    if not args.files:  # the machine, as this build sees it
+        if args.json:
+            from . import _core
+
+            print(json.dumps({"backends": _core.backends(), "devices": _core.devices()}, indent=2))
+        else:
+            print(_devices_text())
+        return 0
     summaries = [summarize(p) for p in args.files]
     if args.json:
         print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
@@ -114,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
 
-    i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types)")
-    i.add_argument("files", nargs="+", metavar="FILE.gguf")
+    i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types); "
+                                    "with no file, the backends and devices this build can run on")
+    i.add_argument("files", nargs="*", metavar="FILE.gguf")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_cmd_info)
     return p

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 
@@ -26,7 +25,10 @@ def add_run_parser(sub) -> None:
     r.add_argument("-c", "--ctx-size", type=int, default=8192)
     r.add_argument("-b", "--batch-size", type=int, default=512)
     r.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
-    r.add_argument("-ngl", "--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all)")
+    r.add_argument("-ngl", "--gpu-layers", type=int, default=0,
+                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
+    r.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
+                   help="keep the vision tower on the CPU even when there is a GPU")
     r.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
     r.add_argument("--top-k", type=int, default=0)
     r.add_argument("--top-p", type=float, default=1.0)
@@ -79,8 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     mmproj = args.mmproj or default_mmproj(args.model)
     llm = AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_batch=args.batch_size,
-                  n_threads=args.threads, n_gpu_layers=args.gpu_layers, seed=args.seed, verbose=args.verbose)
+                  n_threads=args.threads, n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload,
+                  seed=args.seed, verbose=args.verbose)
     load_s = time.perf_counter() - t0
+    print(f"placement: {llm.placement_summary()}", file=sys.stderr, flush=True)
     system = [{"role": "system", "content": args.system}] if args.system else []
 
     if args.prompt is not None:

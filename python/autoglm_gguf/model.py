@@ -117,6 +117,21 @@ class AutoGLM:
         return self._session.n_ctx
 
     @property
+    def placement(self) -> dict[str, Any]:
+        """Where this model's parts are, read off the native buffers (so it reports what happened, not
+        what was asked): each decoder layer's device, the output head's, the token embedding's, each
+        layer's KV cache in this context, and the vision tower's (None without an mmproj)."""
+        p = self._model.placement
+        return {"layers": p["layers"], "output": p["output"], "token_embd": p["token_embd"],
+                "kv_cache": self._session.kv_devices, "kv_bytes": self._session.kv_bytes,
+                "vision": self._vision.model.weights_device if self._vision else None}
+
+    def placement_summary(self) -> str:
+        """One line for logs: e.g. 'layers 40/40 on Vulkan0, output on Vulkan0, KV cache on Vulkan0
+        (40 layers, 320 MiB), vision on Vulkan0 | CPU (2 threads) + Vulkan0 (llvmpipe ...)'."""
+        return describe_placement(self.placement, self._model.devices)
+
+    @property
     def n_vocab(self) -> int:
         return self._model.hparams["n_vocab"]
 
@@ -338,3 +353,19 @@ def _message_parts(index: int, message: dict[str, Any], images: list) -> tuple[d
     else:
         raise ValueError(f"message {index}: content must be a string or a list of parts, got {type(content).__name__}")
     return {"role": str(message["role"]), "parts": parts, "metadata": str(message.get("metadata") or "")}, images
+
+
+def _per_device(devices: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for d in devices:
+        counts[d] = counts.get(d, 0) + 1
+    return ", ".join(f"{n}/{len(devices)} on {d}" for d, n in counts.items())
+
+
+def describe_placement(p: dict[str, Any], backends: str) -> str:
+    """The placement dict of AutoGLM.placement as one line (see placement_summary)."""
+    parts = [f"layers {_per_device(p['layers'])}", f"output on {p['output']}",
+             f"KV cache {_per_device(p['kv_cache'])} ({p['kv_bytes'] / 2**20:.0f} MiB)"]
+    if p.get("vision"):
+        parts.append(f"vision on {p['vision']}")
+    return ", ".join(parts) + f" | {backends}"

@@ -30,7 +30,10 @@ def add_agent_parser(sub) -> None:
                    help="resize bound for screenshots (AutoGLM's serving setting, 5000000)")
     a.add_argument("-c", "--ctx-size", type=int, default=16384)
     a.add_argument("-t", "--threads", type=int, default=None)
-    a.add_argument("-ngl", "--gpu-layers", type=int, default=0)
+    a.add_argument("-ngl", "--gpu-layers", type=int, default=0,
+                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
+    a.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
+                   help="keep the vision tower on the CPU even when there is a GPU")
     a.add_argument("--dry-run", metavar="SCREENSHOT_DIR",
                    help="no phone: replay the PNGs of this folder in order and record the actions")
     a.add_argument("--dry-run-app", default="System Home", help="the current app a dry run reports")
@@ -80,8 +83,10 @@ def _model(args):
     mmproj = resolve_mmproj(args.model, args.mmproj)
     if mmproj is None:
         raise AutoGLMError(f"no vision projector found beside {args.model}: pass --mmproj mmproj-....gguf")
-    return AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_threads=args.threads,
-                   n_gpu_layers=args.gpu_layers)
+    llm = AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_threads=args.threads,
+                  n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload)
+    print(f"placement: {llm.placement_summary()}", file=sys.stderr, flush=True)
+    return llm
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:

@@ -115,7 +115,7 @@ class Engine:
         s = self.settings
         try:
             llm = AutoGLM(s.model, mmproj_path=s.mmproj, n_ctx=s.n_ctx, n_batch=s.n_batch, n_threads=s.n_threads,
-                          n_gpu_layers=s.n_gpu_layers, progress=None)
+                          n_gpu_layers=s.n_gpu_layers, mmproj_offload=s.mmproj_offload, progress=None)
             slots = [Slot(0, llm)] + [Slot(i, llm.new_context()) for i in range(1, s.parallel)]
         except Exception as e:  # reported by /health and the log; the process keeps answering
             self.load_error = f"{type(e).__name__}: {e}"
@@ -124,6 +124,7 @@ class Engine:
             return
         self.llm, self.slots = llm, slots
         self.state = "ready"
+        log.info("placement: %s", llm.placement_summary())
         log.info("model %s ready: %d slot(s) of %d tokens%s", s.model_id, s.parallel, s.n_ctx,
                  ", images on" if s.mmproj else ", text only (no mmproj)")
 

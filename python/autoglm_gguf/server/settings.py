@@ -19,6 +19,7 @@ class ServerSettings:
     n_batch: int = 512
     n_threads: int | None = None
     n_gpu_layers: int = 0
+    mmproj_offload: bool = True          # the vision tower on the GPU when there is one
     parallel: int = 1                    # slots: conversation contexts kept side by side
     max_queue: int = 16                  # requests waiting for a slot beyond those running
     image_max_pixels: int | None = None  # None: the mmproj's own bound
@@ -58,7 +59,10 @@ def add_serve_parser(sub) -> None:
     s.add_argument("-c", "--ctx-size", type=int, default=8192, help="context per slot (default 8192)")
     s.add_argument("-b", "--batch-size", type=int, default=512)
     s.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
-    s.add_argument("-ngl", "--gpu-layers", type=int, default=0)
+    s.add_argument("-ngl", "--gpu-layers", type=int, default=0,
+                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
+    s.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
+                   help="keep the vision tower on the CPU even when there is a GPU")
     s.add_argument("-np", "--parallel", type=int, default=1,
                    help="slots: conversations whose caches are kept side by side (compute takes turns)")
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for a slot (default 16)")
@@ -81,7 +85,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     mmproj = None if str(args.mmproj).lower() == "none" else resolve_mmproj(args.model, args.mmproj)
     settings = ServerSettings(model=args.model, mmproj=mmproj, alias=args.alias, host=args.host, port=args.port,
                               n_ctx=args.ctx_size, n_batch=args.batch_size, n_threads=args.threads,
-                              n_gpu_layers=args.gpu_layers, parallel=args.parallel, max_queue=args.max_queue,
+                              n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload,
+                              parallel=args.parallel, max_queue=args.max_queue,
                               image_max_pixels=args.image_max_pixels, api_key=args.api_key,
                               allowed_local_media_path=args.allowed_local_media_path)
     return run_server(settings)
