@@ -17,7 +17,7 @@ F32 files in F32, and a prompt evaluated in one step must match the CPU to F32 r
 shows that the offloaded graph is the CPU's graph and not merely close to it. Steps shorter than 32
 tokens (decode, the text pieces around an image) go through ggml's CPU flash attention, which rounds Q
 to F16, so there the reference itself is only F16-exact.
-  - text logits, max |dlogit| / max |logit|: F32 file 1.5e-2 (strict 5e-4); Q4_0 file 0.15;
+  - text logits, max |dlogit| / max |logit|: F32 file 1.5e-2 (strict 5e-4); Q4_0 file 0.25 (measured 0.13);
     decode steps 1.5e-2 (strict 1e-2); a prompt with an image, F32 files, 6e-2 (strict 1e-2);
   - image embeddings, max |d| / max |embedding|: F32 mmproj 1e-2 (strict 2e-5); F16 mmproj 1e-2;
   - greedy tokens and the share of positions with the same top token are measured and reported
@@ -54,7 +54,7 @@ needs_gpu = pytest.mark.skipif(GPU is None, reason=_why if GPU is None else "")
 LAVAPIPE = bool(GPUS and "llvmpipe" in str(GPUS[0]["description"]))
 
 STRICT = bool(GPU and GPU.startswith("Vulkan") and os.environ.get("GGML_VK_DISABLE_F16"))
-TEXT_BOUND = {"f32": 5e-4 if STRICT else 1.5e-2, "q4_0": 0.15}
+TEXT_BOUND = {"f32": 5e-4 if STRICT else 1.5e-2, "q4_0": 0.25}  # a wrong graph is off by O(1)
 # Steps of fewer than 32 tokens (decode; the text around an image) use ggml's CPU flash attention,
 # which rounds Q to F16, so there the CPU reference itself is only F16-exact.
 SHORT_STEP_BOUND = 1e-2 if STRICT else 1.5e-2
