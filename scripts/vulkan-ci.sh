@@ -14,8 +14,8 @@
 #     link library stay bookworm's.
 # Both extra suites go through private apt lists in the build dir; the system's sources are not changed.
 #
-# The extension is built into its own venv and build dir (build/vulkan, or $AUTOGLM_VULKAN_DIR), which
-# also keeps Mesa's shader cache, so a second run rebuilds nothing. GGML_VK_VISIBLE_DEVICES=0 is needed:
+# The extension is built into its own venv and build dir (build/vulkan, or $AUTOGLM_VULKAN_DIR), so a
+# second run rebuilds nothing; Mesa's shader cache is per user (below). GGML_VK_VISIBLE_DEVICES=0 is needed:
 # without it ggml's Vulkan backend skips CPU-type devices such as lavapipe and the tests would run on
 # the CPU. AUTOGLM_REQUIRE_GPU=1 turns test_gpu.py's "no GPU" skips into failures, so this script
 # cannot pass without having run on the device.
@@ -94,7 +94,11 @@ source "$work/venv/bin/activate"
 export PIP_CACHE_DIR="$work/pip-cache"
 export AUTOGLM_GGML_CACHE="$work/ggml-cache"
 export SKBUILD_BUILD_DIR="$work/build"
-export MESA_SHADER_CACHE_DIR="$work/mesa-shader-cache"
+# Lavapipe JIT-compiles each of ggml's shader variants on first use (seconds to minutes each with LLVM
+# 15; ~25 min for these tests with an empty cache on 2 cores). Mesa caches the result by shader and
+# driver build, so one per-user cache serves every build dir, as the pinned ggml sdist's cache does.
+export MESA_SHADER_CACHE_DIR="${MESA_SHADER_CACHE_DIR:-$HOME/.cache/autoglm-gguf/mesa-shader-cache}"
+mkdir -p "$MESA_SHADER_CACHE_DIR"
 export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
 export AUTOGLM_REQUIRE_GPU=1
 pip install -q --upgrade pip
