@@ -25,10 +25,7 @@ def add_run_parser(sub) -> None:
     r.add_argument("-c", "--ctx-size", type=int, default=8192)
     r.add_argument("-b", "--batch-size", type=int, default=512)
     r.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
-    r.add_argument("-ngl", "--gpu-layers", type=int, default=0,
-                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
-    r.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
-                   help="keep the vision tower on the CPU even when there is a GPU")
+    add_offload_args(r)
     r.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
     r.add_argument("--top-k", type=int, default=0)
     r.add_argument("--top-p", type=float, default=1.0)
@@ -59,6 +56,14 @@ def _timings_line(llm, load_s: float | None = None) -> str:
     if t.get("image_tokens"):
         s += f" | images: {t['image_tokens']} tokens, encoded in {t['image_encode_ms']:.0f} ms"
     return s + (f" | load: {load_s:.2f} s" if load_s is not None else "")
+
+
+def add_offload_args(p: argparse.ArgumentParser) -> None:
+    """-ngl and --no-mmproj-offload, the same for run, serve and agent."""
+    p.add_argument("-ngl", "--gpu-layers", type=int, default=0,
+                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
+    p.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
+                   help="keep the vision tower on the CPU even when there is a GPU")
 
 
 def default_mmproj(model: str) -> str | None:

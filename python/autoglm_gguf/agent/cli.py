@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_run import add_offload_args
 from ..errors import AutoGLMError
 
 
@@ -30,10 +31,7 @@ def add_agent_parser(sub) -> None:
                    help="resize bound for screenshots (AutoGLM's serving setting, 5000000)")
     a.add_argument("-c", "--ctx-size", type=int, default=16384)
     a.add_argument("-t", "--threads", type=int, default=None)
-    a.add_argument("-ngl", "--gpu-layers", type=int, default=0,
-                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
-    a.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
-                   help="keep the vision tower on the CPU even when there is a GPU")
+    add_offload_args(a)
     a.add_argument("--dry-run", metavar="SCREENSHOT_DIR",
                    help="no phone: replay the PNGs of this folder in order and record the actions")
     a.add_argument("--dry-run-app", default="System Home", help="the current app a dry run reports")

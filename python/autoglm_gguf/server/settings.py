@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cli_run import add_offload_args
+
 
 @dataclass
 class ServerSettings:
@@ -59,10 +61,7 @@ def add_serve_parser(sub) -> None:
     s.add_argument("-c", "--ctx-size", type=int, default=8192, help="context per slot (default 8192)")
     s.add_argument("-b", "--batch-size", type=int, default=512)
     s.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
-    s.add_argument("-ngl", "--gpu-layers", type=int, default=0,
-                   help="decoder layers on the GPU (-1: all, with the output layer; needs a GPU build)")
-    s.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
-                   help="keep the vision tower on the CPU even when there is a GPU")
+    add_offload_args(s)
     s.add_argument("-np", "--parallel", type=int, default=1,
                    help="slots: conversations whose caches are kept side by side (compute takes turns)")
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for a slot (default 16)")
