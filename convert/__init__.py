@@ -23,7 +23,9 @@ from .gguf_out import GGUFPlan, OutputSet, write_gguf
 from .mmproj_gguf import plan_mmproj
 from .text_gguf import plan_text
 
-MMPROJ_OUTTYPES = ("f16", "f32", "q8_0")
+# The vision tower: its weight matrices in one type (no mix); q4_k is the 4-bit option (rows that do not
+# fit 256-blocks fall back to Q5_0), q4_0 the legacy one.
+MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
 
 __all__ = ["ConvertOptions", "convert_checkpoint", "convert_loaded", "load_checkpoint", "Checkpoint", "MMPROJ_OUTTYPES", "OUTTYPES"]
 
@@ -38,6 +40,7 @@ class ConvertOptions:
     force: bool = False
     progress: bool = True
     n_threads: int = 0
+    imatrix: Path | None = None         # importance matrix (autoglm-gguf imatrix) for the text model
 
 
 def default_paths(ckpt: Checkpoint, opts: ConvertOptions) -> tuple[Path, Path | None]:
@@ -78,13 +81,25 @@ def malformed_input(where):
                               "config.json, the tokenizer files and the safetensors headers") from e
 
 
+def _load_imatrix(path: Path):
+    from autoglm_gguf.imatrix import load_imatrix
+
+    try:
+        return load_imatrix(path)
+    except FileNotFoundError:
+        raise ConversionError(f"{path}: no such importance-matrix file") from None
+    except (ValueError, OSError) as e:
+        raise ConversionError(f"{path}: not a usable importance matrix ({e})") from e
+
+
 def convert_loaded(ckpt: Checkpoint, opts: ConvertOptions) -> dict[str, dict]:
     """convert_checkpoint for an already loaded (or synthesized) Checkpoint."""
     text_path, mmproj_path = default_paths(ckpt, opts)
     targets = [text_path] + ([mmproj_path] if mmproj_path else [])
     with OutputSet(targets, force=opts.force) as out:
+        im = _load_imatrix(opts.imatrix) if opts.imatrix else None
         with malformed_input(ckpt.path):
-            plans: list[GGUFPlan] = [plan_text(ckpt, text_path, opts.outtype)]
+            plans: list[GGUFPlan] = [plan_text(ckpt, text_path, opts.outtype, im, str(opts.imatrix or ""))]
             if mmproj_path:
                 plans.append(plan_mmproj(ckpt, mmproj_path, opts.mmproj_outtype))
         total_bytes = sum(p.nbytes for p in plans)

@@ -10,19 +10,21 @@ import gguf
 
 from .checkpoint import Checkpoint
 
+from autoglm_gguf.quant_mix import FALLBACK, PRESETS
+
 T = gguf.GGMLQuantizationType
-OUTTYPES = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0}
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-              "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
-# Row lengths that do not fit a type's blocks fall back along this chain (F16 has block size 1).
-FALLBACK = {T.Q6_K: T.Q8_0, T.Q4_0: T.F16, T.Q8_0: T.F16}
+# Text --outtype: llama-quantize's presets (quant_mix.PRESETS), the per-tensor mix included.
+OUTTYPES = {name: p.default for name, p in PRESETS.items()}
+FILE_TYPES = {name: p.ftype for name, p in PRESETS.items()}
 
 
 def fit_type(qtype: gguf.GGMLQuantizationType, row_len: int) -> gguf.GGMLQuantizationType:
-    while row_len % gguf.GGML_QUANT_SIZES[qtype][0] != 0:
-        qtype = FALLBACK[qtype]
-    return qtype
+    """qtype when row_len fits its blocks, else llama.cpp's one fallback step (Q4_K -> Q5_0, Q6_K -> Q8_0,
+    IQ* -> IQ4_NL, ...) when that fits, else F16 (block size 1)."""
+    if row_len % gguf.GGML_QUANT_SIZES[qtype][0] == 0:
+        return qtype
+    fb = FALLBACK.get(qtype)
+    return fb if fb is not None and row_len % gguf.GGML_QUANT_SIZES[fb][0] == 0 else T.F16
 
 
 def sorted_like_llamacpp(refs):

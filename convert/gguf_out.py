@@ -26,14 +26,6 @@ CHUNK_BYTES = 64 << 20  # f32 bytes per conversion chunk
 
 RowSource = Callable[[int, int], np.ndarray]   # (r0, r1) -> float32 rows, shape (r1 - r0, row_len)
 
-QTYPE_NAMES = {
-    gguf.GGMLQuantizationType.F32: "f32",
-    gguf.GGMLQuantizationType.F16: "f16",
-    gguf.GGMLQuantizationType.BF16: "bf16",
-    gguf.GGMLQuantizationType.Q8_0: "q8_0",
-    gguf.GGMLQuantizationType.Q4_0: "q4_0",
-    gguf.GGMLQuantizationType.Q6_K: "q6_k",
-}
 
 
 @dataclass
@@ -42,6 +34,7 @@ class OutTensor:
     shape: tuple[int, ...]             # numpy/torch order (slowest first); GGUF stores it reversed (ne)
     qtype: gguf.GGMLQuantizationType
     source: RowSource                  # rows of the 2-D view (prod(shape[:-1]), shape[-1])
+    imatrix: np.ndarray | None = None  # per-column importance (mean squared activation) for the quantizer
 
     @property
     def n_rows(self) -> int:
@@ -70,14 +63,14 @@ class _StreamedTensor:
 
     def tofile(self, f) -> None:
         t = self.t
-        qname = QTYPE_NAMES[t.qtype]
+        qname = t.qtype.name.lower()
         rows_per_chunk = max(1, CHUNK_BYTES // (4 * t.row_len))
         written = 0
         for r0 in range(0, t.n_rows, rows_per_chunk):
             r1 = min(t.n_rows, r0 + rows_per_chunk)
             x = np.ascontiguousarray(t.source(r0, r1), dtype=np.float32).reshape(r1 - r0, t.row_len)
             try:
-                q = _core.quantize(x, qname, self.n_threads)
+                q = _core.quantize(x, qname, self.n_threads, t.imatrix)
             except ValueError as e:
                 raise ConversionError(f"tensor {t.name}: {e} (rows {r0}..{r1})") from e
             f.write(memoryview(q).cast("B"))

@@ -2,8 +2,8 @@
 
 Storage types: 1-D tensors, norms and biases F32; v.position_embd F32 always (it is interpolated at
 run time); the conv kernels (v.patch_embd.weight, .weight.1, mm.patch_merger.weight) F16 when the
-outtype is f16 and F32 otherwise (never quantized); every other matrix in the outtype (q8_0 rows
-that do not fit 32-blocks fall back to F16).
+outtype is f16 and F32 otherwise (never quantized); every other matrix in the outtype's base type
+(q4_k -> Q4_K, ...; rows that do not fit its blocks fall back as llama.cpp's do: Q4_K -> Q5_0, then F16).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import gguf
 from autoglm_gguf.errors import ConversionError
 
 from .checkpoint import Checkpoint
-from .common import FILE_TYPES, OUTTYPES, T, add_general_metadata, fit_type, n_params, processor_settings, sorted_like_llamacpp
+from autoglm_gguf.quant_mix import preset
+
+from .common import T, add_general_metadata, fit_type, n_params, processor_settings, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
 from .transforms import rows_of, temporal_slice
 
@@ -63,7 +65,7 @@ def storage_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQu
         return T.F16 if outtype == "f16" else T.F32
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") or name == "v.position_embd.weight":
         return T.F32
-    return fit_type(OUTTYPES[outtype], shape[-1])
+    return fit_type(preset(outtype).default, shape[-1])
 
 
 def image_pixel_bounds(ckpt: Checkpoint, settings: dict) -> tuple[int, int]:
@@ -101,7 +103,7 @@ def plan_mmproj(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
 
     def metadata(w: gguf.GGUFWriter) -> None:
         add_general_metadata(w, ckpt, gguf.GGUFType.MMPROJ, total)
-        w.add_file_type(FILE_TYPES[outtype])
+        w.add_file_type(preset(outtype).ftype)
         w.add_bool("clip.has_vision_encoder", True)
         w.add_uint32("clip.vision.projection_dim", ckpt.text.n_embd)
         w.add_uint32("clip.vision.image_size", v.image_size)

@@ -1,8 +1,9 @@
 """The text-model GGUF (arch glm4), laid out as llama.cpp's converter lays out GLM-4.1V.
 
-Storage types (documented in README "Converter"): 1-D tensors and norms F32; every weight matrix in
-the requested outtype; with q4_0, output.weight is Q6_K as llama-quantize does (the head is the most
-quantization-sensitive matrix); row lengths that do not fit the blocks fall back Q6_K -> Q8_0 -> F16.
+Storage types (documented in README "Converter"): 1-D tensors and norms F32; the weight matrices as
+llama-quantize's preset `outtype` assigns them (quant_mix.plan_types: e.g. q4_k_m puts attn_v and
+some ffn_down in Q6_K and the output head in Q6_K), row lengths that do not fit a type's blocks
+falling back as llama.cpp's do. With an importance matrix, every quantized matrix is weighted by it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import gguf
 from autoglm_gguf.errors import ConversionError
 
 from .checkpoint import Checkpoint
-from .common import FILE_TYPES, OUTTYPES, T, add_general_metadata, fit_type, n_params, sorted_like_llamacpp
+from autoglm_gguf.quant_mix import MixOptions, ModelShape, TensorInfo, plan_types, preset, requires_imatrix
+
+from .common import FILE_TYPES, T, add_general_metadata, n_params, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
 from .transforms import neox_row_order, permuted_rows, rows_of
 from .vocab_export import export_vocab
@@ -45,13 +48,13 @@ def gguf_name(hf: str) -> str:
     return f"blk.{layer}.{_LAYER_MAP[rest]}"
 
 
-def storage_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
-    if len(shape) <= 1 or name.endswith("_norm.weight"):
-        return T.F32
-    qtype = OUTTYPES[outtype]
-    if outtype == "q4_0" and name == "output.weight":
-        qtype = T.Q6_K
-    return fit_type(qtype, shape[-1])
+def storage_types(named_shapes: list[tuple[str, tuple[int, ...]]], t, outtype: str, has_imatrix: bool
+                  ) -> dict[str, gguf.GGMLQuantizationType]:
+    """name -> type for every text tensor (shapes in numpy order), by llama-quantize's mix for `outtype`."""
+    infos = [TensorInfo(name, tuple(reversed(shape)), T.F32) for name, shape in named_shapes]
+    shape = ModelShape(n_layer=t.n_layer, n_head=t.n_head, n_head_kv=t.n_head_kv)
+    plan = plan_types(infos, shape, preset(outtype), MixOptions(has_imatrix=has_imatrix))
+    return {info.name: qtype for info, qtype in plan}
 
 
 def eog_token_ids(ckpt: Checkpoint) -> list[int]:
@@ -65,7 +68,8 @@ def eog_token_ids(ckpt: Checkpoint) -> list[int]:
     return ids
 
 
-def plan_text(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
+def plan_text(ckpt: Checkpoint, path, outtype: str, imatrix=None, imatrix_path: str = "") -> GGUFPlan:
+    """imatrix: an autoglm_gguf.imatrix.Imatrix (read from imatrix_path) or None."""
     t = ckpt.text
     refs = list(ckpt.text_tensors.items())
     by_ref = {id(r): hf for hf, r in refs}
@@ -73,7 +77,7 @@ def plan_text(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
     q_order = neox_row_order(t.n_head, t.head_dim, t.n_rot) if t.rope_sections else None
     k_order = neox_row_order(t.n_head_kv, t.head_dim, t.n_rot) if t.rope_sections else None
 
-    tensors: list[OutTensor] = []
+    named: list[tuple[str, tuple[int, ...], object]] = []
     for ref in ordered:
         if ref is ckpt.lm_head:
             name = "output.weight"
@@ -88,8 +92,21 @@ def plan_text(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
                 source = permuted_rows(ref, k_order)
             else:
                 source = rows_of(ref)
-        shape = tuple(ref.shape)
-        tensors.append(OutTensor(name, shape, storage_type(name, shape, outtype), source))
+        named.append((name, tuple(ref.shape), source))
+    types = storage_types([(n, s) for n, s, _ in named], t, outtype, imatrix is not None)
+    tensors: list[OutTensor] = []
+    for name, shape, source in named:
+        qtype = types[name]
+        weights = None
+        if imatrix is not None and qtype not in (T.F32, T.F16, T.BF16):
+            weights = imatrix.entries.get(name)
+            if weights is not None and weights.size != shape[-1]:
+                raise ConversionError(f"importance matrix entry {name} has {weights.size} values, the tensor has "
+                                      f"{shape[-1]} columns: the imatrix was computed for another model")
+        if weights is None and requires_imatrix(name, qtype, preset(outtype)):
+            raise ConversionError(f"--outtype {outtype}: {name} would be {qtype.name}, which needs an importance matrix; "
+                                  "pass --imatrix FILE (compute one with `autoglm-gguf imatrix` on an F16 conversion)")
+        tensors.append(OutTensor(name, shape, qtype, source, weights))
 
     vocab = export_vocab(ckpt)          # validated now, before any output file exists
     eog = eog_token_ids(ckpt)
@@ -114,6 +131,13 @@ def plan_text(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
         w.add_file_type(FILE_TYPES[outtype])
         w.add_rope_dimension_count(t.n_rot)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        if imatrix is not None:  # the keys llama-quantize records
+            w.add_string("quantize.imatrix.file", imatrix_path)
+            if imatrix.datasets:
+                w.add_string("quantize.imatrix.dataset", imatrix.datasets[0])
+            w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
+            if imatrix.chunk_count > 0:
+                w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
         # GLM-4 byte-level BPE; "glm4" selects llama.cpp's GLM-4 pre-tokenizer (and no automatic BOS).
         vocab.write(w, pre="glm4")
         # Ours, beyond llama.cpp's keys: every end-of-generation id (llama.cpp keeps only eos/eot).

@@ -21,6 +21,7 @@ void bind_prompt(py::module_ & m);
 // in `keep` for as long as the pieces are used.
 std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, uint32_t n_embd, std::vector<py::object> & keep);
 void bind_vision(py::module_ & m);
+void bind_imatrix(py::module_ & m);
 
 #include "image.h"
 

@@ -20,9 +20,10 @@ public:
     void attach(ggml_backend_sched_t sched);
     // Prints and clears the table (when enabled), labelled with `what`.
     void report(const char * what);
+    // The callback attach() installs (user = this): public so a session can forward to it from its own.
+    static bool eval_cb(ggml_tensor * t, bool ask, void * user);
 
 private:
-    static bool eval_cb(ggml_tensor * t, bool ask, void * user);
     struct row { double ms = 0; int n = 0; };
     std::map<std::string, row> by_op_;
     std::chrono::steady_clock::time_point last_;

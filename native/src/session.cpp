@@ -217,13 +217,45 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
         for (uint32_t i = 0; i < n_out; ++i) ids[i] = (int32_t) (n - n_out + i);
         ggml_backend_tensor_set(g.inp_out_ids, ids.data(), 0, ids.size() * sizeof(int32_t));
     }
-    profile_.attach(sched_.get());
+    attach_eval_callback();
     std::lock_guard<std::mutex> compute(model_.compute_mutex());
-    if (ggml_backend_sched_graph_compute(sched_.get(), g.gf) != GGML_STATUS_SUCCESS) {
+    const bool ok = ggml_backend_sched_graph_compute(sched_.get(), g.gf) == GGML_STATUS_SUCCESS;
+    const std::string imatrix_error = imatrix_ ? imatrix_->take_error() : std::string();
+    if (!ok) {
         graph_ctx_.reset();  // rebuild next time
         throw error("graph computation failed");
     }
+    if (!imatrix_error.empty()) throw error(imatrix_error);
     if (n_out) ggml_backend_tensor_get(g.logits, logits_out, 0, (size_t) n_out * hp.n_vocab * sizeof(float));
+}
+
+imatrix_collector & session::imatrix() {
+    if (!imatrix_) imatrix_ = std::make_unique<imatrix_collector>();
+    return *imatrix_;
+}
+
+void session::attach_eval_callback() {
+    profile_.attach(sched_.get());  // installs the profiler's own callback when AUTOGLM_PROFILE is set
+    if (imatrix_ && imatrix_->active) {
+        ggml_backend_sched_set_eval_callback(sched_.get(), &session::eval_cb, this);
+    } else if (!op_profile::enabled()) {
+        // Collection stopped: back to no callback, so the scheduler computes whole splits at once.
+        ggml_backend_sched_set_eval_callback(sched_.get(), nullptr, nullptr);
+    }
+}
+
+// Installed only while the imatrix collector is active. ref: llama.cpp imatrix.cpp (ask/collect protocol).
+bool session::eval_cb(ggml_tensor * t, bool ask, void * user) {
+    auto * self = static_cast<session *>(user);
+    const bool profiling = op_profile::enabled();
+    const bool wanted = self->imatrix_->wants(t);
+    if (ask) {
+        const bool profiler_stops = profiling && op_profile::eval_cb(t, true, &self->profile_);
+        return wanted || profiler_stops;
+    }
+    // Collect before the profiler takes its time stamp, so the collection is billed to this MUL_MAT.
+    if (wanted) self->imatrix_->collect(t);
+    return profiling ? op_profile::eval_cb(t, false, &self->profile_) : true;
 }
 
 }  // namespace autoglm

@@ -6,11 +6,13 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "ggml_ptr.h"
+#include "imatrix_collector.h"
 #include "kv_cache.h"
 #include "op_profile.h"
 #include "prompt_layout.h"
@@ -70,6 +72,10 @@ public:
     // Set before a long evaluation; called between micro-batches with the cells evaluated so far and the
     // total of the current eval_* call. Returning false stops it (throws "aborted"; the cache is unchanged).
     std::function<bool(uint32_t n_done, uint32_t n_total)> progress;
+    // Importance-matrix statistics (imatrix_collector.h), created on first use; every micro-batch adds
+    // to them while imatrix().active is set. Off, the graph runs without an eval callback, as before.
+    imatrix_collector & imatrix();
+    uint32_t n_batch() const { return params_.n_batch; }
 
 private:
     std::vector<float> eval(const int32_t * tokens, const float * embd, uint32_t n,
@@ -91,6 +97,10 @@ private:
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)
     op_profile profile_;              // AUTOGLM_PROFILE=1: per-op times over the session's life
+    std::unique_ptr<imatrix_collector> imatrix_;
+    // The scheduler holds one eval callback: the profiler's alone, or this one forwarding to both.
+    void attach_eval_callback();
+    static bool eval_cb(ggml_tensor * t, bool ask, void * user);
     // The last built graph, still allocated in sched_: reused while the shape stays the same.
     ggml_ctx_ptr graph_ctx_;
     text_graph graph_;

@@ -1,4 +1,4 @@
-"""The `autoglm-gguf` command line: demo | convert | run | serve | agent | bench | info."""
+"""The `autoglm-gguf` command line: demo | convert | quantize | run | serve | agent | bench | info."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 from .errors import AutoGLMError
 
-TEXT_OUTTYPES = ("q4_0", "q8_0", "f16", "bf16", "f32")
-MMPROJ_OUTTYPES = ("f16", "f32", "q8_0")
+from .quant_mix import PRESETS
+
+TEXT_OUTTYPES = tuple(PRESETS)
+MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
 
 
 def _version_text() -> str:
@@ -46,6 +48,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         force=force,
         progress=not args.quiet,
         n_threads=args.threads,
+        imatrix=Path(args.imatrix) if args.imatrix else None,
     )
     result = convert_checkpoint(Path(model_dir), opts)
     if not args.quiet:
@@ -54,6 +57,30 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     for path in result:
         print(Path(path).resolve())
     return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_gguf
+
+    res = quantize_gguf(args.input, args.output, args.type, imatrix=args.imatrix, n_threads=args.threads,
+                        force=args.force, progress=not args.quiet, output_tensor_type=args.output_tensor_type,
+                        token_embedding_type=args.token_embedding_type, pure=args.pure)
+    if not args.quiet:
+        counts: dict[str, int] = {}
+        for t in res.types.values():
+            counts[t] = counts.get(t, 0) + 1
+        mix = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        print(f"wrote {res.path} ({res.bytes / 2**20:.1f} MiB; tensors: {mix})", file=sys.stderr)
+        for line in res.fallbacks:
+            print(f"  row length does not fit the type, fell back: {line}", file=sys.stderr)
+    print(Path(res.path).resolve())
+    return 0
+
+
+def _quantize_epilog() -> str:
+    from .quant_mix import PRESETS
+
+    return "types:\n" + "\n".join(f"  {p.name:8s} {p.about}" for p in PRESETS.values())
 
 
 def _devices_text() -> str:
@@ -87,6 +114,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_imatrix(args: argparse.Namespace) -> int:
+    from .imatrix import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoglm-gguf", description="Run AutoGLM-Phone-9B / GLM-4.1V locally from GGUF files.")
     p.add_argument("--version", action="store_true", help="print versions, ggml backends and devices, then exit")
@@ -99,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model_dir", metavar="HF_DIR", nargs="?", help="checkpoint directory (omit for the tiny demo)")
     c.add_argument("-o", "--outfile", help="text GGUF path (default: <HF_DIR>/../<name>-<OUTTYPE>.gguf)")
     c.add_argument("--outtype", default="q4_0", type=str.lower, choices=TEXT_OUTTYPES,
-                   help="storage type of the text model's weight matrices (default q4_0)")
+                   help="llama-quantize's preset for the text model's weight matrices, mix included (default q4_0; "
+                        "q4_k_m is llama.cpp's usual choice; see `autoglm-gguf quantize -h` for the list)")
+    c.add_argument("--imatrix", metavar="FILE", help="importance matrix for the text model (autoglm-gguf imatrix)")
     c.add_argument("--mmproj-out", help="mmproj GGUF path (default: mmproj-<name>-<MMPROJ_OUTTYPE>.gguf next to the text GGUF)")
     c.add_argument("--mmproj-outtype", default="f16", type=str.lower, choices=MMPROJ_OUTTYPES,
                    help="storage type of the vision tower's weight matrices (default f16)")
@@ -109,6 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
     c.add_argument("--demo-dir", default="autoglm-demo", help=argparse.SUPPRESS)
     c.set_defaults(func=_cmd_convert)
+
+    q = sub.add_parser("quantize", help="re-quantize an F16/BF16/F32 GGUF (q4_k_m, q5_k_m, iq4_xs, ...), like llama-quantize",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_quantize_epilog(),
+                       description="Re-quantize a text GGUF with llama-quantize's per-tensor mix for TYPE (the same "
+                                   "bytes llama-quantize writes), or an mmproj GGUF (its weight matrices in TYPE's "
+                                   "base type). The output appears only when complete.")
+    q.add_argument("input", metavar="IN.gguf", help="F16, BF16 or F32 GGUF (autoglm-gguf convert --outtype f16)")
+    q.add_argument("output", metavar="OUT.gguf")
+    q.add_argument("type", metavar="TYPE", type=str.lower, help="quantization preset, e.g. q4_k_m (list below)")
+    q.add_argument("--imatrix", metavar="FILE", help="importance matrix (autoglm-gguf imatrix or llama-imatrix, GGUF format)")
+    q.add_argument("--output-tensor-type", metavar="T", help="type of output.weight (default: the preset's choice)")
+    q.add_argument("--token-embedding-type", metavar="T", help="type of token_embd.weight (default: the preset's choice)")
+    q.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor in the preset's base type")
+    q.add_argument("--force", action="store_true", help="overwrite OUT.gguf if it exists")
+    q.add_argument("-t", "--threads", type=int, default=0, help="quantizer threads (default: all cores)")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
+    q.set_defaults(func=_cmd_quantize)
 
     from .cli_run import add_run_parser
 
@@ -129,6 +181,36 @@ def build_parser() -> argparse.ArgumentParser:
     from .agent.demo import add_demo_parser
 
     add_demo_parser(sub)
+
+    from .cli_run import add_offload_args
+
+    x = sub.add_parser("imatrix", help="compute an importance matrix (llama.cpp's imatrix GGUF) from calibration "
+                                       "conversations, for quantize --imatrix",
+                       description="Evaluate each calibration conversation's full prompt (chat template, screenshots "
+                                   "through the vision tower) and write, per decoder weight, the sum of squared inputs "
+                                   "per column and the token count, in llama.cpp's imatrix GGUF format. The output "
+                                   "appears only when complete. Calibration: a JSONL file, one {\"messages\": [...]} "
+                                   "conversation per line (OpenAI form, as Open-AutoGLM sends; image paths relative "
+                                   "to the file), or --builtin-calibration.")
+    x.add_argument("-m", "--model", help="text model GGUF (F16/BF16/F32 gives the cleanest statistics)")
+    x.add_argument("--mmproj", help="vision projector GGUF (default: the one mmproj-*.gguf beside the model, if any)")
+    x.add_argument("-f", "--file", metavar="CALIB.jsonl", help="calibration conversations")
+    x.add_argument("--builtin-calibration", action="store_true",
+                   help="use the built-in agent conversations (Chinese and English, drawn screenshots)")
+    x.add_argument("--write-calibration", metavar="PATH.jsonl",
+                   help="with --builtin-calibration: write the set (JSONL + PNGs beside it) and exit, to edit or extend")
+    x.add_argument("-o", "--output", default="imatrix.gguf", help="output file (default imatrix.gguf)")
+    x.add_argument("--process-output", action="store_true", help="also collect output.weight (the output head)")
+    x.add_argument("--chunks", type=int, default=None, metavar="N", help="use only the first N conversations")
+    x.add_argument("--image-max-pixels", type=int, default=None,
+                   help="HF smart_resize budget (2-frame units; AutoGLM serves with 5000000)")
+    x.add_argument("-c", "--ctx-size", type=int, default=8192, help="context; longer conversations are skipped")
+    x.add_argument("-b", "--batch-size", type=int, default=512)
+    x.add_argument("-t", "--threads", type=int, default=None, help="default: physical cores")
+    add_offload_args(x)
+    x.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    x.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
+    x.set_defaults(func=_cmd_imatrix)
 
     i = sub.add_parser("info", help="describe GGUF files (architecture, hyperparameters, tensor types); "
                                     "with no file, the backends and devices this build can run on")

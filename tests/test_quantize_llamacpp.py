@@ -1,0 +1,130 @@
+"""`autoglm-gguf quantize` against llama.cpp's quantizer: the same F16 input gives byte-identical files.
+
+For every preset, on three architectures (a 256-wide one where the K-quant and IQ block sizes fit and
+the GQA >= 4 rules apply; the default tiny one and the `alt` one, where rows of 64/96/100 force
+llama.cpp's fallback chain), we quantize with our command and with libllama's llama_model_quantize
+(tests/_llamacpp_quantize.py, in a subprocess) and compare the files byte for byte. Presets that
+need an importance matrix, and the imatrix-dependent branches of the others, run with one random
+matrix written in llama.cpp's imatrix GGUF format. Then llama.cpp loads our quantized files and its
+logits agree with our runtime's on the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from autoglm_gguf.convert import ConvertOptions, convert_checkpoint  # noqa: E402
+from autoglm_gguf.quant_mix import PRESETS  # noqa: E402
+from autoglm_gguf.quantize import quantize_gguf  # noqa: E402
+from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint  # noqa: E402
+
+from conftest import ALT_TEXT, ALT_VISION  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+K256_TEXT = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
+             "num_key_value_heads": 2, "rope_parameters": {"mrope_section": [2, 3, 3]}}
+NEEDS_IMATRIX = {"iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq1_s", "iq1_m", "iq3_xxs", "iq3_xs", "q2_k_s"}
+NO_IMATRIX = [p for p in PRESETS if p not in NEEDS_IMATRIX and p != "f32"]
+# the presets whose mix changes with an imatrix, plus every one that needs it
+WITH_IMATRIX = sorted(NEEDS_IMATRIX) + ["q4_0", "iq4_xs", "q4_k_m"]
+
+
+@pytest.fixture(scope="session")
+def f16_models(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("quant-f16")
+    archs = {"k256": make_config(text=K256_TEXT), "tiny": make_config(),
+             "alt": make_config(text=ALT_TEXT, vision=ALT_VISION)}
+    paths = {}
+    for i, (name, cfg) in enumerate(archs.items()):
+        ckpt = write_checkpoint(out / name, cfg, dtype="f32", seed=10 + i)
+        paths[name] = out / f"{name}-f16.gguf"
+        convert_checkpoint(ckpt, ConvertOptions(outfile=paths[name], outtype="f16", mmproj=False, progress=False))
+    return paths
+
+
+def _random_imatrix(model: Path, path: Path) -> Path:
+    """Positive per-column statistics for every decoder matrix, in llama.cpp's imatrix GGUF format."""
+    from autoglm_gguf.imatrix import write_imatrix
+
+    rng = np.random.default_rng(7)
+    r = gguf.GGUFReader(model)
+    sums, counts = {}, {}
+    for t in r.tensors:
+        if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2 and int(t.shape[1]) > 1:
+            sums[t.name] = (rng.gamma(2.0, 1.0, int(t.shape[0])) * 64).astype(np.float64)
+            counts[t.name] = 64
+    write_imatrix(path, sums, counts, datasets=["random-test-statistics.jsonl"], chunk_count=1, chunk_size=64)
+    return path
+
+
+def _llamacpp(jobs: list[list]) -> None:
+    proc = subprocess.run([sys.executable, str(HERE / "_llamacpp_quantize.py"), json.dumps(jobs)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _differences(ours: Path, ref: Path) -> str:
+    """Where two GGUF files differ, for the assertion message: metadata or which tensors."""
+    a, b = gguf.GGUFReader(ours), gguf.GGUFReader(ref)
+    out = []
+    ka, kb = list(a.fields), list(b.fields)
+    if ka != kb:
+        out.append(f"keys differ: ours {ka} vs llama.cpp {kb}")
+    ta = {t.name: t for t in a.tensors}
+    for t in b.tensors:
+        mine = ta.get(t.name)
+        if mine is None or mine.tensor_type != t.tensor_type:
+            out.append(f"{t.name}: ours {mine.tensor_type.name if mine else None}, llama.cpp {t.tensor_type.name}")
+        elif bytes(mine.data) != bytes(t.data):
+            out.append(f"{t.name}: same type {t.tensor_type.name}, different bytes")
+    return "; ".join(out[:12]) or "tensor data identical, the difference is in layout/padding"
+
+
+@pytest.mark.parametrize("arch", ["k256", "tiny", "alt"])
+def test_presets_without_imatrix_are_byte_identical(arch, f16_models, tmp_path):
+    src = f16_models[arch]
+    jobs, pairs = [], []
+    for name in NO_IMATRIX:
+        ours, ref = tmp_path / f"ours-{name}.gguf", tmp_path / f"ref-{name}.gguf"
+        quantize_gguf(src, ours, name, progress=False)
+        jobs.append([str(src), str(ref), PRESETS[name].ftype, None])
+        pairs.append((name, ours, ref))
+    _llamacpp(jobs)
+    mismatched = {name: _differences(o, r) for name, o, r in pairs if _digest(o) != _digest(r)}
+    assert not mismatched, mismatched
+
+
+@pytest.mark.parametrize("arch", ["k256", "alt"])
+def test_presets_with_imatrix_are_byte_identical(arch, f16_models, tmp_path):
+    src = f16_models[arch]
+    im = _random_imatrix(src, tmp_path / "random.imatrix.gguf")
+    jobs, pairs = [], []
+    for name in WITH_IMATRIX:
+        ours, ref = tmp_path / f"ours-{name}.gguf", tmp_path / f"ref-{name}.gguf"
+        quantize_gguf(src, ours, name, imatrix=im, progress=False)
+        jobs.append([str(src), str(ref), PRESETS[name].ftype, str(im)])
+        pairs.append((name, ours, ref))
+    _llamacpp(jobs)
+    mismatched = {name: _differences(o, r) for name, o, r in pairs if _digest(o) != _digest(r)}
+    assert not mismatched, mismatched
+    # the imatrix changed the bytes (it is used, not just recorded)
+    plain = tmp_path / "plain-q4_k_m.gguf"
+    quantize_gguf(src, plain, "q4_k_m", progress=False)
+    assert _digest(plain) != _digest(tmp_path / "ours-q4_k_m.gguf")
+    meta = gguf.GGUFReader(tmp_path / "ours-q4_k_m.gguf").fields
+    assert meta["quantize.imatrix.file"].contents() == str(im)
+    assert meta["quantize.imatrix.dataset"].contents() == "random-test-statistics.jsonl"
