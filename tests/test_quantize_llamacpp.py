@@ -128,3 +128,44 @@ def test_presets_with_imatrix_are_byte_identical(arch, f16_models, tmp_path):
     meta = gguf.GGUFReader(tmp_path / "ours-q4_k_m.gguf").fields
     assert meta["quantize.imatrix.file"].contents() == str(im)
     assert meta["quantize.imatrix.dataset"].contents() == "random-test-statistics.jsonl"
+
+
+def _llamacpp_logits(path: Path, ids: list[int]) -> np.ndarray:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, flash_attn=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+# llama.cpp reads every preset we write and computes what our runtime computes on it. Both run ggml's
+# CPU kernels on the same blocks (activations re-quantized to 8 bits inside the matmuls), so they can
+# differ only by summation order; measured: identical logits (max |Δ| = 0) for every preset here. The
+# bound, 5e-3 of the largest logit, leaves room for another SIMD path and is far below what a misread
+# block or a wrong type gives (these random-weight models' quantization error against the F16 file is
+# O(10) on logits of O(100)); and ours must be as close to the F16 logits as llama.cpp's.
+@pytest.mark.parametrize("arch,presets", [("k256", ["q4_k_m", "q5_k_s", "q6_k", "q3_k_l", "q2_k", "iq4_xs", "iq3_s"]),
+                                          ("alt", ["q4_k_m", "q3_k_m", "iq4_nl"])])
+def test_llamacpp_reads_our_files_with_the_same_logits(arch, presets, f16_models, tmp_path, capsys):
+    from autoglm_gguf import _core
+
+    src = f16_models[arch]
+    n_vocab = int(gguf.GGUFReader(src).fields["tokenizer.ggml.tokens"].data.__len__())
+    ids = [int(i) for i in np.random.default_rng(3).integers(0, min(n_vocab, 300), 40)]
+    f16 = _core.Session(_core.TextModel(str(src), n_threads=2), n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
+    for name in presets:
+        path = tmp_path / f"{name}.gguf"
+        quantize_gguf(src, path, name, progress=False)
+        ours = _core.Session(_core.TextModel(str(path), n_threads=2), n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
+        theirs = _llamacpp_logits(path, ids)
+        scale = float(np.abs(theirs).max())
+        rel = float(np.abs(ours - theirs).max()) / scale
+        q_ours, q_theirs = float(np.abs(ours - f16).max()), float(np.abs(theirs - f16).max())
+        with capsys.disabled():
+            print(f"\n[{arch} {name}] ours vs llama.cpp max rel {rel:.2e}; vs F16: ours {q_ours:.3f}, llama.cpp {q_theirs:.3f}")
+        assert rel <= 5e-3, (name, rel)
+        assert q_ours <= 1.1 * q_theirs + 0.05, (name, q_ours, q_theirs)
