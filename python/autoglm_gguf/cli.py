@@ -64,7 +64,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     res = quantize_gguf(args.input, args.output, args.type, imatrix=args.imatrix, n_threads=args.threads,
                         force=args.force, progress=not args.quiet, output_tensor_type=args.output_tensor_type,
-                        token_embedding_type=args.token_embedding_type, pure=args.pure)
+                        token_embedding_type=args.token_embedding_type, pure=args.pure, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{args.type}: {res.bytes} bytes of tensor data ({res.bytes / 2**30:.2f} GiB); nothing written")
+        return 0
     if not args.quiet:
         counts: dict[str, int] = {}
         for t in res.types.values():
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-tensor-type", metavar="T", help="type of output.weight (default: the preset's choice)")
     q.add_argument("--token-embedding-type", metavar="T", help="type of token_embd.weight (default: the preset's choice)")
     q.add_argument("--pure", action="store_true", help="no mix: every quantizable tensor in the preset's base type")
+    q.add_argument("--dry-run", action="store_true", help="print the size the output would have; write nothing")
     q.add_argument("--force", action="store_true", help="overwrite OUT.gguf if it exists")
     q.add_argument("-t", "--threads", type=int, default=0, help="quantizer threads (default: all cores)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")

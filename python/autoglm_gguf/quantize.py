@@ -94,9 +94,10 @@ def _truncate(s: str) -> str:
 def quantize_gguf(in_path: str | Path, out_path: str | Path, qtype: str, *, imatrix: str | Path | None = None,
                   n_threads: int = 0, force: bool = False, progress: bool = True,
                   output_tensor_type: str | None = None, token_embedding_type: str | None = None,
-                  pure: bool = False) -> QuantizeResult:
+                  pure: bool = False, dry_run: bool = False) -> QuantizeResult:
     """Write out_path: in_path's tensors in the preset `qtype` (e.g. "q4_k_m"). Raises ConversionError
-    or GGUFFileError with what to do; on any failure no output file is left behind."""
+    or GGUFFileError with what to do; on any failure no output file is left behind. dry_run: plan
+    only; `bytes` is then the tensor data size the file would hold (metadata not counted)."""
     from .convert.gguf_out import OutputSet
 
     in_path, out_path = Path(in_path), Path(out_path)
@@ -128,6 +129,10 @@ def quantize_gguf(in_path: str | Path, out_path: str | Path, qtype: str, *, imat
             continue
         raise ConversionError(f"{in_path}: tensor {t.name} is stored as {t.type.name}; re-quantizing a quantized "
                               "model loses quality twice. Start from the F16/BF16 GGUF (autoglm-gguf convert --outtype f16)")
+
+    if dry_run:
+        size = sum(_nbytes(TensorInfo(t.name, t.ne, new)) for t, new in types)
+        return QuantizeResult(out_path, {t.name: new.name for t, new in types}, size, opts.fallbacks)
 
     plan_rows = []
     for t, new in types:
