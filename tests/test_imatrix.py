@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +15,14 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from transformers import AutoTokenizer, Glm4vForConditionalGeneration
-from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
-
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf.calibration import (CalibrationError, Conversation, builtin_calibration, load_calibration,
                                       write_calibration)
 from autoglm_gguf.cli import main
 from autoglm_gguf.imatrix import ImatrixError, collect, load_imatrix, read_imatrix_raw, write_imatrix
+from PIL import Image
+from transformers import AutoTokenizer, Glm4vForConditionalGeneration
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 
 SYSTEM = ("You are a phone agent. Look at the screen, think, then give exactly one operation such as "
           "do(action=\"Tap\", element=[500,300]) or finish(message=\"done\").")
@@ -76,8 +76,8 @@ class Reference:
                 if i < len(grids):
                     ids += [self.image_id] * (int(grids[i].prod()) // 4)
             mm = [1 if t == self.image_id else 0 for t in ids]
-            extra = dict(pixel_values=px["pixel_values"].double(), image_grid_thw=grids,
-                         mm_token_type_ids=torch.tensor([mm]))
+            extra = {"pixel_values": px["pixel_values"].double(), "image_grid_thw": grids,
+                     "mm_token_type_ids": torch.tensor([mm])}
         else:
             ids = self.tok(text, add_special_tokens=False)["input_ids"]
         with torch.no_grad():
@@ -161,6 +161,7 @@ def test_micro_batches_under_16_rows_are_ignored(case, model):
     s.imatrix_start()
     s.imatrix_eval(ids)
     counts = {n: c for n, (_, c) in s.imatrix_stats().items()}
+    assert sorted(counts) == sorted(decoder_names(ref_layers(case)))
     assert set(counts.values()) == {len(ids) // 16 * 16}   # the short last micro-batch is left out
     s.imatrix_eval(ids[:15])
     assert {c for _, c in s.imatrix_stats().values()} == {len(ids) // 16 * 16}
@@ -211,7 +212,8 @@ print(json.dumps({{n: [float(v.sum()), c] for n, (v, c) in s.imatrix_stats().ite
 """
     def run(profile):
         env = {**__import__("os").environ, "AUTOGLM_PROFILE": profile}
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                           check=False)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout), p.stderr
     on, err_on = run("1")
@@ -247,11 +249,12 @@ def test_file_layout_is_llamacpps(tmp_path):
     for t in r.tensors:
         assert t.tensor_type == gguf.GGMLQuantizationType.F32
         name = t.name.rsplit(".", 1)[0]
+        # ggml shape [ncols, 1] / [1, 1]; ggml's writer (llama-imatrix) stores them with n_dims = 1
         if t.name.endswith(".in_sum2"):
-            assert list(t.shape) == [len(sums[name]), 1]   # ggml ne order
+            assert list(t.shape) == [len(sums[name])]
             np.testing.assert_array_equal(t.data.reshape(-1), sums[name].astype(np.float32))
         else:
-            assert list(t.shape) == [1, 1]
+            assert list(t.shape) == [1]
             assert t.data.reshape(-1).tolist() == [counts[name]]
 
     im = load_imatrix(out)
@@ -266,6 +269,114 @@ def test_file_layout_is_llamacpps(tmp_path):
     raw, *_ = read_imatrix_raw(out)
     for name in sums:
         np.testing.assert_array_equal(raw[name][0][0], sums[name].astype(np.float32))
+
+
+class GGUFC:
+    """llama.cpp's own GGUF reader and writer (ggml's gguf C API, from the llama-cpp-python peer), driven the
+    way common_imatrix_load and IMatrixCollector::save_imatrix drive them."""
+
+    def __init__(self):
+        import ctypes as C
+        import importlib.util
+
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("llama-cpp-python (the test extra) is not installed")
+        lib = C.CDLL(str(Path(next(iter(spec.submodule_search_locations))) / "lib" / "libggml-base.so"))
+        P, I64 = C.c_void_p, C.c_int64
+        self.C, self.lib = C, lib
+
+        class InitParams(C.Structure):
+            _fields_ = [("no_alloc", C.c_bool), ("ctx", C.POINTER(P))]
+
+        class GgmlParams(C.Structure):
+            _fields_ = [("mem_size", C.c_size_t), ("mem_buffer", P), ("no_alloc", C.c_bool)]
+
+        self.InitParams, self.GgmlParams = InitParams, GgmlParams
+        for name, res, args in [
+            ("gguf_init_from_file", P, [C.c_char_p, InitParams]), ("gguf_init_empty", P, []), ("gguf_free", None, [P]),
+            ("gguf_find_key", I64, [P, C.c_char_p]), ("gguf_get_kv_type", C.c_int, [P, I64]),
+            ("gguf_get_arr_type", C.c_int, [P, I64]), ("gguf_get_arr_n", C.c_size_t, [P, I64]),
+            ("gguf_get_arr_str", C.c_char_p, [P, I64, C.c_size_t]), ("gguf_get_val_u32", C.c_uint32, [P, I64]),
+            ("gguf_get_val_str", C.c_char_p, [P, I64]), ("gguf_get_n_tensors", I64, [P]),
+            ("gguf_get_tensor_name", C.c_char_p, [P, I64]), ("gguf_get_tensor_type", C.c_int, [P, I64]),
+            ("gguf_set_val_str", None, [P, C.c_char_p, C.c_char_p]), ("gguf_set_val_u32", None, [P, C.c_char_p, C.c_uint32]),
+            ("gguf_set_arr_str", None, [P, C.c_char_p, C.POINTER(C.c_char_p), C.c_size_t]),
+            ("gguf_add_tensor", None, [P, P]), ("gguf_write_to_file", C.c_bool, [P, C.c_char_p, C.c_bool]),
+            ("ggml_init", P, [GgmlParams]), ("ggml_free", None, [P]), ("ggml_get_tensor", P, [P, C.c_char_p]),
+            ("ggml_nelements", I64, [P]), ("ggml_get_data_f32", C.POINTER(C.c_float), [P]),
+            ("ggml_new_tensor_2d", P, [P, C.c_int, I64, I64]), ("ggml_set_name", P, [P, C.c_char_p])]:
+            f = getattr(lib, name)
+            f.restype, f.argtypes = res, args
+
+    def read(self, path):
+        """(general.type, datasets, chunk_count, chunk_size, {tensor name: (ggml type, float32 data)})."""
+        C, lib = self.C, self.lib
+        ctx = C.c_void_p()
+        g = lib.gguf_init_from_file(str(path).encode(), self.InitParams(False, C.pointer(ctx)))
+        assert g, "ggml's gguf reader refused the file"
+        try:
+            key = lambda k: lib.gguf_find_key(g, k.encode())
+            ds = key("imatrix.datasets")
+            assert lib.gguf_get_kv_type(g, ds) == 9 and lib.gguf_get_arr_type(g, ds) == 8   # array of string
+            datasets = [lib.gguf_get_arr_str(g, ds, i).decode() for i in range(lib.gguf_get_arr_n(g, ds))]
+            tensors = {}
+            for i in range(lib.gguf_get_n_tensors(g)):
+                name = lib.gguf_get_tensor_name(g, i)
+                t = lib.ggml_get_tensor(ctx, name)
+                data = np.ctypeslib.as_array(lib.ggml_get_data_f32(t), shape=(lib.ggml_nelements(t),)).copy()
+                tensors[name.decode()] = (lib.gguf_get_tensor_type(g, i), data)
+            return (lib.gguf_get_val_str(g, key("general.type")).decode(), datasets,
+                    lib.gguf_get_val_u32(g, key("imatrix.chunk_count")), lib.gguf_get_val_u32(g, key("imatrix.chunk_size")),
+                    tensors)
+        finally:
+            lib.gguf_free(g)
+            lib.ggml_free(ctx)
+
+    def write(self, path, sums, counts, datasets, chunk_count, chunk_size):
+        C, lib = self.C, self.lib
+        ctx = lib.ggml_init(self.GgmlParams(1 << 20, None, False))
+        g = lib.gguf_init_empty()
+        try:
+            lib.gguf_set_val_str(g, b"general.type", b"imatrix")
+            arr = (C.c_char_p * len(datasets))(*[d.encode() for d in datasets])
+            lib.gguf_set_arr_str(g, b"imatrix.datasets", arr, len(datasets))
+            lib.gguf_set_val_u32(g, b"imatrix.chunk_count", chunk_count)
+            lib.gguf_set_val_u32(g, b"imatrix.chunk_size", chunk_size)
+            for name in sorted(sums):
+                for suffix, values, ne0 in ((".in_sum2", sums[name], len(sums[name])), (".counts", [counts[name]], 1)):
+                    t = lib.ggml_new_tensor_2d(ctx, 0, ne0, 1)   # GGML_TYPE_F32
+                    lib.ggml_set_name(t, (name + suffix).encode())
+                    np.ctypeslib.as_array(lib.ggml_get_data_f32(t), shape=(ne0,))[:] = np.asarray(values, np.float32)
+                    lib.gguf_add_tensor(g, t)
+            assert lib.gguf_write_to_file(g, str(path).encode(), False)
+        finally:
+            lib.gguf_free(g)
+            lib.ggml_free(ctx)
+
+
+def test_llamacpps_gguf_code_reads_ours_and_we_read_its(tmp_path):
+    ggufc = GGUFC()
+    sums, counts = _raw_sums(seed=5)
+    ours = tmp_path / "ours.gguf"
+    write_imatrix(ours, sums, counts, ["calib.jsonl", "more.jsonl"], 4, 300)
+    kind, datasets, chunks, size, tensors = ggufc.read(ours)
+    assert (kind, datasets, chunks, size) == ("imatrix", ["calib.jsonl", "more.jsonl"], 4, 300)
+    assert list(tensors) == [f"{n}{s}" for n in sorted(sums) for s in (".in_sum2", ".counts")]
+    for name in sums:
+        assert tensors[name + ".in_sum2"][0] == 0 and tensors[name + ".counts"][0] == 0   # F32
+        np.testing.assert_array_equal(tensors[name + ".in_sum2"][1], sums[name].astype(np.float32))
+        assert tensors[name + ".counts"][1].tolist() == [counts[name]]
+
+    theirs = tmp_path / "theirs.gguf"
+    ggufc.write(theirs, sums, counts, ["llama.txt"], 9, 512)
+    im = load_imatrix(theirs)
+    assert (im.datasets, im.chunk_count, im.chunk_size) == (["llama.txt"], 9, 512)
+    for name in sums:
+        np.testing.assert_array_equal(im.entries[name], sums[name].astype(np.float32) / np.float32(counts[name]))
+    # the same statistics written by both give the same bytes
+    ggufc.write(theirs, sums, counts, ["calib.jsonl", "more.jsonl"], 4, 300)
+    assert theirs.read_bytes() == ours.read_bytes()
 
 
 def test_load_a_file_with_per_expert_counts(tmp_path):
@@ -343,6 +454,16 @@ def test_builtin_calibration_round_trips_through_a_file(tmp_path):
     assert [m["role"] for m in back[3].messages] == [m["role"] for m in convs[3].messages]
 
 
+def test_builtin_calibration_collects(case):
+    convs = builtin_calibration(width=112, height=224)
+    pick = [next(c for c in convs if " cn " in c.where), next(c for c in convs if " en " in c.where)]
+    llm = AutoGLM(case[1], mmproj_path=case[2], n_ctx=4096, n_threads=2)
+    got = collect(llm, pick)
+    assert got.n_conversations == 2 and not got.skipped
+    assert sorted(got.sums) == sorted(decoder_names(ref_layers(case)))
+    assert 0 < min(got.counts.values()) == max(got.counts.values()) <= got.n_tokens
+
+
 def write_jsonl(path: Path, lines) -> Path:
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
                     encoding="utf-8")
@@ -408,8 +529,12 @@ def test_cli_argument_errors(case, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err and out.read_bytes() == b"keep"
     img = write_jsonl(tmp_path / "i.jsonl", [{"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": _data_url(picture(56, 56))}}]}]}])
-    assert main(["imatrix", "-m", str(case[1]), "-f", str(img), "-o", str(tmp_path / "x.gguf")]) == 1
-    assert "--mmproj" in capsys.readouterr().err
+    alone = tmp_path / "alone" / "model.gguf"   # no mmproj-*.gguf beside it to default to
+    alone.parent.mkdir()
+    shutil.copy(case[1], alone)
+    assert main(["imatrix", "-m", str(alone), "-f", str(img), "-o", str(tmp_path / "x.gguf")]) == 1
+    assert "no vision projector: pass --mmproj" in capsys.readouterr().err
+    assert not (tmp_path / "x.gguf").exists()
 
 
 def test_load_calibration_rejects_bad_shapes(tmp_path):

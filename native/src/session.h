@@ -74,6 +74,8 @@ public:
     std::function<bool(uint32_t n_done, uint32_t n_total)> progress;
     // Importance-matrix statistics (imatrix_collector.h), created on first use; every micro-batch adds
     // to them while imatrix().active is set. Off, the graph runs without an eval callback, as before.
+    // A micro-batch without logits skips the last layer's Q, output and FFN products (dead code there),
+    // so a collecting caller asks for logits (bind_imatrix.cpp imatrix_eval).
     imatrix_collector & imatrix();
     uint32_t n_batch() const { return params_.n_batch; }
 

@@ -6,7 +6,8 @@ llama-quantize and `autoglm-gguf quantize` both read it.
 The file (ref: llama.cpp tools/imatrix/imatrix.cpp save_imatrix, common/imatrix-loader.cpp):
   general.type = "imatrix", imatrix.datasets (array of str), imatrix.chunk_count (u32),
   imatrix.chunk_size (u32); per weight, in sorted name order, `<name>.in_sum2` F32 ne=[n_cols, 1]
-  (sum of x[j]^2 over every input row) and `<name>.counts` F32 ne=[1, 1] (the number of rows).
+  (sum of x[j]^2 over every input row) and `<name>.counts` F32 ne=[1, 1] (the number of rows); as
+  ggml writes them, the trailing 1 is not stored (n_dims = 1). Same data, same bytes as llama-imatrix.
 Here a "chunk" is one calibration conversation, and chunk_size their mean length in tokens, so that
 count / chunk_size is about chunk_count as in llama.cpp's files (llama-quantize only prints both).
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -62,8 +63,9 @@ def write_imatrix(path: str | os.PathLike, sums: dict[str, np.ndarray], counts: 
         s = np.asarray(sums[name], dtype=np.float64)
         if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or int(counts[name]) < 0:
             raise ValueError(f"{name}: sums must be a non-empty finite 1-D array and the count >= 0")
-        # ref: save_imatrix: sums and counts are stored as F32 (ggml ne=[ncols, 1] and [1, 1]).
-        arrays[name] = (s.astype(np.float32).reshape(1, -1), np.array([[counts[name]]], dtype=np.float32))
+        # ref: save_imatrix: F32 tensors of ggml shape [ncols, 1] and [1, 1]; ggml's writer drops the
+        # trailing 1 (n_dims = 1 in the file), so 1-D arrays give the same bytes as llama-imatrix's files.
+        arrays[name] = (s.astype(np.float32), np.array([counts[name]], dtype=np.float32))
 
     out = Path(path)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -102,7 +104,7 @@ def read_imatrix_raw(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
                            f"`llama-imatrix --in-file {p.name} -o {p.stem}.gguf`")
     try:
         r = gguf.GGUFReader(p)
-    except Exception as e:  # gguf-py raises ValueError/struct errors/IndexError on damaged files
+    except Exception as e:  # noqa: BLE001 - gguf-py raises ValueError, struct.error, IndexError... on damaged files
         raise ImatrixError(f"{p}: cannot read this GGUF file ({e}); it is damaged or truncated") from None
     kind = _field(r, KEY_TYPE)
     if kind not in (None, "imatrix"):
@@ -168,11 +170,13 @@ class Collected:
 
 def collect(llm, conversations: Iterable[Conversation], *, process_output: bool = False,
             image_max_pixels: int | None = None, image_min_pixels: int | None = None,
-            on_conversation: Callable[[Conversation, int], None] | None = None) -> Collected:
+            on_conversation: Callable[[Conversation, int], None] | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> Collected:
     """Evaluate each conversation's full prompt (chat template; images through the vision tower) from an
     empty context with `llm` (an AutoGLM) and return the statistics gathered over all of them. A
     conversation that does not fit in the context is skipped (listed in `skipped`).
-    on_conversation(conversation, n_cells) is called after each one evaluated."""
+    on_conversation(conversation, n_cells) is called after each one evaluated, on_progress(n_done, n_cells)
+    between the micro-batches of one."""
     from . import _core
     from .model import _message_parts
 
@@ -192,7 +196,7 @@ def collect(llm, conversations: Iterable[Conversation], *, process_output: bool 
                 hint = "; pass the vision projector with --mmproj" if images and llm._vision is None else ""
                 raise CalibrationError(f"{conv.where}: {e}{hint}") from None
             try:
-                n = session.imatrix_eval(ids)
+                n = session.imatrix_eval(ids, on_progress)
             except ContextFullError:
                 result.skipped.append(conv.where)
                 continue
@@ -231,11 +235,14 @@ def run(model: str, calibration: list[Conversation], out: str | os.PathLike, *, 
 
         def step(conv: Conversation, n: int) -> None:
             tokens[0] += n
-            bar.update(1)
             bar.set_postfix(tokens=tokens[0], refresh=False)
+            bar.update(1)
+
+        def within(done: int, total: int) -> None:  # a 9B prompt with a screenshot takes a while
+            bar.set_postfix(tokens=tokens[0], current=f"{done}/{total}")
 
         result = collect(llm, calibration, process_output=process_output, image_max_pixels=image_max_pixels,
-                         on_conversation=step)
+                         on_conversation=step, on_progress=within if progress else None)
     for where in result.skipped:
         print(f"autoglm-gguf imatrix: skipped {where}: longer than the context (n_ctx={n_ctx}); raise -c to "
               "include it", file=sys.stderr)
