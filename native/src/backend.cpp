@@ -36,7 +36,9 @@ int default_thread_count() {
 std::string device_of(const ggml_tensor * t) {
     if (!t || !t->buffer) return "none";
     ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
-    return dev ? ggml_backend_dev_name(dev) : ggml_backend_buffer_name(t->buffer);
+    if (dev) return ggml_backend_dev_name(dev);
+    // ggml's buffers over existing host memory (weights read in place from the mapped file) have no device
+    return ggml_backend_buffer_is_host(t->buffer) ? "CPU" : ggml_backend_buffer_name(t->buffer);
 }
 
 // ggml reports through a process-wide logger that by default prints everything (including a

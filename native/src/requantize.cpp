@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -38,13 +39,29 @@ void write_zeros(FILE * f, size_t n, const std::string & path) {
 }
 
 // Source rows -> F32, as llama-quantize converts them (ggml's own row converters).
-void to_f32(ggml_type type, const uint8_t * src, float * dst, int64_t n) {
+void to_f32_serial(ggml_type type, const uint8_t * src, float * dst, int64_t n) {
     switch (type) {
         case GGML_TYPE_F32: std::memcpy(dst, src, (size_t) n * sizeof(float)); break;
         case GGML_TYPE_F16: ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, dst, n); break;
         case GGML_TYPE_BF16: ggml_bf16_to_fp32_row((const ggml_bf16_t *) src, dst, n); break;
         default: throw invalid_argument("internal: no F32 conversion for " + std::string(ggml_type_name(type)));
     }
+}
+
+// The same on n_threads threads: one thread converting would leave the quantizer's threads idle
+// for a third of the time on 2 cores (measured: 139% CPU for a 9B F16 -> Q4_K_M run).
+void to_f32(ggml_type type, const uint8_t * src, float * dst, int64_t n, int n_threads) {
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) return to_f32_serial(type, src, dst, n);  // throws
+    if (n_threads <= 0) n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
+    n_threads = (int) std::min<int64_t>(n_threads, std::max<int64_t>(1, n >> 18));  // >= 256k values per thread
+    const size_t esz = ggml_type_size(type);
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n_threads; ++t) {
+        const int64_t a = n * t / n_threads, b = n * (t + 1) / n_threads;
+        pool.emplace_back(to_f32_serial, type, src + a * esz, dst + a, b - a);
+    }
+    to_f32_serial(type, src, dst, n / n_threads);
+    for (auto & th : pool) th.join();
 }
 
 }  // namespace
@@ -123,7 +140,7 @@ void requantize_gguf(const std::string & in_path, const std::string & out_path, 
                 const int64_t nr = std::min(slab, nrows - r0);
                 f32.resize((size_t) (nr * n_per_row));
                 q.resize((size_t) nr * out_row);
-                to_f32(t->type, data + (size_t) r0 * in_row, f32.data(), nr * n_per_row);
+                to_f32(t->type, data + (size_t) r0 * in_row, f32.data(), nr * n_per_row, opts.n_threads);
                 try {
                     quantize_rows(rt.type, f32.data(), q.data(), nr, n_per_row, opts.n_threads, im, /*validate=*/true);
                 } catch (const invalid_argument & e) {

@@ -107,6 +107,7 @@ private:
     ggml_tensor * output_norm_ = nullptr;
     ggml_tensor * output_ = nullptr;
     std::unique_ptr<backend_set> backends_;
+    std::unique_ptr<gguf_file> file_;        // kept open: the token embedding is read in place from its mapping
     std::unique_ptr<weight_store> weights_;
     int n_gpu_layers_ = 0;
     bool output_on_gpu_ = false;

@@ -32,8 +32,7 @@ static bool weight_type_ok(ggml_type t) {
     return ggml_is_quantized(t) && tr->to_float != nullptr && tr->blck_size > 0;
 }
 
-ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
-                                   bool required, tensor_role role) {
+ggml_tensor * weight_store::checked(const std::string & name, std::vector<int64_t> ne, bool required, tensor_role role) const {
     ggml_tensor * ft = f_.tensor(name);
     if (!ft) {
         if (!required) return nullptr;
@@ -51,9 +50,32 @@ ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t
                                    : std::string("is not a weight type (expected F32, F16, BF16 or a quantized type)")) +
                          "; convert the model again");
     }
+    return ft;
+}
+
+ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
+                                   bool required, tensor_role role) {
+    ggml_tensor * ft = checked(name, std::move(ne), required, role);
+    if (!ft) return nullptr;
     ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
     ggml_set_name(t, name.c_str());
     pending_.emplace_back(t, f_.tensor_data(name));
+    return t;
+}
+
+ggml_tensor * weight_store::create_mapped(const std::string & name, std::vector<int64_t> ne) {
+    const uint8_t * data = f_.tensor_data(name);
+    // ggml's CPU buffers need 32-byte aligned data (GGUF's default alignment gives it).
+    if (!data || (uintptr_t) data % 32 != 0) return create(name, std::move(ne), ggml_backend_cpu_buffer_type());
+    ggml_tensor * ft = checked(name, std::move(ne), /*required=*/true, tensor_role::weight);
+    if (!mapped_ctx_) {
+        ggml_init_params ip{8 * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+        mapped_ctx_.reset(ggml_init(ip));
+        if (!mapped_ctx_) throw out_of_memory("out of memory creating a tensor context");
+    }
+    ggml_tensor * t = ggml_dup_tensor(mapped_ctx_.get(), ft);
+    ggml_set_name(t, name.c_str());
+    mapped_.emplace_back(t, data);
     return t;
 }
 
@@ -97,6 +119,17 @@ void weight_store::load(const std::function<bool(float)> & progress) {
         bufs_.emplace_back(buf);
         bytes_ += ggml_backend_buffer_get_size(buf);
     }
+    for (auto & [t, data] : mapped_) {
+        // ref: llama.cpp's mmap loading (llama_model_loader::load_all_data): a buffer over the mapped bytes.
+        ggml_backend_buffer_t buf = ggml_backend_cpu_buffer_from_ptr(const_cast<uint8_t *>(data), ggml_nbytes(t));
+        if (!buf || ggml_backend_tensor_alloc(buf, t, const_cast<uint8_t *>(data)) != GGML_STATUS_SUCCESS) {
+            throw out_of_memory(f_.path() + ": cannot map tensor '" + std::string(ggml_get_name(t)) + "'");
+        }
+        ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        bufs_.emplace_back(buf);
+        mapped_bytes_ += ggml_nbytes(t);
+    }
+    mapped_.clear();
     size_t total = 0, done = 0;
     for (auto & [t, data] : pending_) total += ggml_nbytes(t);
     for (auto & [t, data] : pending_) {

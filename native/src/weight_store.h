@@ -34,15 +34,23 @@ public:
     // A 1-D tensor is always a tensor_role::f32 operand (norm weights, biases).
     ggml_tensor * create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
                          bool required = true, tensor_role role = tensor_role::weight);
+    // A CPU tensor whose data stays in the file's mapping instead of being copied: its pages enter the
+    // resident set only when read. For tensors read a few rows at a time (the token embedding's
+    // get_rows) that is most of their size saved. The gguf_file must then outlive the weights.
+    // Falls back to an ordinary CPU copy when the data is not aligned for ggml.
+    ggml_tensor * create_mapped(const std::string & name, std::vector<int64_t> ne);
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 
     // Allocates every buffer and copies the file's data; progress(fraction) returning false aborts.
     void load(const std::function<bool(float)> & progress = nullptr);
-    size_t bytes() const { return bytes_; }
+    size_t bytes() const { return bytes_; }                 // allocated (copied) weight memory
+    size_t mapped_bytes() const { return mapped_bytes_; }   // weights read in place from the mapping
 
 private:
     ggml_context * ctx_for(ggml_backend_buffer_type_t buft);
+    // The file's tensor after the shape and type checks; nullptr when absent and not required.
+    ggml_tensor * checked(const std::string & name, std::vector<int64_t> ne, bool required, tensor_role role) const;
     std::string alloc_failure(ggml_context * c, ggml_backend_buffer_type_t buft) const;
 
     const gguf_file & f_;
@@ -51,7 +59,10 @@ private:
     std::vector<ggml_ctx_ptr> ctxs_;
     std::vector<ggml_buf_ptr> bufs_;
     std::vector<std::pair<ggml_tensor *, const uint8_t *>> pending_;
+    std::vector<std::pair<ggml_tensor *, const uint8_t *>> mapped_;
+    ggml_ctx_ptr mapped_ctx_;
     size_t bytes_ = 0;
+    size_t mapped_bytes_ = 0;
 };
 
 }  // namespace autoglm
