@@ -58,35 +58,21 @@ def convert_f16(model_dir: Path, out: Path, threads: int) -> None:
 
 
 def make_imatrix(f16: Path, calib_jsonl: Path, out: Path, threads: int) -> dict:
-    """autoglm-gguf imatrix -m F16 -f calib.jsonl -o out. If its file misses some decoder weight matrix (a
-    build whose imatrix pass skips the last layer's products, which only run for positions whose logits
-    are wanted), collect again with every position's logits computed (process_output) and write the
-    decoder entries only (no output.weight, as the default does): that is what llama-imatrix collects."""
+    """autoglm-gguf imatrix -m F16 -f calib.jsonl -o out; every decoder weight matrix must be in it."""
     import gguf
 
     from autoglm_gguf.calibration import load_calibration
-    from autoglm_gguf.imatrix import collect, run, write_imatrix
-    from autoglm_gguf.model import AutoGLM
+    from autoglm_gguf.imatrix import run
 
     convs = load_calibration(calib_jsonl)
     res = run(str(f16), convs, out, datasets=[calib_jsonl.name], n_ctx=4096, n_threads=threads,
               progress=False)
-    info = {"conversations": res.n_conversations, "tokens": res.n_tokens, "weights": len(res.sums)}
     wanted = {t.name for t in gguf.GGUFReader(f16).tensors
               if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2}
     missing = sorted(wanted - set(res.sums))
     if missing:
-        print(f"imatrix: `autoglm-gguf imatrix` left out {len(missing)} decoder matrices "
-              f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); collecting again with every "
-              "position's logits", file=sys.stderr)
-        llm = AutoGLM(str(f16), n_ctx=4096, n_threads=threads, progress=False)
-        res = collect(llm, convs, process_output=True)
-        sums = {k: v for k, v in res.sums.items() if k in wanted}
-        write_imatrix(out, sums, {k: res.counts[k] for k in sums}, [calib_jsonl.name], res.n_conversations,
-                      res.chunk_size)
-        info.update(weights=len(sums), workaround=f"process_output=True, output.weight dropped; the CLI's "
-                                                  f"file missed {len(missing)} matrices: {missing}")
-    return info
+        raise SystemExit(f"imatrix: {len(missing)} decoder matrices have no statistics: {missing}")
+    return {"conversations": res.n_conversations, "tokens": res.n_tokens, "weights": len(res.sums)}
 
 
 def quantize(f16: Path, out: Path, qtype: str, imatrix: Path | None, threads: int) -> None:
