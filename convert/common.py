@@ -10,21 +10,12 @@ import gguf
 
 from .checkpoint import Checkpoint
 
-from autoglm_gguf.quant_mix import FALLBACK, PRESETS
+from autoglm_gguf.quant_mix import PRESETS
 
 T = gguf.GGMLQuantizationType
 # Text --outtype: llama-quantize's presets (quant_mix.PRESETS), the per-tensor mix included.
 OUTTYPES = {name: p.default for name, p in PRESETS.items()}
 FILE_TYPES = {name: p.ftype for name, p in PRESETS.items()}
-
-
-def fit_type(qtype: gguf.GGMLQuantizationType, row_len: int) -> gguf.GGMLQuantizationType:
-    """qtype when row_len fits its blocks, else llama.cpp's one fallback step (Q4_K -> Q5_0, Q6_K -> Q8_0,
-    IQ* -> IQ4_NL, ...) when that fits, else F16 (block size 1)."""
-    if row_len % gguf.GGML_QUANT_SIZES[qtype][0] == 0:
-        return qtype
-    fb = FALLBACK.get(qtype)
-    return fb if fb is not None and row_len % gguf.GGML_QUANT_SIZES[fb][0] == 0 else T.F16
 
 
 def sorted_like_llamacpp(refs):

@@ -13,9 +13,9 @@ import gguf
 from autoglm_gguf.errors import ConversionError
 
 from .checkpoint import Checkpoint
-from autoglm_gguf.quant_mix import preset
+from autoglm_gguf.quant_mix import fit_type, preset
 
-from .common import T, add_general_metadata, fit_type, n_params, processor_settings, sorted_like_llamacpp
+from .common import T, add_general_metadata, n_params, processor_settings, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
 from .transforms import rows_of, temporal_slice
 

@@ -28,6 +28,7 @@ from autoglm_gguf.quant_mix import PRESETS  # noqa: E402
 from autoglm_gguf.quantize import quantize_gguf  # noqa: E402
 from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint  # noqa: E402
 
+from _llamacpp_logits import llamacpp_logits  # noqa: E402
 from conftest import ALT_TEXT, ALT_VISION  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -130,18 +131,6 @@ def test_presets_with_imatrix_are_byte_identical(arch, f16_models, tmp_path):
     assert meta["quantize.imatrix.dataset"].contents() == "random-test-statistics.jsonl"
 
 
-def _llamacpp_logits(path: Path, ids: list[int]) -> np.ndarray:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, flash_attn=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
-
-
 # llama.cpp reads every preset we write and computes what our runtime computes on it. Both run ggml's
 # CPU kernels on the same blocks (activations re-quantized to 8 bits inside the matmuls), so they can
 # differ only by summation order; measured: identical logits (max |Δ| = 0) for every preset here. The
@@ -161,7 +150,7 @@ def test_llamacpp_reads_our_files_with_the_same_logits(arch, presets, f16_models
         path = tmp_path / f"{name}.gguf"
         quantize_gguf(src, path, name, progress=False)
         ours = _core.Session(_core.TextModel(str(path), n_threads=2), n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
-        theirs = _llamacpp_logits(path, ids)
+        theirs = llamacpp_logits(path, ids)
         scale = float(np.abs(theirs).max())
         rel = float(np.abs(ours - theirs).max()) / scale
         q_ours, q_theirs = float(np.abs(ours - f16).max()), float(np.abs(theirs - f16).max())

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer, Glm4vForConditionalGeneration
 
 from autoglm_gguf import GGUFFileError, _core
+from _llamacpp_logits import llamacpp_logits
 
 PROMPT = ("[gMASK]<sop><|system|>\nYou are a phone agent.<|user|>\nOpen the Settings app, then tap Wi-Fi. "
           "Screen: 1080x2400, battery 87%. 你好！ def f(x):\n\treturn x ** 2<|assistant|>\n")
@@ -153,18 +154,6 @@ def test_gguf_from_llamacpp_converter_gives_the_same_logits(case, llamacpp_conve
     m = _core.TextModel(str(out), n_threads=2)
     logits = _core.Session(m, n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
     assert np.abs(logits - ref).max() <= 1e-4
-
-
-def llamacpp_logits(path, ids):
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, flash_attn=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
 
 
 # Bounds against transformers (float64) for these random-weight tiny models, whose large weights and

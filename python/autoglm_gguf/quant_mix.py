@@ -144,19 +144,25 @@ FALLBACK = {T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.IQ2_XXS: T.IQ4_NL, T.IQ2_XS:
              T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
 
 
-def _fallback(t: TensorInfo, target: T, opts: MixOptions) -> T:
-    ncols = t.ne[0]
-    if ncols % _blck(target) == 0:
-        return target
-    if target in FALLBACK:
-        out = FALLBACK[target]
-    elif _blck(target) <= 32:
-        out = target                      # already a 32-block type: only F16 is left
+def fit_type(qtype: T, ncols: int) -> T:
+    """qtype when rows of ncols fit its blocks, else llama.cpp's one fallback step (Q4_K -> Q5_0,
+    Q6_K -> Q8_0, IQ* -> IQ4_NL, ...) when that fits, else F16 (block size 1)."""
+    if ncols % _blck(qtype) == 0:
+        return qtype
+    if qtype in FALLBACK:
+        out = FALLBACK[qtype]
+    elif _blck(qtype) <= 32:
+        out = qtype                       # already a 32-block type: only F16 is left
     else:
-        raise ValueError(f"no fallback type for {target.name} (tensor {t.name}, {ncols} columns)")
-    if ncols % _blck(out) != 0:
-        out = T.F16
-    opts.fallbacks.append(f"{t.name}: {target.name} -> {out.name} ({ncols} columns)")
+        raise ValueError(f"no fallback type for {qtype.name} ({ncols} columns)")
+    return out if ncols % _blck(out) == 0 else T.F16
+
+
+def fit_tensor(t: TensorInfo, target: T, opts: MixOptions) -> T:
+    """fit_type for a tensor, recording the fallback in opts.fallbacks."""
+    out = fit_type(target, t.ne[0])
+    if out != target:
+        opts.fallbacks.append(f"{t.name}: {target.name} -> {out.name} ({t.ne[0]} columns)")
     return out
 
 
@@ -312,6 +318,6 @@ def plan_types(tensors: list[TensorInfo], shape: ModelShape, p: Preset, opts: Mi
         if new not in (T.F32, T.F16, T.BF16):
             if not opts.pure:
                 new = _mixed_type(t, new, p, shape, c, opts)
-            new = _fallback(t, new, opts)
+            new = fit_tensor(t, new, opts)
         out.append((t, new))
     return out

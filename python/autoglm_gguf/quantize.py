@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from . import _core
 from .errors import ConversionError, GGUFFileError
-from .quant_mix import ModelShape, MixOptions, Preset, T, TensorInfo, plan_types, preset, requires_imatrix
+from .quant_mix import (ModelShape, MixOptions, Preset, T, TensorInfo, allows_quantization, fit_tensor, plan_types, preset,
+                        requires_imatrix)
 
 # llama-quantize's metadata keys for the importance matrix it used (tools/quantize/quantize.cpp)
 KV_IMATRIX_FILE = "quantize.imatrix.file"
@@ -63,28 +64,26 @@ def mmproj_mix(tensors: list[TensorInfo], p: Preset, opts: MixOptions) -> list[t
     """The vision tower: every 2-D weight matrix of the ViT blocks and the merger in the preset's base
     type (falling back by row length as for text); the patch embedding (a convolution), position
     embeddings, norms and biases keep their type. File order is kept."""
-    from .quant_mix import _fallback, allows_quantization
-
     out = []
     for t in tensors:
-        if p.default in (T.F32, T.F16, T.BF16):
-            new = p.default if allows_quantization(t) and len(t.ne) == 2 else t.type
-        elif allows_quantization(t) and len(t.ne) == 2 and not t.name.startswith("v.patch_embd"):
-            new = _fallback(t, p.default, opts)
-        else:
+        if not (allows_quantization(t) and len(t.ne) == 2):   # allows_quantization excludes .patch_embd
             new = t.type
+        elif p.default in (T.F32, T.F16, T.BF16):
+            new = p.default
+        else:
+            new = fit_tensor(t, p.default, opts)
         out.append((t, new))
     return out
 
 
-def plan(in_path: Path, p: Preset, opts: MixOptions) -> tuple[str, list[tuple[TensorInfo, T]]]:
+def plan(in_path: Path, p: Preset, opts: MixOptions) -> list[tuple[TensorInfo, T]]:
     r, arch, tensors = _read_input(in_path)
     if arch == "clip":
-        return arch, mmproj_mix(tensors, p, opts)
+        return mmproj_mix(tensors, p, opts)
     shape = ModelShape(n_layer=_int_key(r, f"{arch}.block_count", in_path),
                        n_head=_int_key(r, f"{arch}.attention.head_count", in_path),
                        n_head_kv=_int_key(r, f"{arch}.attention.head_count_kv", in_path))
-    return arch, plan_types(tensors, shape, p, opts)
+    return plan_types(tensors, shape, p, opts)
 
 
 def _truncate(s: str) -> str:
@@ -123,7 +122,7 @@ def quantize_gguf(in_path: str | Path, out_path: str | Path, qtype: str, *, imat
             raise ConversionError(f"{imatrix}: not a usable importance matrix ({e})") from e
         opts.has_imatrix = True
 
-    arch, types = plan(in_path, p, opts)
+    types = plan(in_path, p, opts)
     for t, new in types:
         if t.type in (T.F32, T.F16, T.BF16) or new == t.type:
             continue
