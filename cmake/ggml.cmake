@@ -29,12 +29,20 @@ else()
 endif()
 
 message(STATUS "autoglm-gguf: ggml source: ${_ggml_dir}")
-# Static, position-independent ggml linked into our extension; no tests/examples of ggml.
-set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
 set(GGML_STATIC OFF CACHE BOOL "")
 set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
-set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+if(AUTOGLM_CPU_VARIANTS)
+  # ggml as shared libraries and its backends as loadable modules: one CPU module per ISA level.
+  set(BUILD_SHARED_LIBS ON CACHE BOOL "" FORCE)
+  set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS ON CACHE BOOL "" FORCE)
+else()
+  # Static, position-independent ggml linked into our extension; no tests/examples of ggml.
+  set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+  set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS OFF CACHE BOOL "" FORCE)
+endif()
 set(GGML_CCACHE OFF CACHE BOOL "")
 # llamafile's tiled sgemm for F32/F16/BF16/Q8_0 matmuls on the CPU (what llama.cpp's own build enables):
 # about 1.8x on the F16 vision tower's matmuls. The quantized decoder matmuls go through the repacked
@@ -46,3 +54,18 @@ if(NOT DEFINED GGML_LLAMAFILE)
   set(GGML_LLAMAFILE_DEFAULT ON)
 endif()
 add_subdirectory("${_ggml_dir}" "${CMAKE_BINARY_DIR}/ggml" EXCLUDE_FROM_ALL)
+
+if(AUTOGLM_CPU_VARIANTS)
+  # Our own file names for ggml's two libraries: llama-cpp-python ships a libggml-base.so.0 too, and
+  # the dynamic linker would hand whichever was loaded first to both (same SONAME).
+  set_target_properties(ggml PROPERTIES OUTPUT_NAME autoglm-ggml INSTALL_RPATH "$ORIGIN")
+  set_target_properties(ggml-base PROPERTIES OUTPUT_NAME autoglm-ggml-base)
+  set(AUTOGLM_GGML_MODULES "")
+  foreach(_b IN LISTS GGML_AVAILABLE_BACKENDS)
+    if(TARGET ${_b})
+      set_target_properties(${_b} PROPERTIES INSTALL_RPATH "$ORIGIN")
+      list(APPEND AUTOGLM_GGML_MODULES ${_b})
+    endif()
+  endforeach()
+  message(STATUS "autoglm-gguf: ggml backend modules: ${AUTOGLM_GGML_MODULES}")
+endif()

@@ -25,6 +25,11 @@ def test_bench_cli_json(tiny_checkpoint, convert_tiny, capsys):
     for r in rows:
         assert r["mean"] > 0 and r["stddev"] >= 0 and r["threads"] == 1
     assert tests["pp48"]["reps"] == 2 and tests["peak RSS"]["unit"] == "MiB"
+    # arithmetic rate against this machine's peak: a kernel cannot pass the instruction throughput
+    for name in ("pp48", "image 300x500"):
+        r = tests[name]
+        assert r["gops"] > 0 and 0 < r["share_of_peak"] < 1 and r["peak_gops"] > 0, r
+    assert tests["pp48"]["cpu_variant"] == _core.cpu_variant() and tests["pp48"]["clock_ghz"] > 0
     h, w = _core.smart_resize(500, 300, max_pixels=200000)
     assert tests["image 300x500"]["image_tokens"] == (h // 28) * (w // 28) == np.prod(tests["image 300x500"]["grid"])
     assert tests["agent step ttft"]["prompt_tokens"] > 64 + 88

@@ -37,6 +37,7 @@ SIZE = {"shortest_edge": 2 * 28 * 28, "longest_edge": 9633792}
 F32_BOUND = 1e-3  # relative to max|ref|; measured ~1e-6 (see the printed values)
 F16_BOUND = 2e-2  # f16 weights (kernels and matrices): measured a few 1e-3
 Q8_BOUND = 8e-2   # q8_0 matrices: ggml also rounds the activations to q8_0 (measured ~3e-2)
+BF16_BOUND = 3e-2  # bf16 matrices; ggml rounds the activations to bf16 too (measured: see the printed values)
 
 
 class Case:
@@ -200,3 +201,46 @@ def test_default_device_matches_cpu(case):
     if "+" not in dflt.devices:  # no GPU: the same kernels on the same data
         assert np.array_equal(got, want)
     assert _rel_err(got, want.astype(np.float64)) <= 1e-2
+
+
+def test_matrices_converted_to_bf16_at_load(case, capsys):
+    """matmul_type='bf16' (what 'auto' picks on AVX512_BF16 CPUs): the F32 file's ViT and merger matrices
+    are held in BF16, and the embeddings stay within BF16_BOUND of transformers in float64."""
+    vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, matmul_type="bf16")
+    f32 = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False)
+    assert (vm.matmul_type, f32.matmul_type) == ("bf16", "f32")
+    assert vm.weight_bytes < f32.weight_bytes
+    for size in [(112, 112), (270, 600)]:
+        patches, gh, gw = case.patches(*size)
+        ref = case.reference(*size)
+        err, err32 = _rel_err(vm.encode(patches, gh, gw), ref), _rel_err(f32.encode(patches, gh, gw), ref)
+        with capsys.disabled():
+            print(f"\n[{case.name} bf16 matrices {size[0]}x{size[1]}] rel err {err:.2e} (f32 {err32:.1e})")
+        assert err32 < err <= BF16_BOUND
+
+
+def test_f16_file_held_in_f32(case, convert_tiny):
+    """matmul_type='f32' widens an F16 file's matrices: no activation rounding to F16 inside the matmuls,
+    so the embeddings are at least as close to transformers as with the file's own F16 matrices."""
+    _, mmproj = convert_tiny(case.ckpt, "f32", "f16")
+    wide = _core.VisionModel(str(mmproj), n_threads=2, use_gpu=False, matmul_type="f32")
+    plain = _core.VisionModel(str(mmproj), n_threads=2, use_gpu=False, matmul_type="file")
+    assert (wide.matmul_type, plain.matmul_type) == ("f32", "f16")
+    patches, gh, gw = case.patches(270, 600)
+    ref = case.reference(270, 600)
+    assert _rel_err(wide.encode(patches, gh, gw), ref) <= _rel_err(plain.encode(patches, gh, gw), ref) + 1e-6
+
+
+def test_auto_matmul_type_follows_the_cpu(case, convert_tiny):
+    _, mmproj = convert_tiny(case.ckpt, "f32", "f16")
+    vm = _core.VisionModel(str(mmproj), n_threads=1, use_gpu=False, matmul_type="auto")
+    assert vm.matmul_type == ("bf16" if "AVX512_BF16" in _core.cpu_features() else "f16")
+    # quantized matrices stay as they are (the alt tower's 48-wide rows do not fit q8_0 blocks: f16 there)
+    from gguf import GGUFReader
+
+    _, q8 = convert_tiny(case.ckpt, "f32", "q8_0")
+    stored = next(t.tensor_type.name.lower() for t in GGUFReader(q8).tensors if t.name == "v.blk.0.attn_qkv.weight")
+    want = "bf16" if stored in ("f32", "f16") else stored
+    assert _core.VisionModel(str(q8), n_threads=1, use_gpu=False, matmul_type="bf16").matmul_type == want
+    with pytest.raises(ValueError, match="matmul_type 'int4' is unknown; expected auto, file, f32, f16 or bf16"):
+        _core.VisionModel(str(mmproj), matmul_type="int4")

@@ -7,6 +7,7 @@
 
 namespace py = pybind11;
 
+void bind_backends(py::module_ & m);
 void bind_text(py::module_ & m);
 void bind_sampling(py::module_ & m);
 void bind_tokenizer(py::module_ & m);

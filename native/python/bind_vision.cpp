@@ -7,17 +7,24 @@
 
 void bind_vision(py::module_ & m) {
     py::class_<autoglm::vision_model>(m, "VisionModel")
-        .def(py::init([](const std::string & path, int n_threads, bool use_gpu, const std::string & attention) {
+        .def(py::init([](const std::string & path, int n_threads, bool use_gpu, const std::string & attention,
+                         const std::string & matmul_type) {
                  autoglm::vision_params p;
                  p.n_threads = n_threads;
                  p.use_gpu = use_gpu;
                  p.attention = attention;
+                 p.matmul_type = matmul_type;
                  py::gil_scoped_release nogil;
                  return std::make_unique<autoglm::vision_model>(path, p);
              }),
              py::arg("path"), py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::arg("attention") = "auto",
+             py::arg("matmul_type") = "file",
              "Load an mmproj GGUF (architecture 'clip', projector 'glm4v'). use_gpu: encode on ggml's GPU when there is one.\n"
-             "attention: the CPU attention kernel, 'auto' (best available), 'ggml' (ggml_flash_attn_ext), 'avx2', 'avx512'.")
+             "attention: the CPU attention kernel, 'auto' (best available), 'ggml' (ggml_flash_attn_ext), 'avx2', 'avx512'.\n"
+             "matmul_type: the type the tower's matrices are held in: 'file' (as stored), 'f32', 'f16', 'bf16', or 'auto'\n"
+             "(bf16 where the CPU kernels have AVX512_BF16 and the tower runs on the CPU, else as stored).")
+        .def_property_readonly("matmul_type", &autoglm::vision_model::matmul_type,
+                               "The type the tower's matrices are held in ('f16', 'bf16', 'q8_0', ...).")
         .def_property_readonly("attention", [](const autoglm::vision_model & vm) { return vm.attention_kernel(); },
                                "The attention kernel in use: 'ggml', 'avx2' or 'avx512'.")
         .def_property_readonly("hparams", [](const autoglm::vision_model & vm) {

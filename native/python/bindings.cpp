@@ -125,21 +125,6 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("ggml_version", &autoglm::ggml_version_string, "Version of the ggml this module was built with.");
     m.def("ggml_commit", &autoglm::ggml_commit_string, "Commit of that ggml ('unknown' when built from an sdist).");
-    m.def("backends", &autoglm::backend_names, "Names of the ggml backends compiled in, e.g. ['CPU', 'CUDA'].");
-    m.def("devices", [] {
-        py::list out;
-        for (const auto & d : autoglm::devices()) {
-            py::dict e;
-            e["backend"] = d.backend;
-            e["name"] = d.name;
-            e["description"] = d.description;
-            e["type"] = d.type;
-            e["memory_total"] = d.memory_total;
-            out.append(e);
-        }
-        return out;
-    }, "The devices ggml can run on, as dicts (backend, name, description, type, memory_total).");
-
     m.def("block_info", [](const std::string & qtype) {
         const ggml_type t = autoglm::parse_storage_type(qtype);
         return py::make_tuple(ggml_blck_size(t), ggml_type_size(t));
@@ -156,6 +141,7 @@ PYBIND11_MODULE(_core, m) {
           "Write out_path from the GGUF in_path with each tensor in the given type, laid out as llama-quantize lays\n"
           "out its output. tensors: [(name, type, imatrix or None)] in output order, every input tensor once.");
 
+    bind_backends(m);
     bind_text(m);
     bind_sampling(m);
     bind_tokenizer(m);

@@ -11,8 +11,8 @@
 #include <unistd.h>
 #endif
 
+#include "backend_loader.h"
 #include "error.h"
-#include "ggml-cpu.h"
 #include "ggml_ptr.h"
 
 namespace autoglm {
@@ -57,6 +57,10 @@ void set_ggml_logger(ggml_log_callback cb) {
     ggml_log_set(cb ? cb : ggml_log_filter, nullptr);
 }
 
+void use_default_ggml_logger() {
+    if (!g_logger_configured.exchange(true)) ggml_log_set(ggml_log_filter, nullptr);
+}
+
 // Linux hands out AMX tile state only to processes that ask for it; until then the first tile
 // instruction is SIGILL. ggml asks only when its AMX buffer type is created, so a native build on a
 // Sapphire Rapids (or later) Xeon could reach tile code without it. Ask once, before any kernel runs.
@@ -74,9 +78,9 @@ static void request_amx_permission() {
 
 backend_set::backend_set(int n_threads, bool want_gpu) {
     request_amx_permission();
-    // Our filter, unless a caller (e.g. autoglm_log_set in the C API) has already chosen a logger.
-    if (!g_logger_configured.exchange(true)) ggml_log_set(ggml_log_filter, nullptr);
+    use_default_ggml_logger();
 
+    load_backends();
     cpu_dev_ = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!cpu_dev_) throw error("ggml has no CPU backend");
     cpu_ = ggml_backend_dev_init(cpu_dev_, nullptr);
@@ -124,7 +128,10 @@ void backend_set::set_n_threads(int n) {
                                "; use at most the number of CPU cores (" + std::to_string(default_thread_count()) + ")");
     }
     n_threads_ = n > 0 ? n : 1;
-    ggml_backend_cpu_set_n_threads(cpu_, n_threads_);
+    // Through the registry: with CPU variants the CPU backend lives in a module loaded at run time.
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(cpu_dev_), "ggml_backend_set_n_threads");
+    if (set_threads) set_threads(cpu_, n_threads_);
 }
 
 std::string backend_set::describe() const {

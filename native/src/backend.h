@@ -19,6 +19,8 @@ std::string device_of(const ggml_tensor * t);
 
 // Where ggml's own messages go: cb, or (nullptr) our default that keeps only warnings and errors.
 void set_ggml_logger(ggml_log_callback cb);
+// Our default logger, unless a caller (e.g. autoglm_log_set in the C API) has already chosen one.
+void use_default_ggml_logger();
 
 class backend_set {
 public:

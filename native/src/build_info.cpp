@@ -1,5 +1,7 @@
 #include "build_info.h"
 
+#include "backend_loader.h"
+
 #include "ggml-backend.h"
 #include "ggml.h"
 
@@ -9,6 +11,7 @@ std::string ggml_version_string() { return ggml_version(); }
 std::string ggml_commit_string() { return ggml_commit(); }
 
 std::vector<std::string> backend_names() {
+    load_backends();
     std::vector<std::string> out;
     for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
         out.emplace_back(ggml_backend_reg_name(ggml_backend_reg_get(i)));
@@ -28,6 +31,7 @@ static const char * device_type_name(enum ggml_backend_dev_type t) {
 }
 
 std::vector<device_info> devices() {
+    load_backends();
     std::vector<device_info> out;
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cpu_attention.h"
+#include "cpu_peak.h"
 #include "ggml.h"
 
 namespace autoglm {
@@ -17,10 +19,60 @@ bool op_profile::enabled() {
     return on;
 }
 
-void op_profile::attach(ggml_backend_sched_t sched) {
+void op_profile::attach(ggml_backend_sched_t sched, int n_threads) {
     if (!enabled()) return;
     started_ = false;
+    n_threads_ = n_threads > 0 ? n_threads : 1;
     ggml_backend_sched_set_eval_callback(sched, &op_profile::eval_cb, this);
+}
+
+static bool is_quantized(ggml_type t) { return ggml_is_quantized(t); }
+
+op_profile::row op_profile::classify(const ggml_tensor * t) {
+    row r;
+    r.family = ggml_op_desc(t);
+    if (t->buffer) {
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+        r.on_cpu = !dev || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    }
+    if (t->op == GGML_OP_MUL_MAT) {
+        // src0 [K, N, ...] (the weight), src1 [K, M, ...]: K*N*M multiply-adds per batch entry.
+        const ggml_tensor * w = t->src[0];
+        const ggml_tensor * x = t->src[1];
+        r.family += std::string(" ") + ggml_type_name(w->type);
+        if (w->buffer) {
+            const std::string buf = ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer));
+            if (buf != "CPU" && buf.find("Mapped") == std::string::npos) r.family += " " + buf;
+        }
+        r.family += x->ne[1] == 1 ? " (vector)" : "";
+        r.ops = 2.0 * (double) w->ne[0] * (double) w->ne[1] * (double) x->ne[1] * (double) x->ne[2] * (double) x->ne[3];
+        if (is_quantized(w->type)) {
+            r.peak = r.family.find("AMX") != std::string::npos ? "amx_int8" : "int8";
+        } else {
+            r.peak = w->type == GGML_TYPE_BF16 ? "bf16" : "f32";
+        }
+        if (x->ne[1] == 1) r.peak.clear();  // a matrix-vector product is bound by memory, not arithmetic
+    } else if (t->op == GGML_OP_FLASH_ATTN_EXT) {
+        // q [D, n_q, H], k [D, n_kv, H_kv], v [Dv, n_kv, H_kv]: q.k^T and p.v per head
+        const ggml_tensor * q = t->src[0];
+        const ggml_tensor * k = t->src[1];
+        const ggml_tensor * v = t->src[2];
+        r.family += std::string(" ") + ggml_type_name(k->type);
+        r.ops = 2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] *
+                (double) (q->ne[0] + v->ne[0]);
+        r.peak = "f32";
+    } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_name) {
+        // our attention kernel: q [hd, n_head, n], kt [n_kv, hd, H_kv]; with a (causal) mask the kernel
+        // skips the masked tail, so count the keys each query sees when the last one sees all n_kv
+        const ggml_tensor * q = t->src[0];
+        const double hd = (double) q->ne[0], heads = (double) q->ne[1], n = (double) q->ne[2];
+        const double n_kv = (double) t->src[1]->ne[0];
+        const double pairs = t->src[3] ? n * (n_kv - n + 1) + n * (n - 1) / 2 : n * n_kv;
+        r.family = "ATTENTION (ours)";
+        r.ops = 4.0 * hd * heads * pairs;
+        r.peak = "f32";
+    }
+    return r;
 }
 
 bool op_profile::eval_cb(ggml_tensor * t, bool ask, void * user) {
@@ -34,27 +86,47 @@ bool op_profile::eval_cb(ggml_tensor * t, bool ask, void * user) {
         }
         return true;  // stop after every node
     }
-    // Called once the nodes up to t have run: everything since the last stop belongs to t's op.
-    std::string key = ggml_op_desc(t);
-    row & r = self->by_op_[key];
+    // Called once the nodes up to t have run: everything since the last stop belongs to t's family.
+    const row c = classify(t);
+    row & r = self->by_family_[c.family];
+    if (r.n == 0) r = c, r.ops = 0;
     r.ms += std::chrono::duration<double, std::milli>(now - self->last_).count();
     r.n += 1;
+    r.ops += c.ops;
     self->last_ = std::chrono::steady_clock::now();
     return true;
 }
 
 void op_profile::report(const char * what) {
-    if (!enabled() || by_op_.empty()) return;
-    std::vector<std::pair<std::string, row>> rows(by_op_.begin(), by_op_.end());
-    std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.ms > b.second.ms; });
+    if (!enabled() || by_family_.empty()) return;
+    std::vector<row> rows;
+    for (const auto & kv : by_family_) rows.push_back(kv.second);
+    std::sort(rows.begin(), rows.end(), [](const row & a, const row & b) { return a.ms > b.ms; });
     double total = 0;
-    for (const auto & r : rows) total += r.second.ms;
-    std::fprintf(stderr, "autoglm profile [%s]: %.1f ms in %zu op kinds\n", what, total, rows.size());
+    for (const auto & r : rows) total += r.ms;
+    const cpu_peak_info peak = cpu_peak(n_threads_);
+    std::fprintf(stderr, "autoglm profile [%s]: %.1f ms in %zu kernel families; CPU peak on %d threads at %.2f GHz "
+                 "(measured): f32 %.0f GFLOP/s (%s), bf16 %.0f (%s), int8 %.0f GOP/s (%s)%s\n",
+                 what, total, rows.size(), peak.threads, peak.clock_ghz, peak.f32_gops(), peak.f32_isa.c_str(),
+                 peak.bf16_gops(), peak.bf16_isa.c_str(), peak.int8_gops(), peak.int8_isa.c_str(),
+                 peak.amx_int8_per_cycle > 0 ? (", AMX int8 " + std::to_string((int) peak.amx_int8_gops())).c_str() : "");
     for (const auto & r : rows) {
-        std::fprintf(stderr, "  %-18s %10.1f ms %5.1f%%  x%d\n", r.first.c_str(), r.second.ms, 100.0 * r.second.ms / total,
-                     r.second.n);
+        std::fprintf(stderr, "  %-34s %10.1f ms %5.1f%%  x%-6d", r.family.c_str(), r.ms, 100.0 * r.ms / total, r.n);
+        if (r.ops > 0 && r.ms > 0) {
+            const double gops = r.ops / (r.ms * 1e6);
+            std::fprintf(stderr, " %8.1f GOP/s", gops);
+            double p = 0;
+            if (r.on_cpu) {
+                if (r.peak == "f32") p = peak.f32_gops();
+                if (r.peak == "bf16") p = peak.bf16_gops();
+                if (r.peak == "int8") p = peak.int8_gops();
+                if (r.peak == "amx_int8") p = peak.amx_int8_gops();
+            }
+            if (p > 0) std::fprintf(stderr, " %5.1f%% of %s peak", 100.0 * gops / p, r.peak.c_str());
+        }
+        std::fputc('\n', stderr);
     }
-    by_op_.clear();
+    by_family_.clear();
 }
 
 }  // namespace autoglm

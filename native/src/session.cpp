@@ -235,7 +235,7 @@ imatrix_collector & session::imatrix() {
 }
 
 void session::attach_eval_callback() {
-    profile_.attach(sched_.get());  // installs the profiler's own callback when AUTOGLM_PROFILE is set
+    profile_.attach(sched_.get(), model_.backends().n_threads());  // installs the profiler's own callback when AUTOGLM_PROFILE is set
     if (imatrix_ && imatrix_->active) {
         ggml_backend_sched_set_eval_callback(sched_.get(), &session::eval_cb, this);
     } else if (!op_profile::enabled()) {

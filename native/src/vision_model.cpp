@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "backend_loader.h"
 #include "error.h"
 #include "gguf_file.h"
 #include "op_profile.h"
@@ -45,6 +46,7 @@ struct vision_model::impl {
     std::vector<uint8_t> graph_buf;  // metadata arena for graph building (no tensor data)
     std::mutex mu;                   // one encode at a time: the scheduler and its buffers are shared
     attn_kernel attn = attn_kernel::none;  // a GPU-resident tower uses ggml's fused attention
+    ggml_type matmul_type = GGML_TYPE_COUNT;  // the matrices' type when converted at load, else COUNT
 
     void read_hparams(const gguf_file & f);
     void load(const gguf_file & f, const vision_params & params);
@@ -132,9 +134,20 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
     }
 
     attn = cpu_attention_kernel(params.attention);  // first: a bad name fails before any loading
+    const std::string & mt = params.matmul_type;
+    if (mt != "file" && mt != "auto" && mt != "f32" && mt != "f16" && mt != "bf16") {
+        throw invalid_argument("matmul_type '" + mt + "' is unknown; expected auto, file, f32, f16 or bf16");
+    }
     backends = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
     if (backends->gpu()) attn = attn_kernel::none;
     ggml_backend_t dev = backends->gpu() ? backends->gpu() : backends->cpu();
+    if (mt == "f32") matmul_type = GGML_TYPE_F32;
+    if (mt == "f16") matmul_type = GGML_TYPE_F16;
+    if (mt == "bf16") matmul_type = GGML_TYPE_BF16;
+    if (mt == "auto" && dev == backends->cpu()) {
+        const auto feats = cpu_features();
+        if (std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type = GGML_TYPE_BF16;
+    }
 
     // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
     // use a repacked layout where ggml has one.
@@ -147,6 +160,9 @@ void vision_model::impl::load(const gguf_file & f, const vision_params & params)
                       tensor_role role = tensor_role::weight) -> ggml_tensor * {
         ggml_tensor * ft = f.tensor(name);
         ggml_backend_buffer_type_t buft = plain_buft();
+        const bool convert = ft && u == use::matmul && matmul_type != GGML_TYPE_COUNT && !ggml_is_quantized(ft->type);
+        // (no extra buffer type of ggml repacks float matrices on x86, so converted ones stay plain)
+        if (convert) return weights->create_as(name, std::move(ne), buft, matmul_type);
         if (ft && dev == backends->cpu() && u == use::matmul) buft = backends->cpu_matmul_buft(ft);
         return weights->create(name, std::move(ne), buft, required, role);
     };
@@ -242,6 +258,10 @@ const vision_hparams & vision_model::hparams() const { return p_->hp; }
 std::string vision_model::devices() const { return p_->backends->describe(); }
 size_t vision_model::weight_bytes() const { return p_->weight_bytes; }
 std::string vision_model::weights_device() const { return device_of(p_->w.layers.empty() ? p_->w.patch_w : p_->w.layers[0].qkv); }
+std::string vision_model::matmul_type() const {
+    const ggml_tensor * t = p_->w.layers.empty() ? p_->w.fc : p_->w.layers[0].qkv;
+    return ggml_type_name(t->type);
+}
 std::string vision_model::attention_kernel() const {
     return p_->attn == attn_kernel::avx512 ? "avx512" : p_->attn == attn_kernel::avx2 ? "avx2" : "ggml";
 }
@@ -319,7 +339,7 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
     }
 
     op_profile prof;
-    prof.attach(p_->sched.get());
+    prof.attach(p_->sched.get(), p_->backends->n_threads());
     const bool ok = ggml_backend_sched_graph_compute(p_->sched.get(), g.gf) == GGML_STATUS_SUCCESS;
     prof.report("vision encode");
     if (!ok) throw error("vision graph computation failed");

@@ -1,6 +1,7 @@
 #include "weight_store.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "error.h"
 
@@ -59,8 +60,39 @@ ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t
     if (!ft) return nullptr;
     ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
     ggml_set_name(t, name.c_str());
-    pending_.emplace_back(t, f_.tensor_data(name));
+    pending_.push_back({t, f_.tensor_data(name), t->type});
     return t;
+}
+
+ggml_tensor * weight_store::create_as(const std::string & name, std::vector<int64_t> ne,
+                                      ggml_backend_buffer_type_t buft, ggml_type type) {
+    ggml_tensor * t = create(name, std::move(ne), buft, /*required=*/true, tensor_role::weight);
+    const ggml_type from = t->type;
+    auto is_float = [](ggml_type x) { return x == GGML_TYPE_F32 || x == GGML_TYPE_F16 || x == GGML_TYPE_BF16; };
+    if (from == type || !is_float(from) || !is_float(type)) return t;
+    // Retype before allocation: the context has no data yet, so only the strides change.
+    t->type = type;
+    t->nb[0] = ggml_type_size(type);
+    t->nb[1] = t->nb[0] * t->ne[0];
+    for (int i = 2; i < GGML_MAX_DIMS; ++i) t->nb[i] = t->nb[i - 1] * t->ne[i - 1];
+    pending_.back().file_type = from;
+    return t;
+}
+
+// One tensor's file bytes (type `from`) into `t` (a float type) through F32, set in one call: a
+// repacking buffer type takes whole tensors only.
+static void set_converted(ggml_tensor * t, const uint8_t * data, ggml_type from) {
+    const int64_t n = ggml_nelements(t);
+    std::vector<float> f32((size_t) n);
+    if (from == GGML_TYPE_F32) std::memcpy(f32.data(), data, (size_t) n * sizeof(float));
+    else ggml_get_type_traits(from)->to_float(data, f32.data(), n);
+    if (t->type == GGML_TYPE_F32) {
+        ggml_backend_tensor_set(t, f32.data(), 0, ggml_nbytes(t));
+        return;
+    }
+    std::vector<uint8_t> out(ggml_nbytes(t));
+    ggml_get_type_traits(t->type)->from_float_ref(f32.data(), out.data(), n);
+    ggml_backend_tensor_set(t, out.data(), 0, out.size());
 }
 
 ggml_tensor * weight_store::create_mapped(const std::string & name, std::vector<int64_t> ne) {
@@ -131,10 +163,14 @@ void weight_store::load(const std::function<bool(float)> & progress) {
     }
     mapped_.clear();
     size_t total = 0, done = 0;
-    for (auto & [t, data] : pending_) total += ggml_nbytes(t);
-    for (auto & [t, data] : pending_) {
-        ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));  // repacking buffer types convert here
-        f_.release(data, ggml_nbytes(t));
+    for (auto & [t, data, from] : pending_) total += ggml_nbytes(t);
+    for (auto & [t, data, from] : pending_) {
+        if (from == t->type) {
+            ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));  // repacking buffer types convert here
+        } else {
+            set_converted(t, data, from);
+        }
+        f_.release(data, ggml_row_size(from, t->ne[0]) * (ggml_nelements(t) / t->ne[0]));
         done += ggml_nbytes(t);
         if (progress && !progress(total ? (float) done / (float) total : 1.0f)) {
             throw aborted(f_.path() + ": loading aborted by the progress callback");

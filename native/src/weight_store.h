@@ -39,6 +39,11 @@ public:
     // get_rows) that is most of their size saved. The gguf_file must then outlive the weights.
     // Falls back to an ordinary CPU copy when the data is not aligned for ggml.
     ggml_tensor * create_mapped(const std::string & name, std::vector<int64_t> ne);
+    // create() with the tensor stored as `type` (F32, F16 or BF16) instead of the file's F32/F16/BF16:
+    // converted row by row at load (e.g. the vision tower's matrices in BF16 for AVX512_BF16 / AMX).
+    // A quantized file tensor is kept as it is.
+    ggml_tensor * create_as(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
+                            ggml_type type);
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 
@@ -58,7 +63,12 @@ private:
     std::map<ggml_backend_buffer_type_t, ggml_context *> ctx_of_;
     std::vector<ggml_ctx_ptr> ctxs_;
     std::vector<ggml_buf_ptr> bufs_;
-    std::vector<std::pair<ggml_tensor *, const uint8_t *>> pending_;
+    struct pending {
+        ggml_tensor * t;
+        const uint8_t * data;
+        ggml_type file_type;  // differs from t->type when converted at load
+    };
+    std::vector<pending> pending_;
     std::vector<std::pair<ggml_tensor *, const uint8_t *>> mapped_;
     ggml_ctx_ptr mapped_ctx_;
     size_t bytes_ = 0;

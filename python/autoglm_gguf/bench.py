@@ -118,10 +118,25 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
                 first = time.perf_counter() - t0
         return g.timings, first
 
+    from . import op_count
+
+    n_threads = args.threads or _core.default_thread_count()
+    peak = _core.cpu_peak(n_threads)
+    common.update(cpu_variant=_core.cpu_variant(), clock_ghz=round(peak["clock_ghz"], 2))
+
+    def arithmetic(work: op_count.Work, seconds: float) -> dict:
+        """GOP/s and share of this machine's peak for that family (meaningful on the CPU only)."""
+        gops, share = op_count.share_of_peak(work, seconds, peak)
+        out = {"gops": round(gops, 1), "peak_family": work.family}
+        if args.gpu_layers == 0:
+            out.update(peak_gops=round(peak[f"{work.family}_gops"], 1), share_of_peak=round(share, 3))
+        return out
+
     generate(ids(8), 2)  # warm-up (first-touch of weights, thread pool, allocator), not measured
     if args.n_prompt > 0:
         vals = [generate(ids(args.n_prompt), 1)[0]["prompt_tokens_per_s"] for _ in range(args.reps)]
-        record(f"pp{args.n_prompt}", "tok/s", vals)
+        work = op_count.text_prefill(args.model, args.n_prompt)
+        record(f"pp{args.n_prompt}", "tok/s", vals, **arithmetic(work, args.n_prompt / statistics.fmean(vals)))
     if args.n_gen > 0:
         vals = [generate(ids(1), args.n_gen)[0]["generation_tokens_per_s"] for _ in range(args.reps)]
         record(f"tg{args.n_gen}", "tok/s", vals)
@@ -142,8 +157,11 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
             if rep:
                 enc_ms.append((time.perf_counter() - t0) * 1e3)
             n_tok = emb.shape[0]
+        on_cpu = vis.model.weights_device == "CPU"
+        work = op_count.vision_encode(args.mmproj, gh * gw)
+        extra = arithmetic(work, statistics.fmean(enc_ms) / 1e3) if on_cpu else {}
         record(f"image {img.shape[1]}x{img.shape[0]}", "ms", enc_ms, image_tokens=n_tok,
-               grid=[gh // hp["merge_size"], gw // hp["merge_size"]])
+               grid=[gh // hp["merge_size"], gw // hp["merge_size"]], **extra)
         # Time to first token of a whole agent step: system prompt + screenshot + instruction, cold.
         system = system_prompt(llm.tokenize, args.system_tokens)
         ttft = []
@@ -197,12 +215,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for r in results:
             print(json.dumps(r), flush=True)
         return 0
-    print(f"model {results[0]['model']}, ggml {results[0]['ggml']}, threads {results[0]['threads']}, "
+    print(f"model {results[0]['model']}, ggml {results[0]['ggml']}, CPU kernels {results[0]['cpu_variant']}, "
+          f"threads {results[0]['threads']}, clock {results[0]['clock_ghz']:.2f} GHz (measured), "
           f"load {results[0]['load_s']:.2f} s", file=sys.stderr)
-    print("| test | mean ± stddev | unit |")
-    print("|---|---|---|")
+    print("| test | mean ± stddev | unit | arithmetic |")
+    print("|---|---|---|---|")
     for r in results:
         extra = f" ({r['image_tokens']} tokens)" if "image_tokens" in r else ""
         spread = f" ± {r['stddev']:.2f}" if r["reps"] > 1 else ""
-        print(f"| {r['test']}{extra} | {r['mean']:.2f}{spread} | {r['unit']} |")
+        arith = ""
+        if "gops" in r:
+            arith = f"{r['gops']:.0f} GOP/s"
+            if "share_of_peak" in r:
+                arith += f", {100 * r['share_of_peak']:.0f}% of the {r['peak_family']} peak ({r['peak_gops']:.0f})"
+        print(f"| {r['test']}{extra} | {r['mean']:.2f}{spread} | {r['unit']} | {arith} |")
     return 0

@@ -90,6 +90,9 @@ def _devices_text() -> str:
     from . import _core
 
     lines = [f"backends: {', '.join(_core.backends())}"]
+    runnable = [v["name"] for v in _core.cpu_variants() if v["runnable"]]
+    variants = f" (runnable here: {', '.join(runnable)})" if runnable else ""
+    lines.append(f"CPU kernels: {_core.cpu_variant()}{variants}; features: {' '.join(_core.cpu_features())}")
     for d in _core.devices():
         mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
         lines.append(f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend{mem})")
@@ -105,7 +108,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if args.json:
             from . import _core
 
-            print(json.dumps({"backends": _core.backends(), "devices": _core.devices()}, indent=2))
+            print(json.dumps({"backends": _core.backends(), "devices": _core.devices(),
+                              "cpu_variant": _core.cpu_variant(), "cpu_variants": _core.cpu_variants(),
+                              "cpu_features": _core.cpu_features()}, indent=2))
         else:
             print(_devices_text())
         return 0

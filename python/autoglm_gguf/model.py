@@ -47,7 +47,7 @@ class AutoGLM:
     def __init__(self, model_path: str | os.PathLike, *, mmproj_path: str | os.PathLike | None = None,
                  n_ctx: int = 8192, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  seed: int | None = None, kv_type: str = "f16", verbose: bool = False, progress: bool | None = None,
-                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20):
+                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20, vision_matmul_type: str = "file"):
         path = Path(model_path)
         if not path.is_file():
             raise GGUFFileError(f"{path}: no such model file")
@@ -70,7 +70,7 @@ class AutoGLM:
             from .vision import ImageEncoder
 
             self._vision = ImageEncoder(self.mmproj_path, n_threads=n_threads or 0, use_gpu=mmproj_offload,
-                                        cache_bytes=image_cache_bytes)
+                                        cache_bytes=image_cache_bytes, matmul_type=vision_matmul_type)
             if self._vision.hparams["n_out"] != self._model.hparams["n_embd"]:
                 raise GGUFFileError(f"{self.mmproj_path}: the vision tower outputs {self._vision.hparams['n_out']}-wide "
                                     f"embeddings but the text model is {self._model.hparams['n_embd']} wide; wrong mmproj")

@@ -30,9 +30,10 @@ class ImageEncoder:
     """The mmproj vision tower plus the core's embeddings cache (by content, bounded by `cache_bytes`;
     the same keys as the C API, so prefix reuse treats an image alike in both)."""
 
-    def __init__(self, mmproj_path: str, *, n_threads: int = 0, use_gpu: bool = True, cache_bytes: int = 256 << 20):
+    def __init__(self, mmproj_path: str, *, n_threads: int = 0, use_gpu: bool = True, cache_bytes: int = 256 << 20,
+                 matmul_type: str = "file"):
         try:
-            self.model = _core.VisionModel(mmproj_path, n_threads=n_threads, use_gpu=use_gpu)
+            self.model = _core.VisionModel(mmproj_path, n_threads=n_threads, use_gpu=use_gpu, matmul_type=matmul_type)
         except _core.NativeError as e:
             from .errors import GGUFFileError
 

@@ -82,7 +82,8 @@ def _model(args):
     if mmproj is None:
         raise AutoGLMError(f"no vision projector found beside {args.model}: pass --mmproj mmproj-....gguf")
     llm = AutoGLM(args.model, mmproj_path=mmproj, n_ctx=args.ctx_size, n_threads=args.threads,
-                  n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload)
+                  n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload,
+                  vision_matmul_type=args.vision_matmul_type)
     print(f"placement: {llm.placement_summary()}", file=sys.stderr, flush=True)
     return llm
 

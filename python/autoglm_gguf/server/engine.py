@@ -115,7 +115,8 @@ class Engine:
         s = self.settings
         try:
             llm = AutoGLM(s.model, mmproj_path=s.mmproj, n_ctx=s.n_ctx, n_batch=s.n_batch, n_threads=s.n_threads,
-                          n_gpu_layers=s.n_gpu_layers, mmproj_offload=s.mmproj_offload, progress=None)
+                          n_gpu_layers=s.n_gpu_layers, mmproj_offload=s.mmproj_offload, progress=None,
+                          vision_matmul_type=s.vision_matmul_type)
             slots = [Slot(0, llm)] + [Slot(i, llm.new_context()) for i in range(1, s.parallel)]
         except Exception as e:  # reported by /health and the log; the process keeps answering
             self.load_error = f"{type(e).__name__}: {e}"

@@ -22,6 +22,7 @@ class ServerSettings:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     mmproj_offload: bool = True          # the vision tower on the GPU when there is one
+    vision_matmul_type: str = "file"     # the vision tower's matrices: file, auto, f32, f16, bf16
     parallel: int = 1                    # slots: conversation contexts kept side by side
     max_queue: int = 16                  # requests waiting for a slot beyond those running
     image_max_pixels: int | None = None  # None: the mmproj's own bound
@@ -85,7 +86,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(model=args.model, mmproj=mmproj, alias=args.alias, host=args.host, port=args.port,
                               n_ctx=args.ctx_size, n_batch=args.batch_size, n_threads=args.threads,
                               n_gpu_layers=args.gpu_layers, mmproj_offload=args.mmproj_offload,
-                              parallel=args.parallel, max_queue=args.max_queue,
+                              vision_matmul_type=args.vision_matmul_type, parallel=args.parallel, max_queue=args.max_queue,
                               image_max_pixels=args.image_max_pixels, api_key=args.api_key,
                               allowed_local_media_path=args.allowed_local_media_path)
     return run_server(settings)

@@ -1,0 +1,65 @@
+// Python view of what this process computes on: ggml's backends and devices, the build of ggml's CPU
+// kernels in use (backend_loader.h), and the machine's arithmetic peak (cpu_peak.h).
+#include "backend.h"
+#include "backend_loader.h"
+#include "bind_common.h"
+#include "build_info.h"
+#include "cpu_peak.h"
+
+void bind_backends(py::module_ & m) {
+    m.def("backends", &autoglm::backend_names, "Names of the ggml backends compiled in, e.g. ['CPU', 'CUDA'].");
+    m.def("devices", [] {
+        py::list out;
+        for (const auto & d : autoglm::devices()) {
+            py::dict e;
+            e["backend"] = d.backend;
+            e["name"] = d.name;
+            e["description"] = d.description;
+            e["type"] = d.type;
+            e["memory_total"] = d.memory_total;
+            out.append(e);
+        }
+        return out;
+    }, "The devices ggml can run on, as dicts (backend, name, description, type, memory_total).");
+
+    m.def("cpu_variant", &autoglm::cpu_variant,
+          "The build of ggml's CPU kernels in use: an ISA level such as 'haswell', 'icelake' or 'sapphirerapids'\n"
+          "(chosen at first use: the best this CPU and OS can run, or $AUTOGLM_CPU_VARIANT), or 'built-in' for a\n"
+          "build with one CPU backend compiled in.");
+    m.def("cpu_variants", [] {
+        py::list out;
+        for (const auto & v : autoglm::cpu_variants()) {
+            py::dict e;
+            e["name"] = v.name;
+            e["path"] = v.path;
+            e["score"] = v.score;
+            e["runnable"] = v.score > 0;
+            out.append(e);
+        }
+        return out;
+    }, "The CPU variants this build ships, best first, as dicts (name, path, score, runnable); [] for a build\n"
+       "without variants. runnable is False where this CPU or OS lacks an instruction set the variant needs.");
+    m.def("cpu_features", &autoglm::cpu_features,
+          "What the CPU backend in use was built with and this machine has, as ggml reports it (e.g. 'AVX2',\n"
+          "'AVX512_VNNI', 'AMX_INT8', 'REPACK').");
+
+    m.def("default_thread_count", &autoglm::default_thread_count, "Threads used when none are given: the physical cores.");
+    m.def("cpu_peak", [](int threads) {
+        const autoglm::cpu_peak_info p = autoglm::cpu_peak(threads);
+        py::dict d;
+        d["clock_ghz"] = p.clock_ghz;
+        d["threads"] = p.threads;
+        d["f32_gops"] = p.f32_gops();
+        d["bf16_gops"] = p.bf16_gops();
+        d["int8_gops"] = p.int8_gops();
+        d["amx_int8_gops"] = p.amx_int8_gops();
+        d["f32_isa"] = p.f32_isa;
+        d["bf16_isa"] = p.bf16_isa;
+        d["int8_isa"] = p.int8_isa;
+        return d;
+    }, py::arg("threads"),
+          "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
+          "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
+          "operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
+
+}

@@ -1,0 +1,88 @@
+"""What the benchmarks and the profiler compare speed against: the operations a workload does
+(op_count, checked against transformers' own layers), this machine's peak (cpu_peak: measured clock x
+the instruction set's operations per cycle), and AUTOGLM_PROFILE's per-family table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from autoglm_gguf import _core, op_count
+
+torch = pytest.importorskip("torch")
+from transformers import Glm4vForConditionalGeneration
+
+
+def _numel(modules, kinds) -> int:
+    return sum(m.weight.numel() for m in modules if isinstance(m, kinds))
+
+
+@pytest.mark.parametrize("arch", ["tiny", "alt"])
+def test_op_counts_match_the_reference_layers(arch, tiny_checkpoint_f32, alt_checkpoint, convert_tiny):
+    """Counted from the GGUF's shapes, checked against the nn.Linear / Conv layers of transformers' model
+    (a multiply-add = 2; q.k and p.v per head; the causal prompt sees i keys at position i)."""
+    ckpt = tiny_checkpoint_f32 if arch == "tiny" else alt_checkpoint
+    text, mmproj = convert_tiny(ckpt, "f32", "f32")
+    hf = Glm4vForConditionalGeneration.from_pretrained(ckpt)
+    tc, vc = hf.config.text_config, hf.config.vision_config
+    n = 37
+    layers = _numel(hf.model.language_model.layers.modules(), torch.nn.Linear)
+    head_dim = tc.hidden_size // tc.num_attention_heads
+    want = 2 * n * layers + 2 * 2 * head_dim * tc.num_attention_heads * tc.num_hidden_layers * n * (n + 1) / 2
+    want += 2 * hf.lm_head.weight.numel()
+    work = op_count.text_prefill(str(text), n)
+    assert work.family == "f32"
+    assert work.ops == pytest.approx(want, rel=1e-12)
+
+    p = 8 * 12  # patches of an 8x12 grid
+    vis = hf.model.visual
+    blocks = _numel(vis.blocks.modules(), torch.nn.Linear)
+    merger = _numel(vis.merger.modules(), torch.nn.Linear) + vis.downsample.weight.numel()
+    patch = vis.patch_embed.proj.weight.numel() // vc.temporal_patch_size  # the two time slices are summed
+    want_v = 2 * p * blocks + 4 * p * p * vc.hidden_size * vc.depth + 2 * (p / 4) * merger + 2 * p * patch
+    assert op_count.vision_encode(str(mmproj), p).ops == pytest.approx(want_v, rel=1e-12)
+
+
+def test_quantized_weights_use_the_int8_peak(tiny_checkpoint, convert_tiny):
+    text, mmproj = convert_tiny(tiny_checkpoint, "q8_0", "f16")
+    assert op_count.text_prefill(str(text), 8).family == "int8"
+    assert op_count.vision_encode(str(mmproj), 16).family == "f32"
+
+
+def test_cpu_peak_follows_the_instruction_set():
+    feats = _core.cpu_features()
+    p1, p2 = _core.cpu_peak(1), _core.cpu_peak(2)
+    assert 0.3 < p1["clock_ghz"] < 8.0, p1  # measured: one dependent add per cycle
+    per_cycle = p1["f32_gops"] / p1["clock_ghz"]
+    if "AVX512" in feats:
+        assert per_cycle in (32, 64)
+    elif "AVX2" in feats or "FMA" in feats:
+        assert per_cycle == 32
+    assert p2["threads"] == 2 and p2["f32_gops"] == pytest.approx(2 * p2["clock_ghz"] * per_cycle)
+    assert p1["bf16_gops"] == pytest.approx(p1["f32_gops"] * (2 if "AVX512_BF16" in feats else 1))
+    assert p1["int8_gops"] >= p1["f32_gops"]
+    assert (p1["amx_int8_gops"] > 0) == ("AMX_INT8" in feats)
+
+
+def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, convert_tiny):
+    text, mmproj = convert_tiny(tiny_checkpoint, "q8_0", "f32")
+    code = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
+            "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n"
+            "v = _core.VisionModel(sys.argv[2], n_threads=2, use_gpu=False)\n"
+            "v.encode(np.zeros((64, 3 * 14 * 14), np.float32), 8, 8)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(text), str(mmproj)], capture_output=True, text=True,
+                          env=dict(os.environ, AUTOGLM_PROFILE="1"), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "autoglm profile [text session]" in err and "autoglm profile [vision encode]" in err
+    assert "CPU peak on 2 threads at" in err
+    text_part = err.split("autoglm profile [text session]")[1].split("autoglm profile")[0]
+    q8 = next(line for line in text_part.splitlines() if line.strip().startswith("MUL_MAT q8_0") and "(vector)" not in line)
+    assert "GOP/s" in q8 and "of int8 peak" in q8
+    vis = err.split("autoglm profile [vision encode]")[1]
+    assert any(line.strip().startswith("MUL_MAT f32") and "of f32 peak" in line for line in vis.splitlines()), vis
+    if _core.VisionModel(str(mmproj), n_threads=1, use_gpu=False).attention != "ggml":  # our attention kernel
+        assert any(line.strip().startswith("ATTENTION (ours)") and "of f32 peak" in line for line in vis.splitlines())
