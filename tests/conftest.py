@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from autoglm_gguf import _core
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.tiny_checkpoint import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The suite compares against llama.cpp in several places, and the peer is built with GGML_NATIVE=OFF:
+# ggml's AVX2 kernels. So that those comparisons are like for like on any machine, this process and
+# its children use our AVX2 build of the same kernels ("haswell") where the machine can run it (the
+# choice is made at the first model load, after this). test_cpu_variants.py runs every other variant
+# this machine can run, and the default choice, in processes of their own.
+if any(v["name"] == "haswell" and v["runnable"] for v in _core.cpu_variants()):
+    os.environ.setdefault("AUTOGLM_CPU_VARIANT", "haswell")
 
 
 @pytest.fixture(scope="session")
