@@ -50,7 +50,8 @@ def machine_info() -> dict:
     try:
         from autoglm_gguf import _core
 
-        ggml = {"version": _core.ggml_version(), "backends": _core.backends()}
+        ggml = {"version": _core.ggml_version(), "backends": _core.backends(), "cpu_variant": _core.cpu_variant(),
+                "cpu_features": _core.cpu_features(), "peak_2_threads": _core.cpu_peak(2)}
     except ImportError:
         ggml = {}
     try:

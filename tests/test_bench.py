@@ -30,6 +30,12 @@ def test_bench_cli_json(tiny_checkpoint, convert_tiny, capsys):
         r = tests[name]
         assert r["gops"] > 0 and 0 < r["share_of_peak"] < 1 and r["peak_gops"] > 0, r
     assert tests["pp48"]["cpu_variant"] == _core.cpu_variant() and tests["pp48"]["clock_ghz"] > 0
+    assert tests["image 300x500"]["matrices"] == "f32"  # the test tower's file type
+    rc = cli.main(["bench", "-m", str(text), "--mmproj", str(mmproj), "-p", "0", "-n", "0", "-r", "1", "--image",
+                   "64x64", "--system-tokens", "8", "-t", "1", "--vision-type", "bf16", "--json"])
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert next(r for r in rows if r["test"] == "image 64x64")["matrices"] == "bf16"
     h, w = _core.smart_resize(500, 300, max_pixels=200000)
     assert tests["image 300x500"]["image_tokens"] == (h // 28) * (w // 28) == np.prod(tests["image 300x500"]["grid"])
     assert tests["agent step ttft"]["prompt_tokens"] > 64 + 88

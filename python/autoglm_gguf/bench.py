@@ -95,7 +95,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     llm = AutoGLM(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx, n_batch=args.batch, n_threads=args.threads,
-                  n_gpu_layers=args.gpu_layers, progress=False)
+                  n_gpu_layers=args.gpu_layers, progress=False, vision_matmul_type=args.vision_type)
     load_s = time.perf_counter() - t0
     model, n_vocab = llm._model, llm.n_vocab
     ids = lambda n: rng.integers(10, min(n_vocab, 4000), n).tolist()  # ordinary token ids, no specials
@@ -161,7 +161,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
         work = op_count.vision_encode(args.mmproj, gh * gw)
         extra = arithmetic(work, statistics.fmean(enc_ms) / 1e3) if on_cpu else {}
         record(f"image {img.shape[1]}x{img.shape[0]}", "ms", enc_ms, image_tokens=n_tok,
-               grid=[gh // hp["merge_size"], gw // hp["merge_size"]], **extra)
+               grid=[gh // hp["merge_size"], gw // hp["merge_size"]], matrices=vis.model.matmul_type, **extra)
         # Time to first token of a whole agent step: system prompt + screenshot + instruction, cold.
         system = system_prompt(llm.tokenize, args.system_tokens)
         ttft = []
@@ -199,6 +199,8 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--system-tokens", type=int, default=1500, help="system prompt length of the agent step")
     b.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     b.add_argument("-ngl", "--gpu-layers", type=int, default=0, help="decoder layers to offload to a GPU backend")
+    b.add_argument("--vision-type", default="file", choices=("file", "auto", "f32", "f16", "bf16"),
+                   help="type of the vision tower's matrices (see `run --help`)")
     b.add_argument("-b", "--batch", type=int, default=512)
     b.add_argument("-c", "--ctx", type=int, default=8192, help="context of the agent-step session")
     b.add_argument("-r", "--reps", type=int, default=3)
