@@ -88,14 +88,14 @@ cpu_peak_info cpu_peak(int threads) {
         p.int8_per_cycle = 128;
         p.int8_isa = "AVX-VNNI vpdpbusd (two 256-bit/cycle)";
     } else if (has("AVX2")) {
-        p.int8_per_cycle = 64;
-        p.int8_isa = "AVX2 vpmaddubsw+vpmaddwd (two 256-bit/cycle)";
+        p.int8_per_cycle = 128;
+        p.int8_isa = "AVX2 vpmaddubsw (two 256-bit/cycle)";
     } else if (has("DOTPROD")) {
         p.int8_per_cycle = 64;
         p.int8_isa = "NEON sdot (two 128-bit/cycle)";
     } else {
-        p.int8_per_cycle = 16;
-        p.int8_isa = "SSE pmaddubsw (one 128-bit/cycle)";
+        p.int8_per_cycle = 64;
+        p.int8_isa = "SSE pmaddubsw (two 128-bit/cycle)";
     }
     if (has("AMX_INT8")) p.amx_int8_per_cycle = 2048;
     return p;

@@ -10,9 +10,10 @@
 //        Zen 4 one 512-bit FMA per cycle = 32; NEON 2 x 4 = 16 (generic AArch64).
 //   bf16 (BF16 weights): AVX512_BF16 vdpbf16ps, twice the f32 rate; AMX-BF16 (tile dot product,
 //        16x16x32 per 16 cycles) 1024/cycle; otherwise the f32 rate (converted to F32).
-//   int8 (quantized weights x int8 activations): AVX2 vpmaddubsw + vpmaddwd, 2 per cycle for 32
-//        products = 64/cycle; AVX-VNNI vpdpbusd (256-bit) 2 x 32 = 128; AVX-512 VNNI Intel 2 x 64
-//        x 2 = 256, Zen 4 128; AMX-INT8 (16x16x64 per 16 cycles) 2048; NEON sdot 2 x 16 x 2 = 64.
+//   int8 (quantized weights x int8 activations): AVX2 vpmaddubsw, 32 byte products per instruction,
+//        2 per cycle = 128/cycle (a kernel that also spends a vpmaddwd per vpmaddubsw gets at most
+//        half); AVX-VNNI vpdpbusd (256-bit) 2 x 32 x 2 = 128; AVX-512 VNNI Intel 2 x 64 x 2 = 256,
+//        Zen 4 128; AMX-INT8 (16x16x64 per 16 cycles) 2048; NEON sdot 2 x 16 x 2 = 64.
 // These are the instruction throughputs, the ceiling no kernel passes; real kernels also load,
 // unpack and scale, so 50-80% is good.
 #pragma once
