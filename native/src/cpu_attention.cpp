@@ -14,6 +14,8 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define AUTOGLM_X86_ATTN 1
 #include <immintrin.h>
+
+#include "avx2_reduce.h"
 #endif
 
 namespace autoglm {
@@ -67,18 +69,8 @@ inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, 
 #pragma GCC target("avx2,fma,f16c")
 namespace {
 using vf256 = __m256;
-inline float hmax256(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-inline float hsum256(__m256 v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
+inline float hmax256(__m256 v) { return avx2::hmax(v); }
+inline float hsum256(__m256 v) { return avx2::hsum(v); }
 inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),

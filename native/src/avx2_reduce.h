@@ -1,0 +1,33 @@
+// Horizontal reductions of one AVX register, shared by our AVX2 kernels (cpu_attention.cpp,
+// gemm_q4_0.cpp). Include only where x86 intrinsics are available; the functions carry their own
+// target attribute, so the including file may be compiled for the baseline ISA.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace autoglm::avx2 {
+
+__attribute__((target("avx2"))) inline float hmax(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+__attribute__((target("avx2"))) inline float hsum(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+__attribute__((target("avx2"))) inline int32_t hsum(__m256i v) {
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(x);
+}
+
+}  // namespace autoglm::avx2

@@ -1,0 +1,33 @@
+// A prompt-processing GEMM for Q4_0 weights against int8-quantized activations (issue #15), AVX2.
+// Not wired into the graphs yet: it is measured against ggml's repacked kernel first
+// (bench/bench_gemm.py) and checked against exact integer arithmetic (tests/test_gemm_q4_0.py).
+//
+// C[m][n] = sum_b da[m][b] * dw[n][b] * sum_{k in b} q[m][k] * (w[n][k] - 8), the arithmetic of ggml's
+// Q4_0 x Q8_0 dot product, with the activation scales kept in F32 (ggml rounds them to F16).
+//
+// Why it can be faster than ggml's kernel: a panel of 8 weight columns is unpacked once into unsigned
+// bytes, interleaved so that one 32-byte vector holds 4 consecutive k of each of the 8 columns, and
+// then reused for every row of the micro-batch (ggml unpacks per 4 rows). Each vpmaddubsw (weights
+// as the unsigned operand, 4 activation bytes broadcast) makes 8 columns x 2 pairs; the 8 quads of a
+// block are summed in 16 bits (|sum| <= 8 x 2 x 15 x 127 < 2^15, exact) and widened once per block,
+// where the straightforward kernel spends one vpmaddwd per vpmaddubsw. The -8 of Q4_0 becomes one
+// subtraction of 8 x sum(q) per row and block.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace autoglm {
+
+constexpr int q4_0_block = 32;          // elements per Q4_0 block
+constexpr size_t q4_0_block_bytes = 18;  // F16 scale + 16 bytes of nibbles
+
+// True when this CPU can run the kernel (AVX2 + FMA + F16C).
+bool gemm_q4_0_available();
+
+// w: N rows of K/32 Q4_0 blocks (the GGUF layout); a: M x K row-major F32; c: M x N row-major F32.
+// K must be a multiple of 32. n_threads threads split the columns. Throws autoglm::error when the CPU
+// lacks AVX2.
+void gemm_q4_0(const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads);
+
+}  // namespace autoglm
