@@ -1,8 +1,11 @@
 """The experimental AVX2 Q4_0 prompt GEMM (native/src/gemm_q4_0.h) against exact integer arithmetic:
 Q4_0 weights from ggml's own quantizer, activations quantized per 32-block to int8 as ggml's Q8_0
-(d = max|x| / 127, round half to even), int32 dot products per block, scaled by both scales."""
+(q = round-half-even(x * 127 / max|x|), d = max|x| / 127 kept in F16, as ggml's AVX2 code), int32 dot products per block, scaled by
+both scales."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +22,9 @@ def _reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
     nib = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int64) - 8            # [n, nb, 32]
     x = a.reshape(a.shape[0], k // 32, 32).astype(np.float32)
     amax = np.abs(x).max(axis=2)
-    da = (amax / np.float32(127)).astype(np.float32)
+    d = (amax / np.float32(127)).astype(np.float32)
     inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    da = d.astype(np.float16).astype(np.float32)  # ggml keeps the Q8_0 scale in F16
     q = np.rint(x * inv[:, :, None]).astype(np.int64)                                   # [m, nb, 32]
     dots = np.einsum("mbk,nbk->mnb", q, nib)                                            # exact int64
     return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da.astype(np.float64), dw)
@@ -50,3 +54,50 @@ def test_bad_shapes_are_refused():
         _core._gemm_q4_0(wq, np.ones((2, 48), np.float32))
     with pytest.raises(ValueError, match="Q4_0 blocks"):
         _core._gemm_q4_0(wq, np.ones((2, 96), np.float32))
+
+
+def _prompt_logits(path, env_gemm: str | None) -> np.ndarray:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
+            "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
+            "ids = [int(i) for i in np.random.default_rng(1).integers(5, 500, 77)]\n"
+            "out = _core.Session(m, n_ctx=256, kv_type='f32', n_batch=64).eval_tokens(ids, 'all')\n"
+            "np.save(sys.argv[2], out)\n")
+    out = Path(str(path) + f".{env_gemm or 'ours'}.npy")
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGLM_GEMM"}
+    if env_gemm:
+        env["AUTOGLM_GEMM"] = env_gemm
+    proc = subprocess.run([sys.executable, "-c", code, str(path), str(out)], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return np.load(out)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "alt"])
+def test_prompt_processing_with_our_gemm_equals_ggml(arch, tiny_checkpoint, alt_checkpoint, convert_tiny):
+    """Q4_0 decoders process a 77-token prompt (micro-batches of 64 and 13 rows) through our GEMM, and
+    through ggml's kernel with AUTOGLM_GEMM=ggml: the same int8 dot products and F16-rounded scales, so
+    the logits agree to float rounding (measured: identical)."""
+    text, _ = convert_tiny(tiny_checkpoint if arch == "tiny" else alt_checkpoint, "q4_0", "f16")
+    ours, ggml = _prompt_logits(text, None), _prompt_logits(text, "ggml")
+    assert np.abs(ours - ggml).max() <= 1e-4 * np.abs(ggml).max()
+
+
+def test_importance_matrix_sees_every_matmul_of_a_q4_0_model(tiny_checkpoint, convert_tiny):
+    """While an importance matrix is collected the graphs keep ggml's MUL_MAT nodes (the collector reads
+    their activations), so a Q4_0 model's statistics are as complete as an F32 one's."""
+    stats = {}
+    for outtype in ("f32", "q4_0"):
+        text, _ = convert_tiny(tiny_checkpoint, outtype, "f16")
+        model = _core.TextModel(str(text), n_threads=2)
+        s = _core.Session(model, n_ctx=256, kv_type="f32")
+        s.imatrix_start()
+        s.imatrix_eval(list(range(5, 85)))  # 80 tokens: one micro-batch of >= 32 rows
+        stats[outtype] = s.imatrix_stats()
+        s.imatrix_stop()
+    assert set(stats["q4_0"]) == set(stats["f32"]) and len(stats["f32"]) >= 6
+    for name, (_, count) in stats["f32"].items():
+        assert stats["q4_0"][name][1] == count, name

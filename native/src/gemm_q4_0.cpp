@@ -3,11 +3,13 @@
 #include "gemm_q4_0.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "error.h"
+#include "ggml-backend.h"
 #include "ggml.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -33,26 +35,33 @@ bool gemm_q4_0_available() {
 #pragma GCC target("avx2,fma,f16c")
 namespace {
 
+// Quantized activations, one row per token: q[k] int8 | d[nb] F32 (the blocks' scales) | s8[nb] int32
+// (8 x the block's sum of q: the Q4_0 offset's share).
 struct q8_rows {
-    std::vector<int8_t> q;     // m x k
-    std::vector<float> d;      // m x nb: the block's scale
-    std::vector<int32_t> s8;   // m x nb: 8 x sum(q), the Q4_0 offset's share
+    uint8_t * base;
+    int64_t k, nb;
+    size_t row_bytes() const { return (size_t) k + (size_t) nb * 8; }
+    int8_t * q(int64_t r) const { return (int8_t *) (base + r * row_bytes()); }
+    float * d(int64_t r) const { return (float *) (base + r * row_bytes() + k); }
+    int32_t * s8(int64_t r) const { return (int32_t *) (base + r * row_bytes() + k + nb * 4); }
 };
 
 // Rows [r0, r1) of a into q8 blocks (round to nearest even, as ggml's AVX2 quantize_row_q8_0).
-void quantize_rows(const float * a, int64_t k, int64_t r0, int64_t r1, q8_rows & out) {
+void quantize_rows(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, const q8_rows & out) {
     const int64_t nb = k / q4_0_block;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t r = r0; r < r1; ++r) {
         for (int64_t b = 0; b < nb; ++b) {
-            const float * x = a + r * k + b * q4_0_block;
+            const float * x = (const float *) ((const uint8_t *) a + r * a_row_stride) + b * q4_0_block;
             __m256 v[4];
             __m256 amax = _mm256_setzero_ps();
             for (int i = 0; i < 4; ++i) {
                 v[i] = _mm256_loadu_ps(x + 8 * i);
                 amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
             }
+            // as ggml's AVX2 quantize_row_q8_0: q = round(x * 127 / max), the scale max / 127 kept in F16,
+            // so that the dot products and scales are ggml's exactly (only the F32 summation order differs)
             const float mx = avx2::hmax(amax);
             const float d = mx / 127.0f;
             const __m256 id = _mm256_set1_ps(mx != 0.0f ? 127.0f / mx : 0.0f);
@@ -64,17 +73,22 @@ void quantize_rows(const float * a, int64_t k, int64_t r0, int64_t r1, q8_rows &
             }
             __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
             p = _mm256_permutevar8x32_epi32(p, order);
-            _mm256_storeu_si256((__m256i *) (out.q.data() + r * k + b * q4_0_block), p);
-            out.d[r * nb + b] = d;
-            out.s8[r * nb + b] = 8 * avx2::hsum(sum);
+            _mm256_storeu_si256((__m256i *) (out.q(r) + b * q4_0_block), p);
+            out.d(r)[b] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+            out.s8(r)[b] = 8 * avx2::hsum(sum);
         }
     }
 }
 
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights, zero scale) as unsigned nibble
-// values, 8 vectors per block: vector j holds k = 4j .. 4j+3 of each column.
-void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, __m256i * panel, float * dw) {
+// values, 8 vectors per block: vector j holds k = 4j .. 4j+3 of each column. `repacked`: w is in
+// ggml's CPU_REPACK layout for Q4_0 on x86 (block_q4_0x8 per 8 columns and block: the 8 F16 scales,
+// then the columns' nibble bytes in chunks of 8 (bytes 0-7 of columns 0..7, then bytes 8-15), each
+// byte XOR 0x88); else the GGUF layout (N rows of 18-byte blocks).
+void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool repacked, __m256i * panel, float * dw) {
     const __m128i low = _mm_set1_epi8(0x0F);
+    const __m128i flip = _mm_set1_epi8((char) 0x88);
+    constexpr size_t x8_bytes = 8 * 2 + 8 * 16;  // one block_q4_0x8
     for (int64_t b = 0; b < nb; ++b) {
         __m256i v[8];
         for (int c = 0; c < 8; ++c) {
@@ -83,11 +97,20 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, __m256i 
                 dw[b * 8 + c] = 0.0f;
                 continue;
             }
-            const uint8_t * blk = w + ((c0 + c) * nb + b) * q4_0_block_bytes;
             uint16_t h;
-            std::memcpy(&h, blk, 2);
+            __m128i qs;
+            if (repacked) {
+                const uint8_t * x8 = w + ((c0 / 8) * nb + b) * x8_bytes;
+                std::memcpy(&h, x8 + 2 * c, 2);
+                const __m128i lo8 = _mm_loadl_epi64((const __m128i *) (x8 + 16 + 8 * c));
+                const __m128i hi8 = _mm_loadl_epi64((const __m128i *) (x8 + 16 + 64 + 8 * c));
+                qs = _mm_xor_si128(_mm_unpacklo_epi64(lo8, hi8), flip);
+            } else {
+                const uint8_t * blk = w + ((c0 + c) * nb + b) * q4_0_block_bytes;
+                std::memcpy(&h, blk, 2);
+                qs = _mm_loadu_si128((const __m128i *) (blk + 2));
+            }
             dw[b * 8 + c] = ggml_fp16_to_fp32(h);
-            const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + 2));
             // elements 0..15 are the low nibbles, 16..31 the high ones
             v[c] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
         }
@@ -113,11 +136,11 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, __m256i 
 }
 
 // Four rows (rows[0..3], possibly repeated at the bottom edge) x one panel -> out[4][8].
-inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, const q8_rows & a, int64_t k,
+inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, const q8_rows & a,
                        const int64_t * rows, float out[4][8]) {
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t * q[4];
-    for (int r = 0; r < 4; ++r) q[r] = a.q.data() + rows[r] * k;
+    for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; ++b) {
         __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
@@ -132,15 +155,16 @@ inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, cons
         }
         const __m256 dwv = _mm256_loadu_ps(dw + b * 8);
         for (int r = 0; r < 4; ++r) {
-            const int64_t i = rows[r] * nb + b;
-            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[r], ones), _mm256_set1_epi32(a.s8[i]));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d[i])), acc[r]);
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s[r], ones), _mm256_set1_epi32(a.s8(rows[r])[b]));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
         }
     }
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
 }
 
-void panels(const uint8_t * w, int64_t n, int64_t k, const q8_rows & a, int64_t m, float * c, int64_t p0, int64_t p1) {
+// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats).
+void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const q8_rows & a, int64_t m, float * c,
+            int64_t c_row_stride, int64_t p0, int64_t p1) {
     const int64_t nb = k / q4_0_block;
     // 32-byte aligned by hand: std::vector<__m256i> would rely on over-aligned allocation
     std::vector<uint8_t> panel_bytes((size_t) nb * 8 * sizeof(__m256i) + 32);
@@ -148,13 +172,13 @@ void panels(const uint8_t * w, int64_t n, int64_t k, const q8_rows & a, int64_t 
     std::vector<float> dw((size_t) nb * 8);
     for (int64_t p = p0; p < p1; ++p) {
         const int64_t c0 = p * 8, nc = std::min<int64_t>(8, n - c0);
-        unpack_panel(w, n, nb, c0, panel, dw.data());
+        unpack_panel(w, n, nb, c0, repacked, panel, dw.data());
         for (int64_t m0 = 0; m0 < m; m0 += 4) {
             int64_t rows[4];
             for (int r = 0; r < 4; ++r) rows[r] = std::min(m0 + r, m - 1);
             float out[4][8];
-            kernel_4x8(panel, dw.data(), nb, a, k, rows, out);
-            for (int r = 0; r < 4 && m0 + r < m; ++r) std::memcpy(c + (m0 + r) * n + c0, out[r], (size_t) nc * sizeof(float));
+            kernel_4x8(panel, dw.data(), nb, a, rows, out);
+            for (int r = 0; r < 4 && m0 + r < m; ++r) std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
         }
     }
 }
@@ -163,25 +187,77 @@ void panels(const uint8_t * w, int64_t n, int64_t k, const q8_rows & a, int64_t 
 #pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
 
+static bool is_repacked(const ggml_tensor * w) {
+    return w->buffer && std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
+}
+
+bool gemm_q4_0_applies(const ggml_tensor * w, int64_t n_rows) {
+    static const bool off = [] {
+        const char * v = std::getenv("AUTOGLM_GEMM");
+        return v && std::strcmp(v, "ggml") == 0;
+    }();
+    if (off || n_rows < 32 || w->type != GGML_TYPE_Q4_0 || !w->buffer) return false;
+    // in CPU memory: a plain host buffer, or ggml's repacked one (which does not call itself host)
+    if (!ggml_backend_buffer_is_host(w->buffer) && !is_repacked(w)) return false;
+    if (ggml_n_dims(w) != 2 || w->ne[0] % q4_0_block != 0) return false;
+    if (is_repacked(w) && w->ne[1] % 8 != 0) return false;  // ggml repacks only whole groups of 8 rows
+    return gemm_q4_0_available();
+}
+
+#if AUTOGLM_GEMM_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+static void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], m = x->ne[1];
+    const q8_rows q{(uint8_t *) dst->data, k, k / q4_0_block};
+    quantize_rows((const float *) x->data, x->nb[1], k, m * ith / nth, m * (ith + 1) / nth, q);
+}
+
+static void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
+    const ggml_tensor * w = (const ggml_tensor *) user;
+    const ggml_tensor * xq = dst->src[0];
+    const int64_t k = w->ne[0], n = w->ne[1], m = xq->ne[1];
+    const q8_rows q{(uint8_t *) xq->data, k, k / q4_0_block};
+    const int64_t n_panels = (n + 7) / 8;
+    panels((const uint8_t *) w->data, is_repacked(w), n, k, q, m, (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)),
+           n_panels * ith / nth, n_panels * (ith + 1) / nth);
+}
+#pragma GCC pop_options
+#endif
+
+ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+#if AUTOGLM_GEMM_X86
+    if (x->type != GGML_TYPE_F32 || x->nb[0] != sizeof(float) || x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1) {
+        return ggml_mul_mat(ctx, w, x);
+    }
+    const int64_t k = w->ne[0], nb = k / q4_0_block;
+    ggml_tensor * args[1] = {x};
+    ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, k + nb * 8, x->ne[1], 1, 1, args, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * args2[1] = {xq};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args2, 1, gemm_op, GGML_N_TASKS_MAX, w);
+#else
+    return ggml_mul_mat(ctx, w, x);
+#endif
+}
+
 void gemm_q4_0(const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads) {
     if (k % q4_0_block != 0 || n <= 0 || m <= 0) throw invalid_argument("gemm_q4_0: K must be a multiple of 32, M and N positive");
     if (!gemm_q4_0_available()) throw error("gemm_q4_0: this CPU lacks AVX2/FMA/F16C");
 #if AUTOGLM_GEMM_X86
     const int nt = std::max(1, n_threads);
     const int64_t nb = k / q4_0_block;
-    q8_rows q;
-    q.q.resize((size_t) (m * k));
-    q.d.resize((size_t) (m * nb));
-    q.s8.resize((size_t) (m * nb));
+    std::vector<uint8_t> qbuf((size_t) m * ((size_t) k + (size_t) nb * 8));
+    const q8_rows q{qbuf.data(), k, nb};
     std::vector<std::thread> pool;
     for (int t = 0; t < nt; ++t) {
-        pool.emplace_back([&, t] { quantize_rows(a, k, m * t / nt, m * (t + 1) / nt, q); });
+        pool.emplace_back([&, t] { quantize_rows(a, (size_t) k * sizeof(float), k, m * t / nt, m * (t + 1) / nt, q); });
     }
     for (auto & th : pool) th.join();
     pool.clear();
     const int64_t n_panels = (n + 7) / 8;
     for (int t = 0; t < nt; ++t) {
-        pool.emplace_back([&, t] { panels(w, n, k, q, m, c, n_panels * t / nt, n_panels * (t + 1) / nt); });
+        pool.emplace_back([&, t] { panels(w, false, n, k, q, m, c, n, n_panels * t / nt, n_panels * (t + 1) / nt); });
     }
     for (auto & th : pool) th.join();
 #else

@@ -3,7 +3,7 @@
 // (bench/bench_gemm.py) and checked against exact integer arithmetic (tests/test_gemm_q4_0.py).
 //
 // C[m][n] = sum_b da[m][b] * dw[n][b] * sum_{k in b} q[m][k] * (w[n][k] - 8), the arithmetic of ggml's
-// Q4_0 x Q8_0 dot product, with the activation scales kept in F32 (ggml rounds them to F16).
+// Q4_0 x Q8_0 dot product (activation scales rounded to F16 as ggml does), summed in F32.
 //
 // Why it can be faster than ggml's kernel: a panel of 8 weight columns is unpacked once into unsigned
 // bytes, interleaved so that one 32-byte vector holds 4 consecutive k of each of the 8 columns, and
@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ggml.h"
+
 namespace autoglm {
 
 constexpr int q4_0_block = 32;          // elements per Q4_0 block
@@ -29,5 +31,14 @@ bool gemm_q4_0_available();
 // K must be a multiple of 32. n_threads threads split the columns. Throws autoglm::error when the CPU
 // lacks AVX2.
 void gemm_q4_0(const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads);
+
+// In a graph: whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_q4_0_mul_mat. Q4_0 weights
+// held on the CPU, in the GGUF layout or in ggml's repacked one (CPU_REPACK); at least 32 rows; an
+// AVX2 CPU; and AUTOGLM_GEMM not set to "ggml" (which keeps ggml's kernel, for comparisons).
+bool gemm_q4_0_applies(const ggml_tensor * w, int64_t n_rows);
+// ggml_mul_mat(w, x) as two custom ops on ggml's CPU threads: the rows of x (F32 [K, M], contiguous
+// rows) quantized, then the panels. w reaches the op through its user data, not as a source: ggml's
+// repacked buffer type would refuse any op but its own matmul.
+ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 
 }  // namespace autoglm

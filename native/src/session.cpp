@@ -163,7 +163,8 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
                          uint32_t n_out, float * logits_out) {
     const text_hparams & hp = model_.hparams();
     const uint32_t kv_head = kv_.n_used();
-    const text_graph_shape shape{n, attended_cells(kv_head + n), n_out, embd != nullptr, flash_attn_, cpu_attn_};
+    const text_graph_shape shape{n,           attended_cells(kv_head + n), n_out, embd != nullptr, flash_attn_, cpu_attn_,
+                                 !(imatrix_ && imatrix_->active)};
     if (!graph_ctx_ || !(shape == graph_shape_)) {
         // ref: llama.cpp reuses the previous graph when its parameters match (llm_graph_result::can_reuse).
         graph_ctx_.reset();

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "gemm_q4_0.h"
 #include "graph_util.h"
 
 namespace autoglm {
@@ -24,6 +25,18 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
 
     text_graph g;
     g.gf = ggml_new_graph_custom(ctx, graph_max_nodes(model), false);
+
+    // A weight matmul: our Q4_0 prompt GEMM where it applies (gemm_q4_0.h), else ggml's.
+    auto mm = [&](ggml_tensor * w, ggml_tensor * x) {
+        return s.own_gemm && gemm_q4_0_applies(w, x->ne[1]) ? gemm_q4_0_mul_mat(ctx, w, x) : ggml_mul_mat(ctx, w, x);
+    };
+    auto mm_b = [&](ggml_tensor * w, ggml_tensor * x, ggml_tensor * b) {
+        ggml_tensor * y = mm(w, x);
+        return b ? ggml_add(ctx, y, b) : y;
+    };
+    auto f32_acc = [](ggml_tensor * t) {  // only ggml's matmul has a precision setting (ours accumulates in F32)
+        if (t->op == GGML_OP_MUL_MAT) ggml_prec_set_acc(t, GGML_PREC_F32);
+    };
 
     ggml_tensor * cur;
     if (s.embd_input) {
@@ -61,9 +74,9 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
 
         // --- attention (sandwich-normed) ---
         cur = named(rms_norm(ctx, inpL, L.attn_norm, hp.rms_eps), "attn_norm", il);
-        ggml_tensor * q = linear(ctx, L.wq, cur, L.bq);  // [n_head*head_dim, n_tokens]
-        ggml_tensor * k = linear(ctx, L.wk, cur, L.bk);  // [n_head_kv*head_dim, n_tokens]
-        ggml_tensor * v = linear(ctx, L.wv, cur, L.bv);
+        ggml_tensor * q = mm_b(L.wq, cur, L.bq);  // [n_head*head_dim, n_tokens]
+        ggml_tensor * k = mm_b(L.wk, cur, L.bk);  // [n_head_kv*head_dim, n_tokens]
+        ggml_tensor * v = mm_b(L.wv, cur, L.bv);
         q = named(rope(ggml_reshape_3d(ctx, q, head_dim, n_head, n_tokens)), "q_rope", il);     // [hd, n_head, n_tok]
         k = named(rope(ggml_reshape_3d(ctx, k, head_dim, n_head_kv, n_tokens)), "k_rope", il);  // [hd, n_kv_h, n_tok]
 
@@ -102,16 +115,16 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
             cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), head_dim * n_head, n_tokens);
         }
         cur = named(cur, "kqv_out", il);
-        cur = ggml_mul_mat(ctx, L.wo, cur);
-        ggml_prec_set_acc(cur, GGML_PREC_F32);  // glm4 needs F32 accumulation here (spec A.3.5)
+        cur = mm(L.wo, cur);
+        f32_acc(cur);  // glm4 needs F32 accumulation here (spec A.3.5)
         cur = named(rms_norm(ctx, cur, L.post_attn_norm, hp.rms_eps), "attn_post_norm", il);
         ggml_tensor * h = named(ggml_add(ctx, inpL, cur), "attn_residual", il);
 
         // --- MLP (sandwich-normed): down(silu(gate) * up) with gate/up fused, gate rows first ---
         cur = named(rms_norm(ctx, h, L.ffn_norm, hp.rms_eps), "ffn_norm", il);
-        cur = ggml_swiglu(ctx, ggml_mul_mat(ctx, L.ffn_up, cur));
-        cur = ggml_mul_mat(ctx, L.ffn_down, cur);
-        ggml_prec_set_acc(cur, GGML_PREC_F32);
+        cur = ggml_swiglu(ctx, mm(L.ffn_up, cur));
+        cur = mm(L.ffn_down, cur);
+        f32_acc(cur);
         cur = named(rms_norm(ctx, cur, L.post_ffw_norm, hp.rms_eps), "ffn_post_norm", il);
         cur = named(ggml_add(ctx, h, cur), "l_out", il);
     }

@@ -33,10 +33,13 @@ struct text_graph_shape {
     // With flash_attn: our CPU kernel (cpu_attention.h) for micro-batches of >= 32 tokens on layers
     // whose cache is in host memory; none: always ggml's.
     attn_kernel cpu_attn = attn_kernel::none;
+    // Our Q4_0 prompt GEMM where it applies (gemm_q4_0.h); off while an importance matrix is collected,
+    // whose callback reads the activations of ggml's MUL_MAT nodes.
+    bool own_gemm = true;
 
     bool operator==(const text_graph_shape & o) const {
         return n_tokens == o.n_tokens && n_kv == o.n_kv && n_out == o.n_out && embd_input == o.embd_input &&
-               flash_attn == o.flash_attn && cpu_attn == o.cpu_attn;
+               flash_attn == o.flash_attn && cpu_attn == o.cpu_attn && own_gemm == o.own_gemm;
     }
 };
 
