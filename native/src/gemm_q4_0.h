@@ -1,6 +1,7 @@
 // A prompt-processing GEMM for Q4_0 weights against int8-quantized activations (issue #15), AVX2.
-// Not wired into the graphs yet: it is measured against ggml's repacked kernel first
-// (bench/bench_gemm.py) and checked against exact integer arithmetic (tests/test_gemm_q4_0.py).
+// The decoder graph uses it for micro-batches of >= 32 rows (text_graph.cpp); decode keeps ggml's
+// repacked matrix-vector kernel, whose weight layout this GEMM reads. Checked against exact integer
+// arithmetic and against ggml's kernel (tests/test_gemm_q4_0.py), timed by bench/bench_gemm.py.
 //
 // C[m][n] = sum_b da[m][b] * dw[n][b] * sum_{k in b} q[m][k] * (w[n][k] - 8), the arithmetic of ggml's
 // Q4_0 x Q8_0 dot product (activation scales rounded to F16 as ggml does), summed in F32.
