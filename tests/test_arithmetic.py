@@ -86,3 +86,17 @@ def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, co
     assert any(line.strip().startswith("MUL_MAT f32") and "of f32 peak" in line for line in vis.splitlines()), vis
     if _core.VisionModel(str(mmproj), n_threads=1, use_gpu=False).attention != "ggml":  # our attention kernel
         assert any(line.strip().startswith("ATTENTION (ours)") and "of f32 peak" in line for line in vis.splitlines())
+
+
+def test_profile_names_our_q4_0_gemm(tiny_checkpoint, convert_tiny):
+    if not _core._gemm_q4_0_available():
+        pytest.skip("our Q4_0 GEMM needs AVX2")
+    text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
+    code = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=2)\n"
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(text)], capture_output=True, text=True,
+                          env=dict(os.environ, AUTOGLM_PROFILE="1"), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    gemm = next(line for line in proc.stderr.splitlines() if line.strip().startswith("GEMM q4_0 (ours)"))
+    assert "GOP/s" in gemm and "of int8 peak" in gemm
+    assert any(line.strip().startswith("GEMM q4_0 rows to int8 (ours)") for line in proc.stderr.splitlines())

@@ -234,8 +234,11 @@ ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor
     const int64_t k = w->ne[0], nb = k / q4_0_block;
     ggml_tensor * args[1] = {x};
     ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, k + nb * 8, x->ne[1], 1, 1, args, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(xq, gemm_q4_0_quantize_name);  // the profiler's family names
     ggml_tensor * args2[1] = {xq};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args2, 1, gemm_op, GGML_N_TASKS_MAX, w);
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args2, 1, gemm_op, GGML_N_TASKS_MAX, w);
+    ggml_set_name(out, gemm_q4_0_name);
+    return out;
 #else
     return ggml_mul_mat(ctx, w, x);
 #endif

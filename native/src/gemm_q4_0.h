@@ -41,5 +41,7 @@ bool gemm_q4_0_applies(const ggml_tensor * w, int64_t n_rows);
 // rows) quantized, then the panels. w reaches the op through its user data, not as a source: ggml's
 // repacked buffer type would refuse any op but its own matmul.
 ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
+inline constexpr const char * gemm_q4_0_name = "gemm_q4_0";                    // the GEMM node's name
+inline constexpr const char * gemm_q4_0_quantize_name = "gemm_q4_0_quantize";  // the row quantizer's
 
 }  // namespace autoglm
