@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random-weight GLM-4.1V checkpoints and their conversions (session scoped)."""
+"""Shared fixtures (session scoped): tiny random-weight GLM-4.1V checkpoints, their conversions, the C API."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from _capi import load_capi
 from autoglm_gguf import _core
 from autoglm_gguf._tiny.checkpoint import write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
@@ -54,11 +54,29 @@ def convert_tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_f32_files(tiny_checkpoint_f32, convert_tiny) -> tuple[Path, Path]:
+    """(text GGUF, mmproj GGUF) of the f32 tiny checkpoint, both F32: the files most API tests run on."""
+    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")
+
+
+@pytest.fixture(scope="session")
+def tiny_f32_model_file(tiny_f32_files) -> Path:
+    """The text GGUF of tiny_f32_files, for the tests that need no vision."""
+    return tiny_f32_files[0]
+
+
+@pytest.fixture(scope="session")
+def capi():
+    """The public C API through ctypes on the extension, typed as tests/_capi.py says."""
+    return load_capi()
+
+
+@pytest.fixture(scope="session")
 def llamacpp_converter() -> Path:
     """llama.cpp's own converter (convert_hf_to_gguf.py + conversion/ + gguf-py/) from the pinned sdist,
     extracted into the same per-user cache as the build's ggml."""
     proc = subprocess.run([sys.executable, str(REPO / "cmake" / "fetch_ggml.py"), "--tree", "converter"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.fail(f"cannot obtain llama.cpp's converter: {proc.stderr}")
     return Path(proc.stdout.strip())

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from autoglm_gguf import _core, cli
 from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
 
@@ -65,6 +66,7 @@ def test_agent_prompt_layout():
     assert img.shape == (31, 57, 3) and img.dtype == np.uint8
 
 
+@pytest.mark.llamacpp
 def test_compare_llamacpp_smoke(tiny_checkpoint, convert_tiny, tmp_path):
     """The side-by-side harness end to end on the tiny files, both runtimes, one repetition."""
     text, mmproj = convert_tiny(tiny_checkpoint, "f32")
@@ -99,6 +101,7 @@ def test_random_rows_do_not_depend_on_chunking():
     assert (random_rows("lm_head.weight", shape, "w", 0, 150, zero_rows_from=100)[100:] == 0).all()
 
 
+@pytest.mark.llamacpp
 def test_make_synthetic_writes_ggufs_with_real_special_ids(tmp_path):
     """make_synthetic's GGUF mode: both runtimes load the files, and GLM-4's added tokens sit at their
     real ids (<|image|> = 151343) in a 151,552-entry vocabulary."""

@@ -5,88 +5,26 @@ stride and channel count must give exactly what the Python API gives for the sam
 from __future__ import annotations
 
 import ctypes
-import sys
 
 import numpy as np
 import pytest
-
+from _capi import Image, ImageParams, Timings
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf.images import load_image
 
-vp, st = ctypes.c_void_p, ctypes.c_int
-
-
-class VisionParams(ctypes.Structure):
-    _fields_ = [("n_threads", ctypes.c_int32), ("use_gpu", ctypes.c_bool), ("cache_bytes", ctypes.c_size_t)]
-
-
-class Image(ctypes.Structure):
-    _fields_ = [("pixels", ctypes.POINTER(ctypes.c_uint8)), ("width", ctypes.c_int32), ("height", ctypes.c_int32),
-                ("stride", ctypes.c_size_t), ("channels", ctypes.c_int32)]
-
-
-class ImageParams(ctypes.Structure):
-    _fields_ = [("min_pixels", ctypes.c_int64), ("max_pixels", ctypes.c_int64)]
-
-
-class Timings(ctypes.Structure):
-    _fields_ = [("n_prompt", ctypes.c_uint32), ("n_prompt_reused", ctypes.c_uint32), ("n_generated", ctypes.c_uint32),
-                ("prompt_ms", ctypes.c_double), ("gen_ms", ctypes.c_double), ("prompt_tokens_per_s", ctypes.c_double),
-                ("gen_tokens_per_s", ctypes.c_double), ("image_ms", ctypes.c_double),
-                ("n_image_tokens", ctypes.c_uint32)]
-
 
 @pytest.fixture(scope="module")
-def capi():
-    if sys.platform == "win32":
-        pytest.skip("the extension exports the C API only where symbols are visible by default (not Windows)")
-    from test_c_api import GenerationParams, ModelParams, SamplingParams, SessionParams
-
-    lib = ctypes.CDLL(_core.__file__)
-    lib.GenerationParams, lib.SamplingParams = GenerationParams, SamplingParams
-    sig = {"autoglm_last_error": (ctypes.c_char_p, []),
-           "autoglm_vision_default_params": (VisionParams, []), "autoglm_image_default_params": (ImageParams, []),
-           "autoglm_vision_load": (st, [ctypes.c_char_p, VisionParams, ctypes.POINTER(vp)]),
-           "autoglm_vision_free": (None, [vp]), "autoglm_vision_n_embd": (ctypes.c_int32, [vp]),
-           "autoglm_image_grid": (st, [vp, ctypes.c_int32, ctypes.c_int32, ImageParams, ctypes.POINTER(ctypes.c_int32),
-                                       ctypes.POINTER(ctypes.c_int32)]),
-           "autoglm_image_embed": (st, [vp, ctypes.POINTER(Image), ImageParams, ctypes.POINTER(ctypes.c_float),
-                                        ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
-           "autoglm_model_default_params": (ModelParams, []), "autoglm_session_default_params": (SessionParams, []),
-           "autoglm_sampling_default_params": (SamplingParams, []),
-           "autoglm_generation_default_params": (GenerationParams, []),
-           "autoglm_model_load": (st, [ctypes.c_char_p, ModelParams, ctypes.POINTER(vp)]),
-           "autoglm_model_free": (None, [vp]),
-           "autoglm_session_create": (st, [vp, SessionParams, ctypes.POINTER(vp)]),
-           "autoglm_session_free": (None, [vp]),
-           "autoglm_generation_start_images": (st, [vp, vp, ctypes.c_char_p, ctypes.POINTER(Image), ctypes.c_size_t,
-                                                    ImageParams, SamplingParams, GenerationParams, ctypes.POINTER(vp)]),
-           "autoglm_generation_next": (st, [vp, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
-                                            ctypes.POINTER(ctypes.c_bool)]),
-           "autoglm_generation_timings": (st, [vp, ctypes.POINTER(Timings)]),
-           "autoglm_generation_free": (None, [vp])}
-    for name, (res, args) in sig.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
-
-
-@pytest.fixture(scope="module")
-def files(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")
-
-
-@pytest.fixture(scope="module")
-def vision(capi, files):
+def vision(capi, tiny_f32_files):
     h = ctypes.c_void_p()
-    assert capi.autoglm_vision_load(str(files[1]).encode(), capi.autoglm_vision_default_params(), ctypes.byref(h)) == 0
+    assert capi.autoglm_vision_load(str(tiny_f32_files[1]).encode(), capi.autoglm_vision_default_params(),
+                                    ctypes.byref(h)) == 0
     yield h
     capi.autoglm_vision_free(h)
 
 
 @pytest.fixture(scope="module")
-def llm(files):
-    return AutoGLM(files[0], mmproj_path=files[1], n_ctx=1024)
+def llm(tiny_f32_files):
+    return AutoGLM(tiny_f32_files[0], mmproj_path=tiny_f32_files[1], n_ctx=1024)
 
 
 def c_image(arr: np.ndarray, pad: int = 0) -> tuple[Image, np.ndarray]:
@@ -115,7 +53,7 @@ def test_raw_pixels_give_pythons_embeddings(capi, vision, llm, channels, pad):
     arr = rng.integers(0, 256, shape, dtype=np.uint8)
     if channels == 4:
         arr[..., 3] = rng.choice([0, 1, 127, 128, 200, 254, 255], size=shape[:2])  # every alpha path
-    img, keep = c_image(arr, pad)
+    img, _pixels = c_image(arr, pad)  # _pixels: the buffer img points into, alive until the test ends
     got = embed(capi, vision, img, max_pixels=60000)
     want = llm.embed_image(arr, image_max_pixels=60000)
     assert np.array_equal(got, want)  # the same pixels (alpha composited like Pillow) -> the same floats
@@ -136,9 +74,10 @@ def test_rgba_is_composited_like_pillow(llm):
     assert np.array_equal(load_image(rgba)[..., 0], ours)
 
 
-def test_generation_with_images_matches_python(capi, vision, llm, files):
+def test_generation_with_images_matches_python(capi, vision, llm, tiny_f32_files):
     model, session = ctypes.c_void_p(), ctypes.c_void_p()
-    assert capi.autoglm_model_load(str(files[0]).encode(), capi.autoglm_model_default_params(), ctypes.byref(model)) == 0
+    assert capi.autoglm_model_load(str(tiny_f32_files[0]).encode(), capi.autoglm_model_default_params(),
+                                   ctypes.byref(model)) == 0
     sp = capi.autoglm_session_default_params()
     sp.n_ctx = 1024
     assert capi.autoglm_session_create(model, sp, ctypes.byref(session)) == 0
@@ -182,17 +121,19 @@ def test_generation_with_images_matches_python(capi, vision, llm, files):
         capi.autoglm_model_free(model)
 
 
-def test_vision_load_errors(capi, files, tmp_path):
+def test_vision_load_errors(capi, tiny_f32_files, tmp_path):
     h = ctypes.c_void_p()
     assert capi.autoglm_vision_load(str(tmp_path / "none.gguf").encode(), capi.autoglm_vision_default_params(),
                                     ctypes.byref(h)) == -3 and not h.value
-    assert capi.autoglm_vision_load(str(files[0]).encode(), capi.autoglm_vision_default_params(), ctypes.byref(h)) == -3
+    assert capi.autoglm_vision_load(str(tiny_f32_files[0]).encode(), capi.autoglm_vision_default_params(),
+                                    ctypes.byref(h)) == -3
     assert "expected a vision projector" in capi.autoglm_last_error().decode()
     assert capi.autoglm_vision_n_embd(None) == -1
     bad = Image(None, 10, 10, 30, 3)
     n = ctypes.c_size_t()
     v = ctypes.c_void_p()
-    assert capi.autoglm_vision_load(str(files[1]).encode(), capi.autoglm_vision_default_params(), ctypes.byref(v)) == 0
+    assert capi.autoglm_vision_load(str(tiny_f32_files[1]).encode(), capi.autoglm_vision_default_params(),
+                                    ctypes.byref(v)) == 0
     try:
         buf = np.zeros((10, 30), np.uint8)
         for img, words in [(bad, "image.pixels is NULL"),

@@ -7,30 +7,25 @@ import threading
 
 import numpy as np
 import pytest
-
 from autoglm_gguf import AutoGLM, ContextFullError, SessionBusyError, _core
 
 PROMPT = "[gMASK]<sop><|user|>\nOpen Settings and turn on Wi-Fi.<|assistant|>\n"
 
 
-@pytest.fixture(scope="module")
-def model_file(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")[0]
-
-
-def test_a_stale_generation_cannot_continue(model_file):
-    llm = AutoGLM(model_file, n_ctx=512, n_threads=2)
+def test_a_stale_generation_cannot_continue(tiny_f32_model_file):
+    llm = AutoGLM(tiny_f32_model_file, n_ctx=512, n_threads=2)
     first = llm.generate(PROMPT, max_tokens=8, stream=True)
     next(first)
     llm.generate(PROMPT + "ok", max_tokens=2)  # something else used the session meanwhile
     with pytest.raises(SessionBusyError, match="start a new generation"):
         next(first)
     # A fresh generation is fine, and equals one on an untouched model.
-    assert llm.generate(PROMPT, max_tokens=8) == AutoGLM(model_file, n_ctx=512, n_threads=2).generate(PROMPT, max_tokens=8)
+    again = llm.generate(PROMPT, max_tokens=8)
+    assert again == AutoGLM(tiny_f32_model_file, n_ctx=512, n_threads=2).generate(PROMPT, max_tokens=8)
 
 
-def test_a_generation_survives_reads_but_not_truncation(model_file):
-    llm = AutoGLM(model_file, n_ctx=512, n_threads=2)
+def test_a_generation_survives_reads_but_not_truncation(tiny_f32_model_file):
+    llm = AutoGLM(tiny_f32_model_file, n_ctx=512, n_threads=2)
     g = llm.generate(PROMPT, max_tokens=6, stream=True)
     first = next(g)
     assert llm.n_past > 0 and llm.tokenize("x")  # reads do not disturb it
@@ -43,8 +38,8 @@ def test_a_generation_survives_reads_but_not_truncation(model_file):
         next(g)
 
 
-def test_a_second_thread_on_a_busy_session_gets_a_clear_error(model_file):
-    llm = AutoGLM(model_file, n_ctx=4096, n_batch=1, n_threads=1)
+def test_a_second_thread_on_a_busy_session_gets_a_clear_error(tiny_f32_model_file):
+    llm = AutoGLM(tiny_f32_model_file, n_ctx=4096, n_batch=1, n_threads=1)
     long_prompt = "[gMASK]<sop><|user|>\n" + "swipe up " * 100
     in_prefill, other_done = threading.Event(), threading.Event()
     errors: list[BaseException] = []
@@ -69,11 +64,11 @@ def test_a_second_thread_on_a_busy_session_gets_a_clear_error(model_file):
     t.join()
     assert len(errors) == 1 and isinstance(errors[0], SessionBusyError), errors
     assert "in use by another thread" in str(errors[0])
-    assert out == AutoGLM(model_file, n_ctx=4096, n_threads=1).generate(long_prompt, max_tokens=3)
+    assert out == AutoGLM(tiny_f32_model_file, n_ctx=4096, n_threads=1).generate(long_prompt, max_tokens=3)
 
 
-def test_contexts_share_the_model_and_run_side_by_side(model_file):
-    base = AutoGLM(model_file, n_ctx=1024, n_threads=2)
+def test_contexts_share_the_model_and_run_side_by_side(tiny_f32_model_file):
+    base = AutoGLM(tiny_f32_model_file, n_ctx=1024, n_threads=2)
     prompts = [PROMPT, "[gMASK]<sop><|user|>\nsearch for cats<|assistant|>\n",
                "[gMASK]<sop><|user|>\n" + "go back " * 40 + "<|assistant|>\n"]
     alone = [base.generate(p, max_tokens=12) for p in prompts]
@@ -97,14 +92,14 @@ def test_contexts_share_the_model_and_run_side_by_side(model_file):
         small.generate(prompts[2], max_tokens=2)
 
 
-def test_native_errors_arrive_as_package_exceptions(model_file, tmp_path):
+def test_native_errors_arrive_as_package_exceptions(tiny_f32_model_file, tmp_path):
     from autoglm_gguf import GGUFFileError
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(GGUFFileError):
         _core.TextModel(str(bad))
-    m = _core.TextModel(str(model_file))
+    m = _core.TextModel(str(tiny_f32_model_file))
     s = _core.Session(m, n_ctx=8)
     with pytest.raises(ContextFullError):
         s.eval_tokens(list(range(20)), "last")
@@ -113,7 +108,7 @@ def test_native_errors_arrive_as_package_exceptions(model_file, tmp_path):
 def test_openai_penalties_count_generated_tokens_only():
     logits = np.array([5.0, 4.9, 1, 1, 1, 1, 1, 1], np.float32)
     prompt = [0, 0, 0, 0]  # token 0 fills the prompt
-    greedy = dict(temperature=0.0, frequency_penalty=1.0)
+    greedy = {"temperature": 0.0, "frequency_penalty": 1.0}
     llama = _core.Sampler(_core.SamplingParams(**greedy, penalty_last_n=-1))
     openai = _core.Sampler(_core.SamplingParams(**greedy, openai_penalties=True))
     assert llama.sample(logits, prompt, 4) == 1          # llama.cpp's window counts the prompt: 5 - 4 < 4.9

@@ -26,8 +26,9 @@ from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProce
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = _core.cpu_variants()
-pytestmark = pytest.mark.skipif(not VARIANTS, reason="this build has one CPU backend compiled in "
-                                                     "(built with AUTOGLM_CPU_VARIANTS=OFF)")
+pytestmark = [pytest.mark.skipif(not VARIANTS, reason="this build has one CPU backend compiled in "
+                                                      "(built with AUTOGLM_CPU_VARIANTS=OFF)"),
+              pytest.mark.slow]  # each runnable variant in a process of its own: 10 s and up
 
 PROMPT = ("[gMASK]<sop><|system|>\nYou are a phone agent.<|user|>\nOpen Settings, then tap Wi-Fi. "
           "你好！ def f(x): return x ** 2<|assistant|>\n")

@@ -9,7 +9,6 @@ import random
 
 import numpy as np
 import pytest
-
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.actions import ACTION_KINDS, parse_answer
 from autoglm_gguf.agent import PhoneAgent, ReplayDevice
@@ -19,13 +18,8 @@ from autoglm_gguf.grammar import Constraint, GrammarError, check_grammar, tokeni
 
 
 @pytest.fixture(scope="module")
-def files(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")
-
-
-@pytest.fixture(scope="module")
-def llm(files):
-    text, mmproj = files
+def llm(tiny_f32_files):
+    text, mmproj = tiny_f32_files
     return AutoGLM(text, mmproj_path=mmproj, n_ctx=4096, seed=7)
 
 
@@ -199,7 +193,7 @@ def test_random_model_answers_always_parse_with_the_grammar(llm, capsys):
     n = 30
     per_token = []
     for seed in range(n):
-        sampling = dict(temperature=1.0 if seed % 2 else 0.0, top_p=0.85 if seed % 2 else 1.0, seed=seed)
+        sampling = {"temperature": 1.0 if seed % 2 else 0.0, "top_p": 0.85 if seed % 2 else 1.0, "seed": seed}
         out = llm.generate(prompt, max_tokens=max_tokens, grammar=grammar, **sampling)
         assert llm.last_finish_reason == "stop"
         counts["grammar"] += parse_answer(out).parsed is not None

@@ -5,21 +5,16 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from autoglm_gguf import AutoGLM, ImageError
 from autoglm_gguf.images import load_image
 
 
-@pytest.fixture(scope="module")
-def model_file(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")[0]
-
-
-def test_absurd_thread_counts_are_refused(model_file):
+def test_absurd_thread_counts_are_refused(tiny_f32_model_file):
     for n in (32768, 70000):
         with pytest.raises(ValueError, match=f"n_threads = {n} is more than 1024"):
-            AutoGLM(model_file, n_ctx=64, n_threads=n)
-    assert AutoGLM(model_file, n_ctx=64, n_threads=3).generate("[gMASK]<sop>hi", max_tokens=2) is not None
+            AutoGLM(tiny_f32_model_file, n_ctx=64, n_threads=n)
+    llm = AutoGLM(tiny_f32_model_file, n_ctx=64, n_threads=3)
+    assert llm.generate("[gMASK]<sop>hi", max_tokens=2) is not None
 
 
 def test_device_files_and_fifos_are_not_read_as_images(tmp_path):
@@ -40,7 +35,6 @@ def rewrite_gguf(src, dst, changes: dict | None = None, *, tensor_types: dict | 
     or metadata arrays re-typed ({key: gguf.GGUFValueType}, values converted with str())."""
     import gguf
     import numpy as np
-
     from autoglm_gguf.gguf_info import field_value
 
     changes, tensor_types, array_types = changes or {}, tensor_types or {}, array_types or {}
@@ -79,10 +73,10 @@ def rewrite_gguf(src, dst, changes: dict | None = None, *, tensor_types: dict | 
     ("glm4.rope.freq_base", float("inf"), "rope.freq_base"),
     ("glm4.block_count", 50_000_000, "block_count 50000000"),
 ])
-def test_bad_text_hyperparameters_are_file_errors(model_file, tmp_path, key, value, message):
+def test_bad_text_hyperparameters_are_file_errors(tiny_f32_model_file, tmp_path, key, value, message):
     from autoglm_gguf import GGUFFileError
 
-    bad = rewrite_gguf(model_file, tmp_path / "bad.gguf", {key: value})
+    bad = rewrite_gguf(tiny_f32_model_file, tmp_path / "bad.gguf", {key: value})
     with pytest.raises(GGUFFileError, match=message):
         AutoGLM(bad, n_ctx=64)
 
@@ -93,10 +87,10 @@ def test_bad_text_hyperparameters_are_file_errors(model_file, tmp_path, key, val
     ("autoglm.image_min_pixels", 300_000_000, "image_min/max_pixels"),
     ("clip.vision.block_count", 2 ** 31, "block_count 2147483648 is more than"),  # found by fuzz/run.py
 ])
-def test_bad_vision_hyperparameters_are_file_errors(tiny_checkpoint_f32, convert_tiny, tmp_path, key, value, message):
+def test_bad_vision_hyperparameters_are_file_errors(tiny_f32_files, tmp_path, key, value, message):
     from autoglm_gguf import GGUFFileError, _core
 
-    mmproj = convert_tiny(tiny_checkpoint_f32, "f32", "f32")[1]
+    mmproj = tiny_f32_files[1]
     bad = rewrite_gguf(mmproj, tmp_path / "mmproj-bad.gguf", {key: value})
     with pytest.raises(GGUFFileError, match=message):
         _core.VisionModel(str(bad), use_gpu=False)
@@ -108,21 +102,21 @@ def test_bad_vision_hyperparameters_are_file_errors(tiny_checkpoint_f32, convert
     ("blk.1.attn_q.weight", "i32", r"'blk\.1\.attn_q\.weight' is stored as i32, which is not a weight type"),
     ("token_embd.weight", "i32", r"'token_embd\.weight' is stored as i32"),
 ])
-def test_tensor_types_the_graph_cannot_take_are_file_errors(model_file, tmp_path, tensor, new_type, message):
+def test_tensor_types_the_graph_cannot_take_are_file_errors(tiny_f32_model_file, tmp_path, tensor, new_type,
+                                                            message):
     from autoglm_gguf import GGUFFileError
 
-    bad = rewrite_gguf(model_file, tmp_path / "bad.gguf", tensor_types={tensor: new_type})
+    bad = rewrite_gguf(tiny_f32_model_file, tmp_path / "bad.gguf", tensor_types={tensor: new_type})
     with pytest.raises(GGUFFileError, match=message):
         AutoGLM(bad, n_ctx=64)
 
 
-def test_vision_tensor_types_and_array_element_types_are_checked(tiny_checkpoint_f32, convert_tiny, model_file,
+def test_vision_tensor_types_and_array_element_types_are_checked(tiny_f32_files, tiny_f32_model_file,
                                                                  tmp_path):
     import gguf
-
     from autoglm_gguf import GGUFFileError, _core
 
-    mmproj = convert_tiny(tiny_checkpoint_f32, "f32", "f32")[1]
+    mmproj = tiny_f32_files[1]
     for tensor, kind, message in [("v.position_embd.weight", "f16", "v.position_embd.weight' is stored as f16"),
                                   ("v.blk.0.attn_qkv.weight", "i32", "is not a weight type"),
                                   ("mm.post_norm.weight", "f16", "needs as F32")]:
@@ -130,7 +124,7 @@ def test_vision_tensor_types_and_array_element_types_are_checked(tiny_checkpoint
         with pytest.raises(GGUFFileError, match=message):
             _core.VisionModel(str(bad), use_gpu=False)
     # an integer array stored as strings: refused before its data is read (ggml asserts on that read)
-    bad = rewrite_gguf(model_file, tmp_path / "strings.gguf",
+    bad = rewrite_gguf(tiny_f32_model_file, tmp_path / "strings.gguf",
                        array_types={"tokenizer.ggml.token_type": gguf.GGUFValueType.STRING})
     with pytest.raises(GGUFFileError, match="tokenizer.ggml.token_type' should be an integer array, holds str"):
         AutoGLM(bad, n_ctx=64)

@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 import torch
 from autoglm_gguf import AutoGLM, _core
-from autoglm_gguf.calibration import (CalibrationError, Conversation, builtin_calibration, load_calibration,
-                                      write_calibration)
+from autoglm_gguf.calibration import (
+    CalibrationError,
+    Conversation,
+    builtin_calibration,
+    load_calibration,
+    write_calibration,
+)
 from autoglm_gguf.cli import main
 from autoglm_gguf.imatrix import ImatrixError, collect, load_imatrix, read_imatrix_raw, write_imatrix
 from PIL import Image
@@ -28,6 +33,7 @@ SYSTEM = ("You are a phone agent. Look at the screen, think, then give exactly o
           "do(action=\"Tap\", element=[500,300]) or finish(message=\"done\").")
 TEXT = ("Open the Settings app, then tap Wi-Fi and turn it on. Screen: 1080x2400, battery 87%. 你好！ "
         "If a dialog appears, confirm it. def f(x):\n\treturn x ** 2")
+
 # HF module suffix -> GGUF weight name part (gate and up are one fused matrix in both)
 HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
@@ -355,6 +361,7 @@ class GGUFC:
             lib.ggml_free(ctx)
 
 
+@pytest.mark.llamacpp
 def test_llamacpps_gguf_code_reads_ours_and_we_read_its(tmp_path):
     ggufc = GGUFC()
     sums, counts = _raw_sums(seed=5)

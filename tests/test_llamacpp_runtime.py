@@ -57,8 +57,10 @@ llama_cpp = pytest.importorskip("llama_cpp")
 mtmd = pytest.importorskip("llama_cpp.mtmd_cpp")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-from transformers import AutoTokenizer, GenerationConfig, Glm4vForConditionalGeneration  # noqa: E402
-from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil  # noqa: E402
+from transformers import AutoTokenizer, GenerationConfig, Glm4vForConditionalGeneration
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+pytestmark = pytest.mark.llamacpp
 
 N_NEW = 16  # greedy steps compared
 N_CTX = 512
@@ -410,7 +412,8 @@ def _run_image(case: Case, width: int, height: int) -> ImageRun:
         feats = model.model.get_image_features(px["pixel_values"], grid).pooler_output[0].numpy()
         emu = hf.emulated_model()
         feats_emu = emu.model.get_image_features(px["pixel_values"], grid).pooler_output[0].numpy()
-    mm_inputs = dict(pixel_values=px["pixel_values"], image_grid_thw=grid, mm_token_type_ids=torch.tensor([mm]))
+    mm_inputs = {"pixel_values": px["pixel_values"], "image_grid_thw": grid,
+                 "mm_token_type_ids": torch.tensor([mm])}
     hf_new, hf_logits = _hf_generate(model, ids, **mm_inputs)
     emu_new, emu_logits = _hf_generate(emu, ids, **mm_inputs)
     t_hf = time.perf_counter() - t0

@@ -23,10 +23,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import agent_model
 import fake_adb
+import pytest
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "phone_agent_driver.py"
@@ -34,12 +33,15 @@ PHONE_AGENT = "phone-agent==0.1.1"
 LANG = "en"  # main.py's --lang; the English system prompt is ~4x fewer tokens of the tiny tokenizer
 ALIAS = "autoglm-phone-9b"
 
+pytestmark = pytest.mark.slow  # Open-AutoGLM's phone-agent in a fresh venv, driving our server: ~90 s
+
 
 def find_python312() -> str | None:
     """A Python >= 3.12 interpreter (phone-agent requires it): pyenv's, python3.12 on PATH, or this one."""
     found = []
     try:
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30).stdout.strip()
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30,
+                              check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         root = ""
     roots = [r for r in (root, os.environ.get("PYENV_ROOT"), os.path.expanduser("~/.pyenv")) if r]
@@ -50,7 +52,7 @@ def find_python312() -> str | None:
         found.insert(0, sys.executable)
     for py in found:
         probe = subprocess.run([py, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
         if probe.stdout.strip() == "True":
             return py
     return None
@@ -67,7 +69,7 @@ def agent_python(tmp_path_factory) -> Path:
     subprocess.run([py, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     proc = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                           PHONE_AGENT], capture_output=True, text=True, timeout=900)
+                           PHONE_AGENT], capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
         pytest.fail(f"pip install {PHONE_AGENT} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return python
@@ -78,7 +80,7 @@ def phone_env(root: Path) -> dict:
     fake_adb.install(root / "bin")
     env = dict(os.environ)
     env.update(PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", FAKE_ADB_LOG=str(root / "adb.jsonl"),
-               FAKE_ADB_HOME=str(root / "phone"), FAKE_ADB_SIZE="%dx%d" % agent_model.SCREEN_SIZE,
+               FAKE_ADB_HOME=str(root / "phone"), FAKE_ADB_SIZE="{}x{}".format(*agent_model.SCREEN_SIZE),
                PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
     env.pop("FAKE_ADB_SCREENS", None)
     return env
@@ -89,7 +91,7 @@ def conversation(agent_python, tmp_path_factory) -> dict:
     """The system prompt and screen info phone-agent will send, read from the installed package."""
     env = phone_env(tmp_path_factory.mktemp("probe-phone"))
     proc = subprocess.run([str(agent_python), str(DRIVER), "probe", "--lang", LANG], capture_output=True,
-                          text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+                          text=True, env=env, timeout=120, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -159,7 +161,7 @@ def test_phone_agent_drives_fake_phone_through_server(agent_python, server, tmp_
            "--lang", LANG, "--max-steps", "4", agent_model.TASK]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"phone-agent did not finish in 300 s:\n{e.stdout}\n{e.stderr}\n"
                     f"server:\n{tail(server['log'])}")
@@ -172,7 +174,7 @@ def test_phone_agent_drives_fake_phone_through_server(agent_python, server, tmp_
     result = json.loads(marks[0].split(" ", 1)[1])
 
     # The actions phone-agent parsed from the streamed replies are the model's (and nothing leaked past them).
-    parsed = re.findall(r"^Parsing action: (.*)$", out, flags=re.M)
+    parsed = re.findall(r"^Parsing action: (.*)$", out, flags=re.MULTILINE)
     assert parsed == [agent_model.split_reply(r)[1] for r in (agent_model.STEP1, agent_model.STEP2)], where
     assert result["result"] == agent_model.FINISH_MESSAGE, where
     assert result["steps"] == 2, where
@@ -249,7 +251,7 @@ def test_our_agent_renders_and_acts_as_open_autoglm_does(agent_python, agent_ggu
         env = use_phone("theirs")
         proc = subprocess.run([str(agent_python), str(DRIVER), "run", "--base-url", srv.url + "/v1", "--model", ALIAS,
                                "--lang", LANG, "--max-steps", "4", agent_model.TASK], capture_output=True, text=True,
-                              env=env, timeout=300, stdin=subprocess.DEVNULL)
+                              env=env, timeout=300, stdin=subprocess.DEVNULL, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         their_actions = _phone_actions(env["FAKE_ADB_LOG"])
         theirs = list(recorded)
@@ -294,7 +296,7 @@ def test_agent_command_dry_run(agent_gguf, conversation, tmp_path):
                            "--dry-run", str(screens), "--dry-run-app", "AndroidSystemSettings", "--system-prompt-file",
                            str(prompt_file), "--lang", LANG, "-c", "4096", "--trace", str(tmp_path / "trace"),
                            agent_model.TASK],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "Tap the Wi-Fi switch." in out  # the streamed reasoning

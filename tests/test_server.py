@@ -9,26 +9,19 @@ import json
 import httpx
 import openai
 import pytest
-
+from _server_util import RunningServer, png_data_url
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.actions import parse_answer
 from autoglm_gguf.server import ServerSettings
-
-from _server_util import RunningServer, png_data_url
 
 MESSAGES = [{"role": "system", "content": "You are a phone agent."},
             {"role": "user", "content": "Open Settings and turn on Wi-Fi."}]
 
 
 @pytest.fixture(scope="module")
-def files(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")
-
-
-@pytest.fixture(scope="module")
-def server(files):
-    s = ServerSettings(model=str(files[0]), mmproj=str(files[1]), alias="tiny", n_ctx=1024, n_threads=2,
-                       parallel=2, max_queue=8)
+def server(tiny_f32_files):
+    s = ServerSettings(model=str(tiny_f32_files[0]), mmproj=str(tiny_f32_files[1]), alias="tiny", n_ctx=1024,
+                       n_threads=2, parallel=2, max_queue=8)
     with RunningServer(s) as srv:
         yield srv
 
@@ -39,9 +32,9 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def ref(files):
+def ref(tiny_f32_files):
     """The in-process API on the same files: what every server answer is compared with."""
-    return AutoGLM(files[0], mmproj_path=files[1], n_ctx=1024, n_threads=2)
+    return AutoGLM(tiny_f32_files[0], mmproj_path=tiny_f32_files[1], n_ctx=1024, n_threads=2)
 
 
 def image_messages(url: str, text: str = "Tap the search box.") -> list[dict]:
@@ -65,7 +58,7 @@ def test_chat_without_stream_equals_the_in_process_api(client, ref):
 def test_stream_with_a_png_screenshot_equals_the_in_process_api_and_reuses_the_cache(client, ref):
     url = png_data_url(64, 112, seed=3)
     msgs = image_messages(url)
-    args = dict(max_tokens=10, temperature=0.0, top_p=0.85, frequency_penalty=0.2)
+    args = {"max_tokens": 10, "temperature": 0.0, "top_p": 0.85, "frequency_penalty": 0.2}
     want = ref.create_chat_completion(msgs, **args, openai_penalties=True)["choices"][0]["message"]["content"]
     for attempt in range(2):
         stream = client.chat.completions.create(model="tiny", messages=msgs, stream=True,
@@ -84,7 +77,8 @@ def test_stream_with_a_png_screenshot_equals_the_in_process_api_and_reuses_the_c
 
 def test_sampling_fields_reach_the_sampler(client, ref):
     # Seeded sampling with every knob set gives the in-process result for the same seed.
-    args = dict(temperature=0.9, top_p=0.9, max_tokens=10, seed=1234, frequency_penalty=0.5, presence_penalty=0.3)
+    args = {"temperature": 0.9, "top_p": 0.9, "max_tokens": 10, "seed": 1234, "frequency_penalty": 0.5,
+            "presence_penalty": 0.3}
     r = client.chat.completions.create(model="tiny", messages=MESSAGES, **args,
                                        extra_body={"top_k": 40, "min_p": 0.01, "repetition_penalty": 1.1})
     want = ref.create_chat_completion(MESSAGES, **args, top_k=40, min_p=0.01, repeat_penalty=1.1,
@@ -135,7 +129,7 @@ def test_grammar_extension_constrains_the_answer_as_in_process(client, ref):
     from autoglm_gguf.agent.answer_grammar import answer_grammar
 
     grammar = answer_grammar(max_thinking_tokens=12, max_string_chars=10)
-    args = dict(max_tokens=200, temperature=0.0, frequency_penalty=0.2)
+    args = {"max_tokens": 200, "temperature": 0.0, "frequency_penalty": 0.2}
     r = client.chat.completions.create(model="tiny", messages=MESSAGES, extra_body={"grammar": grammar}, **args)
     want = ref.create_chat_completion(MESSAGES, grammar=grammar, openai_penalties=True, **args)
     text = r.choices[0].message.content
@@ -174,13 +168,13 @@ def test_bad_requests_get_clear_4xx_answers_and_the_server_keeps_serving(server,
     assert client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3).choices[0].finish_reason
 
 
-def test_local_files_only_under_the_allowed_directory(files, tmp_path):
+def test_local_files_only_under_the_allowed_directory(tiny_f32_files, tmp_path):
     media = tmp_path / "media"
     media.mkdir()
     png = base64.b64decode(png_data_url(40, 40, seed=1).split(",")[1])
     (media / "screen.png").write_bytes(png)
     (tmp_path / "secret.png").write_bytes(png)
-    s = ServerSettings(model=str(files[0]), mmproj=str(files[1]), n_ctx=512, n_threads=2,
+    s = ServerSettings(model=str(tiny_f32_files[0]), mmproj=str(tiny_f32_files[1]), n_ctx=512, n_threads=2,
                        allowed_local_media_path=str(media))
     with RunningServer(s) as srv:
         def ask(url):
@@ -191,8 +185,8 @@ def test_local_files_only_under_the_allowed_directory(files, tmp_path):
         _error(ask(f"file://{media / 'missing.png'}"), 400, "cannot read")
 
 
-def test_api_key(files):
-    s = ServerSettings(model=str(files[0]), n_ctx=256, n_threads=2, api_key="sekrit")
+def test_api_key(tiny_f32_files):
+    s = ServerSettings(model=str(tiny_f32_files[0]), n_ctx=256, n_threads=2, api_key="sekrit")
     with RunningServer(s) as srv:
         assert httpx.get(srv.url + "/health").status_code == 200  # health needs no key
         bad = openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong", max_retries=0)
@@ -226,11 +220,11 @@ def test_raw_sse_stream_is_openai_shaped(server):
     assert events[-1] == "[DONE]" and all("choices" in json.loads(e) for e in events[:-1])
 
 
-def test_health_and_requests_while_loading_and_after_a_failed_load(files, tmp_path):
+def test_health_and_requests_while_loading_and_after_a_failed_load(tiny_f32_files, tmp_path):
     from autoglm_gguf.server.app import create_app
     from fastapi.testclient import TestClient
 
-    s = ServerSettings(model=str(files[0]), n_ctx=256, n_threads=2)
+    s = ServerSettings(model=str(tiny_f32_files[0]), n_ctx=256, n_threads=2)
     app = create_app(s, load=False)  # loading is driven by hand here
     with TestClient(app) as c:
         assert c.get("/health").status_code == 503 and c.get("/health").json() == {"status": "loading"}
@@ -250,8 +244,8 @@ def test_health_and_requests_while_loading_and_after_a_failed_load(files, tmp_pa
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_load_failed"
 
 
-def test_each_conversation_goes_back_to_the_slot_that_holds_it(files):
-    s = ServerSettings(model=str(files[0]), n_ctx=1024, n_threads=2, parallel=2)
+def test_each_conversation_goes_back_to_the_slot_that_holds_it(tiny_f32_files):
+    s = ServerSettings(model=str(tiny_f32_files[0]), n_ctx=1024, n_threads=2, parallel=2)
     with RunningServer(s) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=120)
         system = {"role": "system", "content": "You are a phone agent."}
@@ -274,7 +268,7 @@ def test_serve_command_reports_bad_arguments(tmp_path):
 
     def serve(*args):
         return subprocess.run([sys.executable, "-m", "autoglm_gguf.cli", "serve", *args], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, check=False)
 
     r = serve("-m", str(tmp_path / "missing.gguf"))
     assert r.returncode == 1 and "missing.gguf: no such model file" in r.stderr

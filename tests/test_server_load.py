@@ -11,26 +11,19 @@ import time
 
 import httpx
 import pytest
-
+from _server_util import RunningServer
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.server import ServerSettings
-
-from _server_util import RunningServer
 
 LONG_PROMPT = "[gMASK]<sop><|user|>\n" + "tap the button and swipe up " * 250 + "<|assistant|>\n"  # ~3300 tokens
 SHORT = [{"role": "user", "content": "Open Settings."}]
 
 
 @pytest.fixture(scope="module")
-def model_file(tiny_checkpoint_f32, convert_tiny):
-    return convert_tiny(tiny_checkpoint_f32, "f32", "f32")[0]
-
-
-@pytest.fixture(scope="module")
-def server(model_file):
+def server(tiny_f32_model_file):
     # One slot, one micro-batch per token: a long prompt takes a while, and everything else queues.
-    s = ServerSettings(model=str(model_file), n_ctx=4096, n_batch=1, n_threads=2, parallel=1, max_queue=1,
-                       keepalive_s=0.2)
+    s = ServerSettings(model=str(tiny_f32_model_file), n_ctx=4096, n_batch=1, n_threads=2, parallel=1,
+                       max_queue=1, keepalive_s=0.2)
     with RunningServer(s) as srv:
         yield srv
 
@@ -75,7 +68,8 @@ class Stream:
         return [line[6:] for line in list(self.lines) if line.startswith("data: ")]
 
 
-def test_waiting_stream_gets_keepalives_queue_full_is_503_and_disconnects_free_the_slot(server, model_file):
+def test_waiting_stream_gets_keepalives_queue_full_is_503_and_disconnects_free_the_slot(server,
+                                                                                        tiny_f32_model_file):
     endless = {"prompt": "[gMASK]<sop><|user|>\nhi<|assistant|>\n", "max_tokens": 100000, "ignore_eos": True}
     a = Stream(server, endless)
     wait_for(lambda: slot0(server)["busy"], 30, "the first request to take the slot")
@@ -105,7 +99,7 @@ def test_waiting_stream_gets_keepalives_queue_full_is_503_and_disconnects_free_t
     r = httpx.post(server.url + "/v1/completions", json={"prompt": LONG_PROMPT, "max_tokens": 6, "temperature": 0},
                    timeout=120)
     assert r.status_code == 200, r.text
-    cold = AutoGLM(model_file, n_ctx=4096, n_threads=2).generate(LONG_PROMPT, max_tokens=6)
+    cold = AutoGLM(tiny_f32_model_file, n_ctx=4096, n_threads=2).generate(LONG_PROMPT, max_tokens=6)
     assert r.json()["choices"][0]["text"] == cold
 
 
@@ -117,10 +111,10 @@ def rss_mib() -> float:
     return 0.0
 
 
-def test_fifty_concurrent_clients(model_file):
-    s = ServerSettings(model=str(model_file), n_ctx=512, n_threads=2, parallel=2, max_queue=16)
+def test_fifty_concurrent_clients(tiny_f32_model_file):
+    s = ServerSettings(model=str(tiny_f32_model_file), n_ctx=512, n_threads=2, parallel=2, max_queue=16)
     msgs = [{"role": "user", "content": f"Open app number {i}."} for i in range(5)]
-    ref = AutoGLM(model_file, n_ctx=512, n_threads=2)
+    ref = AutoGLM(tiny_f32_model_file, n_ctx=512, n_threads=2)
     want = [ref.create_chat_completion([m], max_tokens=16)["choices"][0]["message"]["content"] for m in msgs]
     with RunningServer(s) as srv:
         base = rss_mib()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _llamacpp_logits import llamacpp_logits
+from autoglm_gguf import GGUFFileError, _core
 from transformers import AutoTokenizer, Glm4vForConditionalGeneration
 
-from autoglm_gguf import GGUFFileError, _core
-from _llamacpp_logits import llamacpp_logits
+pytestmark = pytest.mark.slow  # float64 transformers references on two architectures: ~20 s
 
 PROMPT = ("[gMASK]<sop><|system|>\nYou are a phone agent.<|user|>\nOpen the Settings app, then tap Wi-Fi. "
           "Screen: 1080x2400, battery 87%. 你好！ def f(x):\n\treturn x ** 2<|assistant|>\n")
@@ -140,6 +141,7 @@ def test_f16_kv_cache_same_greedy_output(case, model, n_batch):
         greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 24)
 
 
+@pytest.mark.llamacpp
 def test_gguf_from_llamacpp_converter_gives_the_same_logits(case, llamacpp_converter, tmp_path):
     import json
     import subprocess
@@ -164,6 +166,7 @@ def test_gguf_from_llamacpp_converter_gives_the_same_logits(case, llamacpp_conve
 # Measured max |logit error| vs transformers: q8_0 1.8 / 4.2 (tiny / alt), q4_0 23 / 28 - identical for
 # llama.cpp: 4-bit weights wreck these 64/96-wide random models in both runtimes, so only q8_0 gets an
 # absolute bound; the llama.cpp comparison applies to both.
+@pytest.mark.llamacpp
 @pytest.mark.parametrize("outtype,max_err", [("q8_0", 6.0), ("q4_0", None)])
 def test_quantized_models_agree(case, convert_tiny, outtype, max_err, capsys):
     ckpt, _, ids, ref, hf = case
@@ -241,7 +244,6 @@ def test_old_text_only_glm4_file_uses_interleaved_rope(case, tmp_path):
     """A glm4 file from before M-RoPE support: Q/K rows in HF's interleaved order and no
     rope.dimension_sections. Text-only use must still be exact (1-D positions, interleaved pairs)."""
     import gguf
-
     from autoglm_gguf.gguf_info import field_value
 
     _, path, ids, ref, _ = case
