@@ -1,4 +1,5 @@
 // pybind11 module autoglm_gguf._core: a thin layer over the C++ core. Heavy work releases the GIL.
+#include "arch.h"
 #include "bind_common.h"
 #include "build_info.h"
 #include "error.h"
@@ -140,6 +141,26 @@ PYBIND11_MODULE(_core, m) {
           py::arg("kv") = py::list(), py::arg("n_threads") = 0, py::arg("on_tensor") = py::none(),
           "Write out_path from the GGUF in_path with each tensor in the given type, laid out as llama-quantize lays\n"
           "out its output. tensors: [(name, type, imatrix or None)] in output order, every input tensor once.");
+
+    m.def("gguf_names", [] {
+        auto table = [](const autoglm::arch::entry * e, size_t n) {
+            py::dict d;
+            for (size_t i = 0; i < n; ++i) d[e[i].id] = e[i].gguf;
+            return d;
+        };
+        size_t nk = 0, nt = 0;
+        const auto * keys = autoglm::arch::keys(nk);
+        const auto * tensors = autoglm::arch::tensors(nt);
+        py::dict out;
+        out["keys"] = table(keys, nk);
+        out["tensors"] = table(tensors, nt);
+        out["text_arch"] = autoglm::arch::TEXT_ARCH;
+        out["vision_arch"] = autoglm::arch::VISION_ARCH;
+        out["vision_projector"] = autoglm::arch::VISION_PROJECTOR;
+        return out;
+    }, "The GGUF keys and tensor names the loaders read (native/src/arch.h), for the converter to write:\n"
+       "{'keys': {ID: 'gguf.key'}, 'tensors': {ID: 'name' ('%d' = block index)}, 'text_arch', 'vision_arch',\n"
+       "'vision_projector'}.");
 
     bind_backends(m);
     bind_text(m);

@@ -162,4 +162,11 @@ ggml_backend_buffer_type_t backend_set::cpu_matmul_buft(ggml_tensor * weight) co
     return cpu_weight_buft(ggml_mul_mat(probe.get(), weight, x), weight);
 }
 
+ggml_backend_buffer_type_t backend_set::weight_buft(ggml_backend_t where, ggml_tensor * file_tensor, weight_use use,
+                                                    bool repack) const {
+    if (gpu_ && where == gpu_) return ggml_backend_dev_buffer_type(gpu_dev_);
+    if (file_tensor && use == weight_use::matmul && repack) return cpu_matmul_buft(file_tensor);
+    return ggml_backend_dev_buffer_type(cpu_dev_);
+}
+
 }  // namespace autoglm

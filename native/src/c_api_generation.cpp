@@ -200,6 +200,9 @@ autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, siz
 
 autoglm_finish_reason autoglm_generation_finish_reason(const autoglm_generation * gen) {
     if (!gen) return null_handle(__func__, "gen"), AUTOGLM_FINISH_NONE;
+    // Finished for the caller only once autoglm_generation_next has said done: until then text may
+    // still be waiting in `pending` (a piece cut to the caller's buffer), and the header promises NONE.
+    if (!gen->finished || gen->pending_off < gen->pending.size()) return AUTOGLM_FINISH_NONE;
     switch (gen->gen->reason()) {
         case autoglm::finish_reason::stop: return AUTOGLM_FINISH_STOP;
         case autoglm::finish_reason::length: return AUTOGLM_FINISH_LENGTH;

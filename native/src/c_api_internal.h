@@ -3,9 +3,6 @@
 // surface is include/autoglm.h alone.
 #pragma once
 
-#ifndef AUTOGLM_BUILD
-#define AUTOGLM_BUILD  // autoglm.h: export (not import) the symbols
-#endif
 #include "autoglm.h"
 
 #include <cstdint>

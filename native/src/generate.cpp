@@ -39,7 +39,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<promp
     if (cells.empty()) throw invalid_argument("the prompt is empty");
     if (cells.size() > s_.n_ctx()) {
         throw context_full("the prompt has " + std::to_string(cells.size()) + " tokens, more than n_ctx = " +
-                           std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
+                           std::to_string(s_.n_ctx()) + " (create the session with a larger n_ctx)");
     }
     for (const auto & c : cells) {
         if (c.token >= 0) history_.push_back(c.token);  // penalties look at text tokens only

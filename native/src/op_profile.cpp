@@ -20,11 +20,9 @@ bool op_profile::enabled() {
     return on;
 }
 
-void op_profile::attach(ggml_backend_sched_t sched, int n_threads) {
-    if (!enabled()) return;
+void op_profile::attach(int n_threads) {
     started_ = false;
     n_threads_ = n_threads > 0 ? n_threads : 1;
-    ggml_backend_sched_set_eval_callback(sched, &op_profile::eval_cb, this);
 }
 
 static bool is_quantized(ggml_type t) { return ggml_is_quantized(t); }

@@ -69,15 +69,6 @@ std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, log
     return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, keys, mode);
 }
 
-std::vector<float> session::eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
-                                            int32_t next_pos_after, logits_mode mode) {
-    auto lock = acquire();
-    if (pos.size() != n) throw invalid_argument("eval_embeddings: one (t,h,w) position per embedding row is required");
-    progress_base_ = 0;
-    progress_total_ = n;
-    return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), std::vector<uint64_t>(n, 0), mode);
-}
-
 std::vector<float> session::eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
                                        const std::vector<prompt_piece> & pieces, logits_mode mode) {
     auto lock = acquire();
@@ -125,7 +116,7 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     if (n == 0) return {};
     if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
         throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
-                               " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the model with a larger n_ctx)");
+                               " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the session with a larger n_ctx)");
     }
     const size_t n_vocab = model_.hparams().n_vocab;
     const uint32_t n_out_total = mode == logits_mode::all ? n : (mode == logits_mode::last ? 1 : 0);
@@ -236,27 +227,19 @@ imatrix_collector & session::imatrix() {
 }
 
 void session::attach_eval_callback() {
-    profile_.attach(sched_.get(), model_.backends().n_threads());  // installs the profiler's own callback when AUTOGLM_PROFILE is set
-    if (imatrix_ && imatrix_->active) {
-        ggml_backend_sched_set_eval_callback(sched_.get(), &session::eval_cb, this);
-    } else if (!op_profile::enabled()) {
-        // Collection stopped: back to no callback, so the scheduler computes whole splits at once.
-        ggml_backend_sched_set_eval_callback(sched_.get(), nullptr, nullptr);
+    // Observers of this computation, in the order they see each node (eval_chain.h). Without any the
+    // scheduler runs whole splits at once.
+    eval_chain_.clear();
+    if (imatrix_ && imatrix_->active) eval_chain_.add(&imatrix_collector::eval_cb, imatrix_.get());
+    if (tensor_dump::enabled()) {
+        dump_.begin("text");
+        eval_chain_.add(&tensor_dump::eval_cb, &dump_);
     }
-}
-
-// Installed only while the imatrix collector is active. ref: llama.cpp imatrix.cpp (ask/collect protocol).
-bool session::eval_cb(ggml_tensor * t, bool ask, void * user) {
-    auto * self = static_cast<session *>(user);
-    const bool profiling = op_profile::enabled();
-    const bool wanted = self->imatrix_->wants(t);
-    if (ask) {
-        const bool profiler_stops = profiling && op_profile::eval_cb(t, true, &self->profile_);
-        return wanted || profiler_stops;
+    if (op_profile::enabled()) {
+        profile_.attach(model_.backends().n_threads());
+        eval_chain_.add(&op_profile::eval_cb, &profile_);
     }
-    // Collect before the profiler takes its time stamp, so the collection is billed to this MUL_MAT.
-    if (wanted) self->imatrix_->collect(t);
-    return profiling ? op_profile::eval_cb(t, false, &self->profile_) : true;
+    eval_chain_.install(sched_.get());
 }
 
 }  // namespace autoglm

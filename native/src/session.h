@@ -11,12 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "eval_chain.h"
 #include "ggml_ptr.h"
 #include "imatrix_collector.h"
 #include "kv_cache.h"
 #include "op_profile.h"
 #include "prompt_layout.h"
 #include "text_graph.h"
+#include "tensor_dump.h"
 #include "text_model.h"
 
 namespace autoglm {
@@ -44,11 +46,6 @@ public:
     // Appends text tokens after what the cache holds. Returns logits rows (n_vocab floats each):
     // none, the last token's, or every token's. Throws invalid_argument when the context would overflow.
     std::vector<float> eval_tokens(const std::vector<int32_t> & tokens, logits_mode mode);
-
-    // Appends embeddings [n, n_embd] (row-major) at the given positions (one (t,h,w) per row) and sets
-    // the next text position to next_pos_after (images: st + max(rows, cols), spec D.4).
-    std::vector<float> eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
-                                       int32_t next_pos_after, logits_mode mode);
 
     // Appends cells [begin, end) of a laid-out prompt (text tokens and image rows with their positions).
     // Logits: as for eval_tokens, relative to these cells.
@@ -99,10 +96,11 @@ private:
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)
     op_profile profile_;              // AUTOGLM_PROFILE=1: per-op times over the session's life
+    tensor_dump dump_;                // AUTOGLM_DUMP_TENSORS=DIR: named intermediates as .npy files
+    eval_chain eval_chain_;           // the observers above (and the imatrix collector) of one computation
     std::unique_ptr<imatrix_collector> imatrix_;
     // The scheduler holds one eval callback: the profiler's alone, or this one forwarding to both.
     void attach_eval_callback();
-    static bool eval_cb(ggml_tensor * t, bool ask, void * user);
     // The last built graph, still allocated in sched_: reused while the shape stays the same.
     ggml_ctx_ptr graph_ctx_;
     text_graph graph_;

@@ -46,7 +46,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     } else {
         g.inp_tokens = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens), "inp_tokens");
         ggml_set_input(g.inp_tokens);
-        cur = named(ggml_get_rows(ctx, model.tok_embd(), g.inp_tokens), "inp_embd");  // no embedding scaling in GLM-4
+        cur = named(ggml_get_rows(ctx, model.weights().tok_embd, g.inp_tokens), "inp_embd");  // no embedding scaling in GLM-4
     }
     g.inp_pos = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, hp.mrope ? 4 * n_tokens : n_tokens), "inp_pos");
     ggml_set_input(g.inp_pos);
@@ -69,7 +69,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     };
 
     for (int il = 0; il < (int) hp.n_layer; ++il) {
-        const text_layer & L = model.layers()[il];
+        const text_layer & L = model.weights().layers[il];
         ggml_tensor * inpL = cur;
 
         // --- attention (sandwich-normed) ---
@@ -135,8 +135,8 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         ggml_set_input(g.inp_out_ids);
         cur = ggml_get_rows(ctx, cur, g.inp_out_ids);
     }
-    cur = named(rms_norm(ctx, cur, model.output_norm(), hp.rms_eps), "result_norm");
-    g.logits = named(ggml_mul_mat(ctx, model.output(), cur), "result_output");
+    cur = named(rms_norm(ctx, cur, model.weights().output_norm, hp.rms_eps), "result_norm");
+    g.logits = named(ggml_mul_mat(ctx, model.weights().output, cur), "result_output");
     ggml_set_output(g.logits);
     ggml_build_forward_expand(g.gf, g.logits);
     return g;
