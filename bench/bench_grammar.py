@@ -64,10 +64,10 @@ def main() -> int:
     import llguidance
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from autoglm_gguf._tiny.tokenizer import CORPUS
     from autoglm_gguf.actions import parse_answer
     from autoglm_gguf.agent.answer_grammar import answer_grammar
     from autoglm_gguf.grammar import Constraint
-    from autoglm_gguf.tiny_tokenizer import _CORPUS
 
     specials = ["<|endoftext|>", "<|user|>", "<|observation|>", "<think>", "</think>", "<answer>", "</answer>"]
     t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> int:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=args.vocab, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    texts = corpus_texts(Path(args.corpus), args.corpus_mb << 20) + [_CORPUS] * 200
+    texts = corpus_texts(Path(args.corpus), args.corpus_mb << 20) + [CORPUS] * 200
     tok.train_from_iterator(texts, trainer)
     train_s = time.perf_counter() - t0
     n = tok.get_vocab_size()

@@ -31,8 +31,8 @@ SMALL_TEXT = {"hidden_size": 4096, "num_hidden_layers": 1, "num_attention_heads"
 
 
 def make_mmproj(work: Path, outtype: str) -> Path:
+    from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
     from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-    from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint
 
     mmproj = work / f"mmproj-real-vision-{outtype}.gguf"
     if mmproj.exists():

@@ -27,8 +27,8 @@ import sys
 import time
 
 import numpy as np
-
 from autoglm_gguf.bench import agent_prompt, parse_size, random_image, system_prompt
+from autoglm_gguf.timing import time_first_token, time_generation, time_image_encode
 
 MEDIA = "<__media__>"  # llama.cpp's mtmd marker; it adds <|begin_of_image|>/<|end_of_image|> itself
 
@@ -36,43 +36,39 @@ MEDIA = "<__media__>"  # llama.cpp's mtmd marker; it adds <|begin_of_image|>/<|e
 # ----------------------------------------------------------------------------------------------- ours
 
 class Ours:
-    def __init__(self, a):
-        from autoglm_gguf import _core
+    """Our runtime through its public API; the timing itself is autoglm_gguf.timing's, as `autoglm-gguf bench`."""
 
-        self.core = _core
+    def __init__(self, a):
         self.a = a
 
     def text(self):
-        a, core = self.a, self.core
+        from autoglm_gguf import AutoGLM
+
+        a = self.a
         t0 = time.perf_counter()
-        model = core.TextModel(a.model, n_threads=a.threads, n_gpu_layers=a.gpu_layers)
+        # The model's own context stays small: each timed run gets a new one of its size.
+        llm = AutoGLM(a.model, n_ctx=64, n_batch=a.batch, n_threads=a.threads, n_gpu_layers=a.gpu_layers,
+                      kv_type=a.kv, progress=False)
         load = time.perf_counter() - t0
         prompt = np.random.default_rng(0).integers(10, 400, a.prompt).tolist()
-        core.Session(model, n_ctx=64, n_batch=a.batch, kv_type=a.kv).eval_tokens(prompt[:8], "last")  # warm-up
-        s = core.Session(model, n_ctx=a.prompt + a.gen + 16, n_batch=a.batch, kv_type=a.kv)
-        g = core.Generator(s, prompt, core.SamplingParams(), max_tokens=a.gen, stop_at_eog=False)
-        for _ in g:
-            pass
-        t = g.timings
-        assert t["generated_tokens"] == a.gen, t
-        return {"load_s": load, "pp_tok_s": t["prompt_tokens_per_s"], "tg_tok_s": t["generation_tokens_per_s"]}
+        time_generation(llm, prompt[:8], 1)  # warm-up: the 8-token prompt, as llama.cpp's
+        t = time_generation(llm, prompt, a.gen)
+        return {"load_s": load, "pp_tok_s": t.prompt_tokens_per_s, "tg_tok_s": t.generation_tokens_per_s}
 
     def image(self):
-        a, core = self.a, self.core
+        from autoglm_gguf.vision import ImageEncoder
+
+        a = self.a
         w, h = parse_size(a.image_size)
         t0 = time.perf_counter()
-        vm = core.VisionModel(a.mmproj, n_threads=a.threads, use_gpu=a.gpu_layers > 0)
+        enc = ImageEncoder(a.mmproj, n_threads=a.threads, use_gpu=a.gpu_layers > 0)  # no text model: the tower's RSS
         load = time.perf_counter() - t0
-        hp = vm.hparams
-        patches, gh, gw = core.preprocess_image(random_image(w, h, 1), hp["image_mean"], hp["image_std"],
-                                                patch_size=hp["patch_size"], merge_size=hp["merge_size"],
-                                                min_pixels=1, max_pixels=2 * w * h)
-        assert gh * hp["patch_size"] == h and gw * hp["patch_size"] == w, "the image must need no resize"
-        t0 = time.perf_counter()
-        emb = vm.encode(patches, gh, gw)
-        enc = time.perf_counter() - t0
-        assert np.isfinite(emb).all()
-        return {"load_s": load, "encode_s": enc, "image_tokens": emb.shape[0], "patches": gh * gw}
+        t = time_image_encode(enc, random_image(w, h, 1), min_pixels=1, max_pixels=2 * w * h)
+        patch = enc.hparams["patch_size"]
+        assert t.grid_h * patch == h and t.grid_w * patch == w, "the image must need no resize"
+        assert np.isfinite(t.embeddings).all()
+        # pre-processing excluded, as on llama.cpp's side
+        return {"load_s": load, "encode_s": t.encode_s, "image_tokens": t.image_tokens, "patches": t.grid_h * t.grid_w}
 
     def agent(self):
         from autoglm_gguf import AutoGLM
@@ -88,16 +84,11 @@ class Ours:
         for step in range(2):
             prompt = agent_prompt(system, step)
             img = random_image(w, h, 10 + step)
-            t0 = time.perf_counter()
-            # One token: the prompt (image encode + prefill) and the first sampled token, what a user waits
-            # for before anything streams; the answer itself does not change this figure.
-            llm.generate(prompt, images=[img], max_tokens=1, image_max_pixels=2 * w * h)
-            ttft = time.perf_counter() - t0
-            t = llm.last_timings or {}
-            res[f"step{step + 1}"] = {"ttft_s": ttft, "prompt_tokens": t.get("prompt_tokens"),
-                                      "reused_tokens": t.get("prompt_tokens_reused"),
-                                      "image_encode_s": t.get("image_encode_ms", 0) / 1e3,
-                                      "prefill_s": t.get("prompt_ms", 0) / 1e3}
+            # The same context both steps: step 2 reuses step 1's prefix, as in a session.
+            t = time_first_token(llm, prompt, images=[img], image_max_pixels=2 * w * h)
+            res[f"step{step + 1}"] = {"ttft_s": t.seconds, "prompt_tokens": t.prompt_tokens,
+                                      "reused_tokens": t.reused_tokens, "image_encode_s": t.image_encode_s,
+                                      "prefill_s": t.prompt_s}
         return res
 
 

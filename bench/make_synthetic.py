@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoglm_gguf.tiny_checkpoint import (
-    TINY_TEXT, TINY_VISION, make_config, random_rows, tensor_specs, write_checkpoint)
-from autoglm_gguf.tiny_tokenizer import _sid, _write_json, _write_tokenizer_files
+from autoglm_gguf._tiny.checkpoint import TINY_TEXT, TINY_VISION, make_config, tensor_specs, write_checkpoint
+from autoglm_gguf._tiny.tokenizer import special_token_id, write_json, write_tokenizer_files
+from autoglm_gguf._tiny.weights import random_rows
 
 GLM_SPECIAL_BASE = 151329  # <|endoftext|>: the first of GLM-4's 20 added tokens (GGUF mode)
 PRESETS = {
@@ -65,7 +65,7 @@ def synthetic_config(preset: str, layers: int | None, real_ids: bool) -> tuple[d
     base = GLM_SPECIAL_BASE if real_ids and text["vocab_size"] > GLM_SPECIAL_BASE + 20 else None
     if base is None:
         return make_config(text=text, vision=vision), 0
-    sid = lambda t: _sid(t, base)  # noqa: E731
+    sid = lambda t: special_token_id(t, base)
     text["pad_token_id"] = sid("<|endoftext|>")
     top = {"image_token_id": sid("<|image|>"), "video_token_id": sid("<|video|>"),
            "image_start_token_id": sid("<|begin_of_image|>"), "image_end_token_id": sid("<|end_of_image|>"),
@@ -80,7 +80,7 @@ def write_ggufs(out_dir: Path, preset: str, cfg: dict, base: int, outtype: str, 
 
     @dataclass(frozen=True)
     class SyntheticTensor(TensorRef):
-        """A TensorRef whose rows are generated on demand (tiny_checkpoint.random_rows)."""
+        """A TensorRef whose rows are generated on demand (_tiny.weights.random_rows)."""
         kind: str = "w"
         zero_from: int | None = None
 
@@ -100,8 +100,8 @@ def write_ggufs(out_dir: Path, preset: str, cfg: dict, base: int, outtype: str, 
         d = Path(tmp) / NAMES[preset]
         d.mkdir()
         cfg = dict(cfg, dtype="bfloat16")
-        _write_json(d / "config.json", cfg)
-        _write_tokenizer_files(d, cfg, special_base=base or 480)
+        write_json(d / "config.json", cfg)
+        write_tokenizer_files(d, cfg, special_base=base or 480)
         ckpt = load_checkpoint(d, tensors=tensors)
         opts = ConvertOptions(outfile=out_dir / f"{NAMES[preset]}-{outtype.upper()}.gguf", outtype=outtype,
                               mmproj_outfile=out_dir / f"mmproj-{NAMES[preset]}-{mmproj_outtype.upper()}.gguf",

@@ -7,7 +7,7 @@ Random weights make quantization errors meaningless (every type looks equally ba
 small size, trained for a few minutes on CPU until it predicts held-out text far better than a
 unigram model.
 
-Model (``autoglm_gguf.tiny_checkpoint.make_config``): text decoder 4 layers, hidden 256, FFN 768
+Model (``autoglm_gguf._tiny.checkpoint.make_config``): text decoder 4 layers, hidden 256, FFN 768
 (SwiGLU, so the converter's fused gate_up is 1536 rows of 256), 8 query heads and 2 KV heads (head_dim
 32, grouped-query factor 4 as in the 9B model), partial rotary 0.5 (16 rotary dims) with M-RoPE
 sections [2, 3, 3], q/k/v biases, untied lm_head. Every decoder matrix's row length is a multiple of
@@ -17,7 +17,7 @@ suite's tiny one (2 blocks, 32 wide) and is not trained; only the text decoder i
 Tokenizer: a byte-level BPE of 2,028 tokens (256 bytes + 1,772 merges) plus GLM-4's 20 added tokens
 (vocabulary 2,048), trained on the training split with the tiny test tokenizer's recipe (GLM-4's
 pre-tokenizer regex, the same added tokens in the same order and flags, the same tokenizer_config,
-chat template and generation config from ``autoglm_gguf.tiny_tokenizer``). The tiny test tokenizer
+chat template and generation config from ``autoglm_gguf._tiny.tokenizer``). The tiny test tokenizer
 itself (480 BPE tokens learnt from a 2 KB sample) would spell almost all Chinese as raw UTF-8 bytes,
 so it is not used.
 
@@ -229,11 +229,11 @@ def build_corpus(settings: dict) -> tuple[list[dict], list[dict]]:
 # ------------------------------------------------------------------------------------------ tokenizer
 
 def train_tokenizer(texts: list[str], n_bpe: int) -> str:
-    """tokenizer.json text: the tiny test tokenizer's recipe (autoglm_gguf.tiny_tokenizer) with n_bpe tokens
+    """tokenizer.json text: the tiny test tokenizer's recipe (autoglm_gguf._tiny.tokenizer) with n_bpe tokens
     learnt from `texts`, GLM-4's 20 added tokens right after them."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from autoglm_gguf.tiny_tokenizer import _NON_SPECIAL, GLM4_PRETOKENIZER_REGEX, GLM_SPECIAL_TOKENS
+    from autoglm_gguf._tiny.tokenizer import GLM4_PRETOKENIZER_REGEX, GLM_SPECIAL_TOKENS, NON_SPECIAL
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -245,11 +245,11 @@ def train_tokenizer(texts: list[str], n_bpe: int) -> str:
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() != n_bpe:
         raise RuntimeError(f"BPE has {tok.get_vocab_size()} tokens, expected {n_bpe}")
-    tok.add_tokens([AddedToken(t, special=t not in _NON_SPECIAL, normalized=False, lstrip=False, rstrip=False,
+    tok.add_tokens([AddedToken(t, special=t not in NON_SPECIAL, normalized=False, lstrip=False, rstrip=False,
                                single_word=False) for t in GLM_SPECIAL_TOKENS])
     data = json.loads(tok.to_str())
     for i, entry in enumerate(data["added_tokens"]):
-        entry["special"] = entry["content"] not in _NON_SPECIAL
+        entry["special"] = entry["content"] not in NON_SPECIAL
         if entry["id"] != n_bpe + i or entry["content"] != GLM_SPECIAL_TOKENS[i]:
             raise RuntimeError("unexpected added-token layout")
     return json.dumps(data, ensure_ascii=False, indent=1)
@@ -258,19 +258,20 @@ def train_tokenizer(texts: list[str], n_bpe: int) -> str:
 # ------------------------------------------------------------------------------------------ model
 
 def model_config(settings: dict) -> dict:
-    from autoglm_gguf.tiny_checkpoint import make_config
-    from autoglm_gguf.tiny_tokenizer import GLM_SPECIAL_TOKENS, _sid
+    from autoglm_gguf._tiny.checkpoint import make_config
+    from autoglm_gguf._tiny.tokenizer import GLM_SPECIAL_TOKENS, special_token_id
 
     base = settings["n_bpe"]
     vocab = base + len(GLM_SPECIAL_TOKENS)
     text = {"vocab_size": vocab, "hidden_size": settings["hidden"], "intermediate_size": settings["ffn"],
             "num_hidden_layers": settings["layers"], "num_attention_heads": settings["heads"],
             "num_key_value_heads": settings["kv_heads"], "max_position_embeddings": 4096,
-            "initializer_range": settings["init_std"], "pad_token_id": _sid("<|endoftext|>", base),
+            "initializer_range": settings["init_std"],
+            "pad_token_id": special_token_id("<|endoftext|>", base),
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                                 "partial_rotary_factor": settings["partial_rotary"],
                                 "mrope_section": list(settings["mrope_section"])}}
-    top = {k: _sid(t, base) for k, t in (
+    top = {k: special_token_id(t, base) for k, t in (
         ("image_token_id", "<|image|>"), ("video_token_id", "<|video|>"),
         ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
         ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>"))}
@@ -282,7 +283,8 @@ def _windows(stream: np.ndarray, n: int, seq: int, rng: np.random.Generator) -> 
     return np.stack([stream[s:s + seq + 1] for s in starts])
 
 
-def _loss(model, batch, torch, F) -> "torch.Tensor":
+def _loss(model, batch, torch, F):
+    """Next-token cross-entropy of the windows: a scalar tensor (torch is passed in, imported lazily)."""
     x = torch.from_numpy(batch[:, :-1]).long()
     y = torch.from_numpy(batch[:, 1:]).long()
     pos = torch.arange(x.shape[1])[None, None, :].expand(3, x.shape[0], -1)  # text: 3 equal M-RoPE streams
@@ -313,8 +315,8 @@ def build(out: Path, settings: dict, threads: int, log=print) -> dict:
     from tokenizers import Tokenizer
     from transformers import Glm4vForConditionalGeneration
 
-    from autoglm_gguf.tiny_checkpoint import write_checkpoint
-    from autoglm_gguf.tiny_tokenizer import _write_tokenizer_files
+    from autoglm_gguf._tiny.checkpoint import write_checkpoint
+    from autoglm_gguf._tiny.tokenizer import write_tokenizer_files
 
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -331,7 +333,7 @@ def build(out: Path, settings: dict, threads: int, log=print) -> dict:
     cfg = model_config(settings)
     ckpt = write_checkpoint(out / "init", cfg, dtype="f32", seed=settings["seed"],
                             weight_std=settings["init_std"], tokenizer=False)
-    _write_tokenizer_files(ckpt, cfg, special_base=settings["n_bpe"])
+    write_tokenizer_files(ckpt, cfg, special_base=settings["n_bpe"])
     tok_json = train_tokenizer([p["text"] for p in train], settings["n_bpe"])
     (ckpt / "tokenizer.json").write_text(tok_json, encoding="utf-8")
     tok = Tokenizer.from_str(tok_json)
@@ -424,7 +426,7 @@ def build(out: Path, settings: dict, threads: int, log=print) -> dict:
                 got[p["lang"]] += len(p["text"])
                 f.write(json.dumps(p, ensure_ascii=False) + "\n")
     report = {"settings": settings, "corpus": corpus, "baseline": baseline,
-              "tokens": {"train": int(len(train_ids)), "heldout": int(len(held_ids))},
+              "tokens": {"train": len(train_ids), "heldout": len(held_ids)},
               "heldout_loss_before": before, "heldout_loss_after": after, "curve": curve,
               "train_seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - t_start, 1),
               "threads": threads, "torch": torch.__version__, "python": sys.version.split()[0],

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cases  # noqa: E402
-from gguf_mutator import GGUFLayout, mutate  # noqa: E402
+import cases
+from gguf_mutator import GGUFLayout, mutate
 
 KINDS = ("gguf-text", "gguf-mmproj", "image", "api")
 EXIT_OK, EXIT_CLEAN, EXIT_ERROR, EXIT_OOM = 0, 10, 11, 12
@@ -49,8 +49,8 @@ def make_seeds(directory: Path) -> dict[str, list[Path]]:
     if pid == 0:
         code = 1
         try:
+            from autoglm_gguf._tiny.checkpoint import write_checkpoint
             from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-            from autoglm_gguf.tiny_checkpoint import write_checkpoint
 
             ckpt = write_checkpoint(directory / "ckpt")
             for (t, m), text, mm in zip(SEED_TYPES, seeds["gguf-text"], seeds["gguf-mmproj"]):

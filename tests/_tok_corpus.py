@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from autoglm_gguf.tiny_tokenizer import GLM_SPECIAL_TOKENS
+from autoglm_gguf._tiny.tokenizer import GLM_SPECIAL_TOKENS
 
 CORPUS: list[str] = [
     # prose and scripts

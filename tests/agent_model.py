@@ -1,6 +1,6 @@
 """A tiny GLM-4.1V model that behaves like a phone agent, for tests/test_phone_agent.py (not a test module).
 
-Starting from the random tiny checkpoint (autoglm_gguf.tiny_checkpoint), a short CPU training run with
+Starting from the random tiny checkpoint (autoglm_gguf._tiny.checkpoint), a short CPU training run with
 transformers' Glm4vForConditionalGeneration teaches it two answers to the conversation Open-AutoGLM's
 agent (phone-agent 0.1.1) sends while it works through TASK on the fake phone of tests/fake_adb.py:
 
@@ -100,10 +100,10 @@ def cache_key(system_prompt: str, screen_info: str) -> str:
     import torch
     import transformers
 
-    from autoglm_gguf import random_weights, tiny_checkpoint, tiny_tokenizer
+    from autoglm_gguf._tiny import checkpoint, tokenizer, weights
 
     h = hashlib.sha256()
-    for mod in (tiny_checkpoint, tiny_tokenizer, random_weights):
+    for mod in (checkpoint, tokenizer, weights):
         h.update(Path(mod.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     h.update(inspect.getsource(fake_adb.render_screen).encode())
@@ -238,7 +238,7 @@ def build(system_prompt: str, screen_info: str, out_dir: Path, *, log=print) -> 
     the GGUFs are written to out_dir."""
     import torch
 
-    from autoglm_gguf.tiny_checkpoint import write_checkpoint
+    from autoglm_gguf._tiny.checkpoint import write_checkpoint
 
     cached = cache_root() / f"phone-agent-{cache_key(system_prompt, screen_info)}"
     if not (cached / "training.json").is_file():

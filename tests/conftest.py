@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from autoglm_gguf import _core
+from autoglm_gguf._tiny.checkpoint import write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-from autoglm_gguf.tiny_checkpoint import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ ALT_VISION = {"hidden_size": 48, "depth": 3, "num_heads": 4, "intermediate_size"
 
 @pytest.fixture(scope="session")
 def alt_checkpoint(tmp_path_factory) -> Path:
-    from autoglm_gguf.tiny_checkpoint import make_config
+    from autoglm_gguf._tiny.checkpoint import make_config
 
     cfg = make_config(text=ALT_TEXT, vision=ALT_VISION)
     return write_checkpoint(tmp_path_factory.mktemp("alt") / "alt-glm4v", cfg, dtype="f16", seed=1,

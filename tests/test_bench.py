@@ -88,7 +88,7 @@ def test_compare_llamacpp_smoke(tiny_checkpoint, convert_tiny, tmp_path):
 
 
 def test_random_rows_do_not_depend_on_chunking():
-    from autoglm_gguf.tiny_checkpoint import random_rows
+    from autoglm_gguf._tiny.weights import random_rows
 
     shape = (150, 7)
     whole = random_rows("layers.0.w", shape, "w", 0, 150, seed=3)

@@ -12,11 +12,11 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, quants
 
+from autoglm_gguf._tiny.checkpoint import write_checkpoint
 from autoglm_gguf.cli import main as cli_main
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.errors import ConversionError
 from autoglm_gguf.gguf_info import field_value
-from autoglm_gguf.tiny_checkpoint import write_checkpoint
 
 from conftest import ALT_TEXT
 
@@ -65,7 +65,7 @@ def test_q4_0_storage_types(alt_checkpoint, convert_tiny):
 
 
 def test_q4_0_head_is_q6_k_when_rows_fit(tmp_path):
-    from autoglm_gguf.tiny_checkpoint import make_config
+    from autoglm_gguf._tiny.checkpoint import make_config
 
     ckpt = write_checkpoint(tmp_path / "wide", make_config(text={"hidden_size": 256, "num_attention_heads": 8,
                                                                  "num_key_value_heads": 2}), dtype="bf16")

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from autoglm_gguf import AutoGLM, _core
+from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint
 from autoglm_gguf.vision import ImageEncoder
 
 GPUS = [d for d in _core.devices() if d["type"] in ("gpu", "igpu")]

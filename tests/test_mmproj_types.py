@@ -14,9 +14,9 @@ import gguf
 import numpy as np
 import pytest
 
+from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.quantize import quantize_gguf
-from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint
 from autoglm_gguf.vision import ImageEncoder
 
 WIDE_VISION = {"hidden_size": 256, "depth": 2, "num_heads": 4, "intermediate_size": 320, "out_hidden_size": 64}

@@ -13,8 +13,8 @@ from autoglm_gguf.quantize import quantize_gguf
 @pytest.fixture(scope="module")
 def f16(tmp_path_factory):
     """256 wide (K-quant and IQ blocks fit) with an FFN of 320 (ffn_down rows fall back)."""
+    from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
     from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-    from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint
 
     d = tmp_path_factory.mktemp("qcli")
     cfg = make_config(text={"hidden_size": 256, "intermediate_size": 320, "num_attention_heads": 8,

@@ -23,10 +23,10 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
+from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint  # noqa: E402
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint  # noqa: E402
 from autoglm_gguf.quant_mix import PRESETS  # noqa: E402
 from autoglm_gguf.quantize import quantize_gguf  # noqa: E402
-from autoglm_gguf.tiny_checkpoint import make_config, write_checkpoint  # noqa: E402
 
 from _llamacpp_logits import llamacpp_logits  # noqa: E402
 from conftest import ALT_TEXT, ALT_VISION  # noqa: E402

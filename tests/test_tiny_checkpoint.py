@@ -1,4 +1,4 @@
-"""Tiny random Glm4v checkpoints (autoglm_gguf.tiny_checkpoint) against transformers 5.23.
+"""Tiny random Glm4v checkpoints (autoglm_gguf._tiny.checkpoint) against transformers 5.23.
 
 Checks that the generated checkpoint loads into ``Glm4vForConditionalGeneration`` with no
 missing / unexpected / mismatched keys (bf16, f16, f32, sharded), that its tokenizer, chat
@@ -24,7 +24,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-import autoglm_gguf.tiny_checkpoint as tcp  # noqa: E402
+import autoglm_gguf._tiny.checkpoint as tcp  # noqa: E402
+from autoglm_gguf._tiny.tokenizer import GLM_SPECIAL_TOKENS, N_BPE  # noqa: E402
+from autoglm_gguf._tiny.weights import f32_to_bf16_bits  # noqa: E402
 
 from transformers import (
     AutoConfig,
@@ -140,7 +142,7 @@ def test_make_config_defaults():
     assert tc["rope_scaling"]["mrope_section"] == rp["mrope_section"]
     assert vc["out_hidden_size"] == tc["hidden_size"]
     assert (vc["image_size"] // vc["patch_size"]) ** 2 == 64
-    n_tok = tcp.N_BPE + len(tcp.GLM_SPECIAL_TOKENS)
+    n_tok = N_BPE + len(GLM_SPECIAL_TOKENS)
     assert tc["vocab_size"] >= n_tok and tc["vocab_size"] % 64 == 0
     assert cfg["tie_word_embeddings"] is False
 
@@ -229,13 +231,13 @@ def test_half_dtypes_are_rounded_f32(tmp_path):
     bias = f32["model.language_model.layers.0.self_attn.q_proj.bias"]
     assert np.all(bias != 0) and 0.02 < bias.std() < 0.5
     lm = f32["lm_head.weight"]
-    n_tok = tcp.N_BPE + len(tcp.GLM_SPECIAL_TOKENS)
+    n_tok = N_BPE + len(GLM_SPECIAL_TOKENS)
     assert np.all(lm[n_tok:] == 0) and np.all(lm[:n_tok].std(axis=1) > 0)
 
 
 def test_bf16_bits_rne():
     x = np.array([1.0, 1.00390625, 1.01171875, -2.5, 3.0e38, np.inf, -0.0, np.nan], dtype=np.float32)
-    got = tcp.f32_to_bf16_bits(x)
+    got = f32_to_bf16_bits(x)
     ref = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     assert np.array_equal(got[:-1], ref[:-1])
     assert (got[-1] & 0x7F80) == 0x7F80 and (got[-1] & 0x7F) != 0  # still a NaN
@@ -292,7 +294,7 @@ def test_streaming_memory_is_bounded(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        import autoglm_gguf.tiny_checkpoint as tc
+        import autoglm_gguf._tiny.checkpoint as tc
         cfg = tc.make_config(
             text=dict(hidden_size=1024, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
                       intermediate_size=2816, vocab_size=151552),
@@ -325,10 +327,10 @@ def test_streaming_memory_is_bounded(tmp_path):
 
 def test_tokenizer(tiny_ckpt):
     tok = AutoTokenizer.from_pretrained(tiny_ckpt)
-    assert len(tok) == tcp.N_BPE + len(tcp.GLM_SPECIAL_TOKENS)
-    ids = tok.convert_tokens_to_ids(list(tcp.GLM_SPECIAL_TOKENS))
-    assert ids == list(range(tcp.N_BPE, tcp.N_BPE + len(tcp.GLM_SPECIAL_TOKENS)))
-    assert tok.eos_token == "<|endoftext|>" and tok.pad_token_id == tok.eos_token_id == tcp.N_BPE
+    assert len(tok) == N_BPE + len(GLM_SPECIAL_TOKENS)
+    ids = tok.convert_tokens_to_ids(list(GLM_SPECIAL_TOKENS))
+    assert ids == list(range(N_BPE, N_BPE + len(GLM_SPECIAL_TOKENS)))
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token_id == tok.eos_token_id == N_BPE
     cfg = json.loads((tiny_ckpt / "config.json").read_text())
     assert cfg["image_token_id"] == tok.convert_tokens_to_ids("<|image|>")
     assert cfg["image_start_token_id"] == tok.convert_tokens_to_ids("<|begin_of_image|>")
@@ -336,12 +338,12 @@ def test_tokenizer(tiny_ckpt):
     assert cfg["video_token_id"] == tok.convert_tokens_to_ids("<|video|>")
     gen = json.loads((tiny_ckpt / "generation_config.json").read_text())
     assert gen["eos_token_id"] == tok.convert_tokens_to_ids(
-        ["<|endoftext|>", "<|user|>", "<|observation|>", tcp.GLM_SPECIAL_TOKENS[-1]]
+        ["<|endoftext|>", "<|user|>", "<|observation|>", GLM_SPECIAL_TOKENS[-1]]
     )
     text = "Hello world, 你好！Café 12345 def f(x):\n\treturn x  # ok\n"
     enc = tok(text, add_special_tokens=True)["input_ids"]
     assert tok.decode(enc) == text
-    assert max(enc) < tcp.N_BPE  # plain text never produces added tokens
+    assert max(enc) < N_BPE  # plain text never produces added tokens
     # digits are split in groups of <= 3 by the GLM-4 pre-tokenizer
     pieces = tok.convert_ids_to_tokens(tok("12345")["input_ids"])
     assert "".join(pieces) == "12345" and all(len(p) <= 3 for p in pieces)
@@ -380,7 +382,7 @@ def test_processor_and_mrope_positions(tiny_ckpt, tiny_model_f32):
     assert inputs["image_grid_thw"].tolist() == [[1, 4, 8]]  # 56x112 px -> 4x8 patches -> 2x4 merged
     assert tuple(inputs["pixel_values"].shape) == (32, 3 * 2 * 14 * 14)
     ids = inputs["input_ids"][0].tolist()
-    img_id = tcp.N_BPE + tcp.GLM_SPECIAL_TOKENS.index("<|image|>")
+    img_id = N_BPE + GLM_SPECIAL_TOKENS.index("<|image|>")
     assert ids.count(img_id) == 8
     first = ids.index(img_id)
     assert inputs["mm_token_type_ids"][0].tolist() == [1 if t == img_id else 0 for t in ids]
@@ -451,7 +453,7 @@ def test_no_torch_import_needed(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        import autoglm_gguf.tiny_checkpoint as tc
+        import autoglm_gguf._tiny.checkpoint as tc
         out = tc.write_checkpoint({str(tmp_path / "ck")!r})
         bad = [m for m in ("torch", "transformers") if m in sys.modules]
         assert not bad, bad

@@ -20,7 +20,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 
 from _tok_corpus import CORPUS, random_strings, training_corpus
 from autoglm_gguf import _core
-from autoglm_gguf.tiny_tokenizer import GLM4_PRETOKENIZER_REGEX, GLM_SPECIAL_TOKENS
+from autoglm_gguf._tiny.tokenizer import GLM4_PRETOKENIZER_REGEX, GLM_SPECIAL_TOKENS
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 NON_SPECIAL = {"<think>", "</think>", "<answer>", "</answer>"}  # USER_DEFINED in the GGUF

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from .errors import AutoGLMError, ImageError
+from .timing import time_first_token, time_generation, time_image_encode
 
 # An Open-AutoGLM-like system prompt, repeated up to the requested length (only its length matters).
 SYSTEM_SEED = ("You are a phone-use agent. Each step you see the current screenshot and the task, think about "
@@ -97,8 +98,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     llm = AutoGLM(args.model, mmproj_path=args.mmproj, n_ctx=args.ctx, n_batch=args.batch, n_threads=args.threads,
                   n_gpu_layers=args.gpu_layers, progress=False, vision_matmul_type=args.vision_type)
     load_s = time.perf_counter() - t0
-    model, n_vocab = llm._model, llm.n_vocab
-    ids = lambda n: rng.integers(10, min(n_vocab, 4000), n).tolist()  # ordinary token ids, no specials
+    ids = lambda n: rng.integers(10, min(llm.n_vocab, 4000), n).tolist()  # ordinary token ids, no specials
     common = {"model": Path(args.model).name, "threads": args.threads or "auto", "n_gpu_layers": args.gpu_layers,
               "batch": args.batch, "ggml": _core.ggml_version(), "load_s": round(load_s, 3)}
     results = []
@@ -107,16 +107,6 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
         mean, std = _stats(values)
         results.append({**common, "test": test, "unit": unit, "mean": round(mean, 4), "stddev": round(std, 4),
                         "reps": len(values), **extra})
-
-    def generate(prompt: list, n_gen: int):
-        s = _core.Session(model, n_ctx=len(prompt) + n_gen + 8, n_batch=args.batch)
-        g = _core.Generator(s, prompt, _core.SamplingParams(), max_tokens=n_gen, stop_at_eog=False)
-        first = None
-        t0 = time.perf_counter()
-        for _ in g:
-            if first is None:
-                first = time.perf_counter() - t0
-        return g.timings, first
 
     from . import op_count
 
@@ -132,50 +122,39 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
             out.update(peak_gops=round(peak[f"{work.family}_gops"], 1), share_of_peak=round(share, 3))
         return out
 
-    generate(ids(8), 2)  # warm-up (first-touch of weights, thread pool, allocator), not measured
+    time_generation(llm, ids(8), 2)  # warm-up (first-touch of weights, thread pool, allocator), not measured
     if args.n_prompt > 0:
-        vals = [generate(ids(args.n_prompt), 1)[0]["prompt_tokens_per_s"] for _ in range(args.reps)]
+        vals = [time_generation(llm, ids(args.n_prompt), 1).prompt_tokens_per_s for _ in range(args.reps)]
         work = op_count.text_prefill(args.model, args.n_prompt)
         record(f"pp{args.n_prompt}", "tok/s", vals, **arithmetic(work, args.n_prompt / statistics.fmean(vals)))
     if args.n_gen > 0:
-        vals = [generate(ids(1), args.n_gen)[0]["generation_tokens_per_s"] for _ in range(args.reps)]
+        vals = [time_generation(llm, ids(1), args.n_gen).generation_tokens_per_s for _ in range(args.reps)]
         record(f"tg{args.n_gen}", "tok/s", vals)
     if args.image:
-        if llm._vision is None:
+        vis = llm.vision
+        if vis is None:
             raise AutoGLMError("--image needs the vision projector: pass --mmproj MMPROJ.gguf")
         img = parse_image_arg(args.image)
-        vis = llm._vision
-        hp = vis.hparams
-        enc_ms, n_tok = [], 0
-        for rep in range(args.reps + 1):  # rep 0 warms up and is not recorded
-            t0 = time.perf_counter()
-            patches, gh, gw = _core.preprocess_image(img, hp["image_mean"], hp["image_std"], patch_size=hp["patch_size"],
-                                                     merge_size=hp["merge_size"],
-                                                     min_pixels=int(args.image_min_pixels or hp["min_pixels"]),
-                                                     max_pixels=int(args.image_max_pixels or hp["max_pixels"]))
-            emb = vis.model.encode(patches, gh, gw)  # the tower itself: no embeddings cache here
-            if rep:
-                enc_ms.append((time.perf_counter() - t0) * 1e3)
-            n_tok = emb.shape[0]
+        # rep 0 warms up and is not recorded; pre-processing counts, as in a request
+        encodes = [time_image_encode(vis, img, min_pixels=args.image_min_pixels, max_pixels=args.image_max_pixels)
+                   for _ in range(args.reps + 1)][1:]
+        enc_ms = [(e.preprocess_s + e.encode_s) * 1e3 for e in encodes]
+        last, merge = encodes[-1], vis.hparams["merge_size"]
         on_cpu = vis.model.weights_device == "CPU"
-        work = op_count.vision_encode(args.mmproj, gh * gw)
+        work = op_count.vision_encode(args.mmproj, last.grid_h * last.grid_w)
         extra = arithmetic(work, statistics.fmean(enc_ms) / 1e3) if on_cpu else {}
-        record(f"image {img.shape[1]}x{img.shape[0]}", "ms", enc_ms, image_tokens=n_tok,
-               grid=[gh // hp["merge_size"], gw // hp["merge_size"]], matrices=vis.model.matmul_type, **extra)
+        record(f"image {img.shape[1]}x{img.shape[0]}", "ms", enc_ms, image_tokens=last.image_tokens,
+               grid=[last.grid_h // merge, last.grid_w // merge], matrices=vis.model.matmul_type, **extra)
         # Time to first token of a whole agent step: system prompt + screenshot + instruction, cold.
         system = system_prompt(llm.tokenize, args.system_tokens)
-        ttft = []
-        for r in range(args.reps):
+        steps = []
+        for _ in range(args.reps):
             llm.reset()
             vis.clear_cache()
-            t0 = time.perf_counter()
-            stream = llm.generate(agent_prompt(system, 0), images=[img], max_tokens=1, stream=True,
-                                  image_max_pixels=args.image_max_pixels, image_min_pixels=args.image_min_pixels)
-            next(iter(stream), None)
-            ttft.append(time.perf_counter() - t0)
-            for _ in stream:
-                pass
-        record("agent step ttft", "s", ttft, prompt_tokens=(llm.last_timings or {}).get("prompt_tokens"),
+            steps.append(time_first_token(llm, agent_prompt(system, 0), images=[img],
+                                          image_max_pixels=args.image_max_pixels,
+                                          image_min_pixels=args.image_min_pixels))
+        record("agent step ttft", "s", [s.seconds for s in steps], prompt_tokens=steps[-1].prompt_tokens,
                system_tokens=args.system_tokens)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record("peak RSS", "MiB", [rss])

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from .errors import AutoGLMError
-
 from .quant_mix import PRESETS
 
 TEXT_OUTTYPES = tuple(PRESETS)
@@ -28,7 +27,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     model_dir = args.model_dir
     force = args.force
     if model_dir is None:
-        from .tiny_checkpoint import write_checkpoint
+        from ._tiny.checkpoint import write_checkpoint
 
         demo = Path(args.demo_dir).resolve()
         print(f"No checkpoint given: generating a tiny RANDOM-WEIGHT GLM-4.1V-architecture checkpoint in "
@@ -138,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "text-model GGUF and a vision-projector (mmproj) GGUF, laid out as llama.cpp's own "
                                    "converter does. Without HF_DIR, converts a tiny random demo checkpoint.")
     c.add_argument("model_dir", metavar="HF_DIR", nargs="?", help="checkpoint directory (omit for the tiny demo)")
-    c.add_argument("-o", "--outfile", help="text GGUF path (default: <HF_DIR>/../<name>-<OUTTYPE>.gguf)")
+    c.add_argument("-o", "--outfile",
+                   help="text GGUF path (default: <name>-<OUTTYPE>.gguf in the current directory, <name> being "
+                        "HF_DIR's folder name; the demo's goes in autoglm-demo/)")
     c.add_argument("--outtype", default="q4_0", type=str.lower, choices=TEXT_OUTTYPES,
                    help="llama-quantize's preset for the text model's weight matrices, mix included (default q4_0; "
                         "q4_k_m is llama.cpp's usual choice; see `autoglm-gguf quantize -h` for the list)")

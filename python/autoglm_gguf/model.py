@@ -10,13 +10,17 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _core
 from .errors import AutoGLMError, GGUFFileError
+
+if TYPE_CHECKING:
+    from .vision import ImageEncoder
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
                  "penalty_last_n", "openai_penalties")
@@ -63,7 +67,7 @@ class AutoGLM:
             self._model = _load_with_progress(self.model_path, n_gpu_layers, n_threads or 0, progress)
         except _core.NativeError as e:
             raise GGUFFileError(str(e)) from None
-        self._session_args = dict(n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type)
+        self._session_args = {"n_ctx": n_ctx, "n_batch": n_batch, "kv_type": kv_type}
         self._session = _native_call(_core.Session, self._model, **self._session_args)
         self._vision = None
         if self.mmproj_path:
@@ -83,7 +87,7 @@ class AutoGLM:
             print(f"autoglm: {self.model_path}: {hp['n_layer']} layers, n_embd {hp['n_embd']}, vocab {hp['n_vocab']}, "
                   f"{self._model.weight_bytes / 2**20:.0f} MiB weights on {self._model.devices}", flush=True)
 
-    def new_context(self, *, n_ctx: int | None = None) -> "AutoGLM":
+    def new_context(self, *, n_ctx: int | None = None) -> AutoGLM:
         """Another conversation context over the same loaded weights and vision tower: its own KV cache
         (prefix reuse) and last_* results, no second copy of the model. Contexts may be used from
         different threads; their computations take turns on the model (one micro-batch at a time).
@@ -96,7 +100,7 @@ class AutoGLM:
         return other
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "AutoGLM":
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> AutoGLM:
         """Load the one text GGUF in `directory`, with the one mmproj-*.gguf beside it if present."""
         d = Path(directory)
         if not d.is_dir():
@@ -140,6 +144,12 @@ class AutoGLM:
         return self._model.hparams
 
     @property
+    def vision(self) -> ImageEncoder | None:
+        """The image encoder loaded from mmproj_path (vision.ImageEncoder: the tower as `.model`, its
+        `.hparams` and embeddings cache), or None without an mmproj."""
+        return self._vision
+
+    @property
     def chat_template(self) -> str:
         """The Jinja template stored in the GGUF (for tools that render it themselves)."""
         return self._model.chat_template
@@ -165,8 +175,12 @@ class AutoGLM:
             raise AutoGLMError("images need the vision projector: pass mmproj_path= (the mmproj-*.gguf file)")
         return self._vision.encode(image, min_pixels=min_pixels, max_pixels=max_pixels)
 
-    def _prompt(self, prompt: str, images, max_pixels, min_pixels) -> tuple[list, dict]:
+    def _prompt(self, prompt: str | list[int], images, max_pixels, min_pixels) -> tuple[list, dict]:
         """The native prompt (token ids, or pieces with images) and image timings."""
+        if not isinstance(prompt, str):  # token ids, used as they are
+            if images:
+                raise ValueError("images fill the image slots of a text prompt; pass the prompt as text")
+            return [int(t) for t in prompt], {}
         if not images:
             from .vision import IMAGE_SLOT
 
@@ -182,14 +196,15 @@ class AutoGLM:
         return prompt_pieces(self._model, prompt, encoded), info
 
     # ------------------------------------------------------------------------------------ generation
-    def generate(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
+    def generate(self, prompt: str | list[int], *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, min_p: float = 0.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
                  presence_penalty: float = 0.0, penalty_last_n: int = 64, openai_penalties: bool = False,
                  stop: str | list[str] | None = None, seed: int | None = None,
                  stream: bool = False, images: list | None = None, image_max_pixels: int | None = None,
                  image_min_pixels: int | None = None, progress: Callable[[int, int], bool | None] | None = None,
-                 grammar: str | None = None) -> str | Iterator[str]:
-        """Continue raw `prompt` text (special tokens allowed, as a chat template renders them).
+                 grammar: str | None = None, ignore_eos: bool = False) -> str | Iterator[str]:
+        """Continue raw `prompt` text (special tokens allowed, as a chat template renders them), or a
+        list of token ids used as they are (no images then).
 
         Returns the text, or with stream=True an iterator of pieces. Afterwards `last_finish_reason`
         ('stop' or 'length') and `last_timings` describe the run. temperature=0 is greedy.
@@ -197,16 +212,18 @@ class AutoGLM:
         the cache); returning False stops the prompt with KeyboardInterrupt and leaves the cache as it was.
         grammar: only text it allows is generated (llguidance's Lark syntax; see grammar.py); generation
         ends when it is complete. last_timings then has grammar_ms and grammar_ms_per_token.
+        ignore_eos: end-of-generation tokens do not stop it (only max_tokens or `stop` do), as benchmarks need.
         """
         pieces = self._pieces(prompt, max_tokens=max_tokens, stop=stop, seed=seed, images=images,
                               pixels=(image_max_pixels, image_min_pixels), progress=progress, grammar=grammar,
-                              sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                                            presence_penalty=presence_penalty, penalty_last_n=penalty_last_n,
-                                            openai_penalties=openai_penalties))
+                              stop_at_eog=not ignore_eos,
+                              sampling={"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                                        "repeat_penalty": repeat_penalty, "frequency_penalty": frequency_penalty,
+                                        "presence_penalty": presence_penalty, "penalty_last_n": penalty_last_n,
+                                        "openai_penalties": openai_penalties})
         return pieces if stream else "".join(pieces)
 
-    def _pieces(self, prompt: str, *, max_tokens: int, stop, seed, sampling: dict, images=None,
+    def _pieces(self, prompt: str | list[int], *, max_tokens: int, stop, seed, sampling: dict, images=None,
                 pixels=(None, None), progress=None, stop_at_eog: bool = True, grammar: str | None = None) -> Iterator[str]:
         if seed is None:
             seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little")

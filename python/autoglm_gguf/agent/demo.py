@@ -32,8 +32,8 @@ def add_demo_parser(sub) -> None:
 
 
 def _convert(demo: Path) -> tuple[Path, Path]:
+    from .._tiny.checkpoint import write_checkpoint
     from ..convert import ConvertOptions, convert_checkpoint
-    from ..tiny_checkpoint import write_checkpoint
 
     ckpt = write_checkpoint(demo / "tiny-glm4v-random")
     text = demo / "tiny-glm4v-random-Q4_0.gguf"
@@ -57,7 +57,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise AutoGLMError(f"--steps must be >= 1, got {args.steps}")
     demo = Path(args.dir).resolve()
     demo.mkdir(parents=True, exist_ok=True)
-    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    say = lambda msg: print(msg, flush=True)
     say(f"1/3 converting a tiny RANDOM-WEIGHT GLM-4.1V-architecture checkpoint to GGUF in {demo} "
         "(the demo model's answers are meaningless)")
     text, mmproj = _convert(demo)

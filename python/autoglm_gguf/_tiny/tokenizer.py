@@ -2,7 +2,7 @@
 GLM-4's pre-tokenizer and special tokens in their real order, tokenizer_config.json, the
 GLM-4.1V-style chat template, generation_config.json and preprocessor_config.json.
 
-Split out of tiny_checkpoint.py (which writes the weights and config); see its docstring.
+Split out of checkpoint.py (which writes the weights and config); see its docstring.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 # --------------------------------------------------------------------------------------
 
 #: GLM-4 / GLM-4.1V added tokens in their real order (offset i <-> real id 151329 + i).
-#: Offsets 16..19 are our plausible guess (see module docstring); the first 16 are confirmed.
+#: Offsets 16..19 are our plausible guess (see checkpoint.py's docstring); the first 16 are confirmed.
 GLM_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",  # +0  151329  eos / pad
     "[MASK]",  # +1
@@ -40,14 +40,14 @@ GLM_SPECIAL_TOKENS: tuple[str, ...] = (
     "</answer>",  # +19 (guess) plays the role of 151348, the 4th eos id
 )
 #: Added tokens that are *not* special (decoded even with skip_special_tokens=True).
-_NON_SPECIAL = frozenset({"<think>", "</think>", "<answer>", "</answer>"})
+NON_SPECIAL = frozenset({"<think>", "</think>", "<answer>", "</answer>"})
 
 #: Size of the trained byte-level BPE vocabulary (256 byte symbols + 224 merges).
 N_BPE = 480
-_TINY_VOCAB = 512  # N_BPE + 20 added tokens = 500, rounded up to a multiple of 64
+TINY_VOCAB = 512  # N_BPE + 20 added tokens = 500, rounded up to a multiple of 64
 
 
-def _sid(tok: str, base: int = N_BPE) -> int:
+def special_token_id(tok: str, base: int = N_BPE) -> int:
     """Id of added token `tok` when the 20 added tokens start at `base` (N_BPE, or GLM-4's 151329)."""
     return base + GLM_SPECIAL_TOKENS.index(tok)
 
@@ -58,7 +58,7 @@ GLM4_PRETOKENIZER_REGEX = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -69,7 +69,7 @@ def _write_json(path: Path, obj) -> None:
 # A small built-in training corpus: English prose, code, digits, punctuation, Chinese,
 # accented Latin, Greek/Cyrillic and a few emoji, so that byte-level BPE gets multi-byte
 # merges and the GLM-4 pre-tokenizer regex sees every branch.
-_CORPUS = r"""
+CORPUS = r"""
 The quick brown fox jumps over the lazy dog. The five boxing wizards jump quickly.
 Open the Settings app, tap on "Wi-Fi", then turn it on. Swipe up to go back to the home screen.
 I'm sure you'll find it; we've done it before, and they're ready. It's what she'd say, isn't it?
@@ -152,14 +152,14 @@ def _build_tokenizer_json() -> str:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    tok.train_from_iterator(_CORPUS.splitlines(keepends=True), trainer=trainer)
+    tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
     if tok.get_vocab_size() != N_BPE:
         raise RuntimeError(f"tiny BPE has {tok.get_vocab_size()} tokens, expected {N_BPE}")
     tok.add_tokens(
         [
             AddedToken(
                 t,
-                special=t not in _NON_SPECIAL,
+                special=t not in NON_SPECIAL,
                 normalized=False,
                 lstrip=False,
                 rstrip=False,
@@ -171,7 +171,7 @@ def _build_tokenizer_json() -> str:
     # Make the special flags explicit (add_tokens marks everything non-special).
     data = json.loads(tok.to_str())
     for entry in data["added_tokens"]:
-        entry["special"] = entry["content"] not in _NON_SPECIAL
+        entry["special"] = entry["content"] not in NON_SPECIAL
     for i, entry in enumerate(data["added_tokens"]):
         if entry["id"] != N_BPE + i or entry["content"] != GLM_SPECIAL_TOKENS[i]:
             raise RuntimeError("unexpected added-token layout")
@@ -219,10 +219,10 @@ _OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _write_tokenizer_files(out: Path, config: dict, special_base: int = N_BPE) -> None:
+def write_tokenizer_files(out: Path, config: dict, special_base: int = N_BPE) -> None:
     (out / "tokenizer.json").write_text(build_tokenizer_json(special_base), encoding="utf-8")
     eot = "<|endoftext|>"
-    _write_json(
+    write_json(
         out / "tokenizer_config.json",
         {
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -234,12 +234,12 @@ def _write_tokenizer_files(out: Path, config: dict, special_base: int = N_BPE) -
                     "normalized": False,
                     "rstrip": False,
                     "single_word": False,
-                    "special": t not in _NON_SPECIAL,
+                    "special": t not in NON_SPECIAL,
                 }
                 for i, t in enumerate(GLM_SPECIAL_TOKENS)
             },
             "additional_special_tokens": [
-                t for t in GLM_SPECIAL_TOKENS if t not in _NON_SPECIAL and t != eot
+                t for t in GLM_SPECIAL_TOKENS if t not in NON_SPECIAL and t != eot
             ],
             "eos_token": eot,
             "pad_token": eot,
@@ -252,14 +252,14 @@ def _write_tokenizer_files(out: Path, config: dict, special_base: int = N_BPE) -
         },
     )
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
-    sid = functools.partial(_sid, base=special_base)
+    sid = functools.partial(special_token_id, base=special_base)
     eos = [sid(eot), sid("<|user|>"), sid("<|observation|>"), sid(GLM_SPECIAL_TOKENS[-1])]
-    _write_json(
+    write_json(
         out / "generation_config.json",
         {"do_sample": False, "eos_token_id": eos, "pad_token_id": sid(eot)},
     )
     vc = config["vision_config"]
-    _write_json(
+    write_json(
         out / "preprocessor_config.json",
         {
             "image_processor_type": "Glm4vImageProcessor",

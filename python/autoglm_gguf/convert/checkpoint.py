@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoglm_gguf.errors import ConversionError
-
+from ..errors import ConversionError
 from .safetensors_io import TensorRef, open_checkpoint_tensors
 
 SUPPORTED_ARCHS = ("Glm4vForConditionalGeneration",)

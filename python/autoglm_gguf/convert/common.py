@@ -8,9 +8,8 @@ from pathlib import Path
 
 import gguf
 
+from ..quant_mix import PRESETS
 from .checkpoint import Checkpoint
-
-from autoglm_gguf.quant_mix import PRESETS
 
 T = gguf.GGMLQuantizationType
 # Text --outtype: llama-quantize's presets (quant_mix.PRESETS), the per-tensor mix included.

@@ -1,6 +1,6 @@
 """HF Glm4vForConditionalGeneration checkpoint -> text GGUF + vision-projector (mmproj) GGUF.
 
-Installed as autoglm_gguf.convert. Flow: load_checkpoint() reads and validates everything up front;
+Flow: load_checkpoint() reads and validates everything up front;
 plan_text()/plan_mmproj() describe each output (metadata + tensors with their storage types and row
 sources); write_gguf() streams the tensors through the native quantizer into temporary files that
 are renamed into place only when both are complete.
@@ -15,8 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from autoglm_gguf.errors import ConversionError
-
+from ..errors import ConversionError
 from .checkpoint import Checkpoint, load_checkpoint
 from .common import OUTTYPES
 from .gguf_out import GGUFPlan, OutputSet, write_gguf
@@ -27,7 +26,8 @@ from .text_gguf import plan_text
 # fit 256-blocks fall back to Q5_0), q4_0 the legacy one.
 MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
 
-__all__ = ["ConvertOptions", "convert_checkpoint", "convert_loaded", "load_checkpoint", "Checkpoint", "MMPROJ_OUTTYPES", "OUTTYPES"]
+__all__ = ["MMPROJ_OUTTYPES", "OUTTYPES", "Checkpoint", "ConvertOptions", "convert_checkpoint",
+           "convert_loaded", "load_checkpoint"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ def malformed_input(where):
 
 
 def _load_imatrix(path: Path):
-    from autoglm_gguf.imatrix import load_imatrix
+    from ..imatrix import load_imatrix
 
     try:
         return load_imatrix(path)

@@ -70,33 +70,17 @@ import sys
 import time
 from pathlib import Path
 
-from .random_weights import _iter_tensor_chunks, f32_to_bf16_bits, random_rows  # noqa: F401  (re-exported)
-from .tiny_tokenizer import (  # noqa: F401  (re-exported: the public names of the tiny checkpoint)
-    _NON_SPECIAL,
-    _TINY_VOCAB,
-    CHAT_TEMPLATE,
-    GLM4_PRETOKENIZER_REGEX,
+from .tokenizer import (
     GLM_SPECIAL_TOKENS,
     N_BPE,
-    _sid,
-    _write_json,
-    _write_tokenizer_files,
-    build_tokenizer_json,
+    TINY_VOCAB,
+    special_token_id,
+    write_json,
+    write_tokenizer_files,
 )
+from .weights import iter_tensor_chunks
 
-__all__ = [
-    "CHAT_TEMPLATE",
-    "GLM_SPECIAL_TOKENS",
-    "N_BPE",
-    "TINY_TEXT",
-    "TINY_VISION",
-    "build_tokenizer_json",
-    "f32_to_bf16_bits",
-    "make_config",
-    "random_rows",
-    "tensor_specs",
-    "write_checkpoint",
-]
+__all__ = ["TINY_TEXT", "TINY_VISION", "make_config", "tensor_specs", "write_checkpoint"]
 
 # --------------------------------------------------------------------------------------
 # Default tiny config
@@ -107,7 +91,7 @@ __all__ = [
 #: dim = 16 * 0.5 = 8, i.e. 4 frequencies, split T/H/W = [1, 2, 1] (all three sections non-empty
 #: and H != W so that swapping streams is detectable).
 TINY_TEXT: dict = {
-    "vocab_size": _TINY_VOCAB,
+    "vocab_size": TINY_VOCAB,
     "hidden_size": 64,
     "intermediate_size": 96,
     "num_hidden_layers": 2,
@@ -120,7 +104,7 @@ TINY_TEXT: dict = {
     "attention_dropout": 0.0,
     "initializer_range": 0.02,
     "use_cache": True,
-    "pad_token_id": _sid("<|endoftext|>"),
+    "pad_token_id": special_token_id("<|endoftext|>"),
     "rope_parameters": {
         "rope_type": "default",
         "rope_theta": 10000.0,
@@ -151,12 +135,12 @@ TINY_VISION: dict = {
 }
 
 _TOP_DEFAULTS: dict = {
-    "image_token_id": _sid("<|image|>"),
-    "video_token_id": _sid("<|video|>"),
-    "image_start_token_id": _sid("<|begin_of_image|>"),
-    "image_end_token_id": _sid("<|end_of_image|>"),
-    "video_start_token_id": _sid("<|begin_of_video|>"),
-    "video_end_token_id": _sid("<|end_of_video|>"),
+    "image_token_id": special_token_id("<|image|>"),
+    "video_token_id": special_token_id("<|video|>"),
+    "image_start_token_id": special_token_id("<|begin_of_image|>"),
+    "image_end_token_id": special_token_id("<|end_of_image|>"),
+    "video_start_token_id": special_token_id("<|begin_of_video|>"),
+    "video_end_token_id": special_token_id("<|end_of_video|>"),
     "tie_word_embeddings": False,
 }
 
@@ -498,7 +482,7 @@ def write_checkpoint(
             f.write(_safetensors_header(entries, st_dtype, esize))
             for name, shape, kind in entries:
                 zero_from = n_tok if name == "lm_head.weight" else None
-                for chunk in _iter_tensor_chunks(
+                for chunk in iter_tensor_chunks(
                     name, shape, kind, seed=seed, dtype=dtype, weight_std=weight_std, zero_rows_from=zero_from
                 ):
                     f.write(memoryview(chunk).cast("B"))
@@ -516,7 +500,7 @@ def write_checkpoint(
     if progress:
         sys.stderr.write("\n")
     if nshard > 1:
-        _write_json(
+        write_json(
             out / "model.safetensors.index.json",
             {
                 "metadata": {
@@ -527,14 +511,14 @@ def write_checkpoint(
             },
         )
 
-    _write_json(out / "config.json", config)
+    write_json(out / "config.json", config)
     if tokenizer:
-        _write_tokenizer_files(out, config)
+        write_tokenizer_files(out, config)
     else:
         tc = config["text_config"]
         pad = tc.get("pad_token_id")
         gen = {"do_sample": False}
         if pad is not None:
             gen["pad_token_id"] = pad
-        _write_json(out / "generation_config.json", gen)
+        write_json(out / "generation_config.json", gen)
     return out

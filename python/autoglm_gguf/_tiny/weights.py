@@ -1,7 +1,7 @@
-"""Random weight values for the synthetic checkpoints and GGUFs (tiny_checkpoint, bench/make_synthetic).
+"""Random weight values for the synthetic checkpoints and GGUFs (checkpoint.py, bench/make_synthetic).
 
 Each tensor gets values from a 65536-entry table of normal quantiles (scaled/shifted per kind: see
-tiny_checkpoint's module notes), indexed by a generator seeded from (seed, tensor name): streamed in
+checkpoint.py's module notes), indexed by a generator seeded from (seed, tensor name): streamed in
 bounded chunks for the safetensors writer, or addressable by row blocks for GGUF synthesis.
 """
 
@@ -96,7 +96,7 @@ def random_rows(name: str, shape: tuple[int, ...], kind: str, r0: int, r1: int, 
     return out.reshape((r1 - r0,) + tuple(shape[1:]))
 
 
-def _iter_tensor_chunks(name, shape, kind, *, seed, dtype, weight_std, zero_rows_from=None):
+def iter_tensor_chunks(name, shape, kind, *, seed, dtype, weight_std, zero_rows_from=None):
     """Yield the tensor's bytes (as numpy arrays in the output encoding) in bounded chunks.
 
     Rows ``>= zero_rows_from`` (of a 2-D tensor) are zeroed after drawing, so the other rows do

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoglm_gguf.errors import ConversionError
+from ..errors import ConversionError
 
 _DTYPES = {
     "F32": (np.dtype("<f4"), 4),

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import gguf
 
-from autoglm_gguf.errors import ConversionError
-
+from ..errors import ConversionError
+from ..quant_mix import MixOptions, ModelShape, TensorInfo, plan_types, preset, requires_imatrix
 from .checkpoint import Checkpoint
-from autoglm_gguf.quant_mix import MixOptions, ModelShape, TensorInfo, plan_types, preset, requires_imatrix
-
 from .common import FILE_TYPES, T, add_general_metadata, n_params, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
 from .transforms import neox_row_order, permuted_rows, rows_of

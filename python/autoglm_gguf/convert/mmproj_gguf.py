@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import gguf
 
-from autoglm_gguf.errors import ConversionError
-
+from ..errors import ConversionError
+from ..quant_mix import fit_type, preset
 from .checkpoint import Checkpoint
-from autoglm_gguf.quant_mix import fit_type, preset
-
 from .common import T, add_general_metadata, n_params, processor_settings, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
 from .transforms import rows_of, temporal_slice

@@ -25,8 +25,7 @@ from typing import Any
 
 import gguf
 
-from autoglm_gguf.errors import ConversionError
-
+from ..errors import ConversionError
 from .checkpoint import Checkpoint
 
 ROLES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")  # tokenizer_config / config.json lookup order

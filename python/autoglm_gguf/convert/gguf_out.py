@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gguf
 import numpy as np
 
-from autoglm_gguf import _core
-from autoglm_gguf.errors import ConversionError
+from .. import _core
+from ..errors import ConversionError
 
 CHUNK_BYTES = 64 << 20  # f32 bytes per conversion chunk
 
@@ -109,7 +109,7 @@ class OutputSet:
                 raise ConversionError(f"{p.parent}: output directory is not writable")
         self.temps: list[Path] = []
 
-    def __enter__(self) -> "OutputSet":
+    def __enter__(self) -> OutputSet:
         umask = os.umask(0)
         os.umask(umask)
         for p in self.targets:
