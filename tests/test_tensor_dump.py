@@ -112,7 +112,9 @@ def test_dump_localizes_a_broken_layer(alt_f32, tmp_path):
     broken.write_bytes(path.read_bytes())
     r = gguf.GGUFReader(broken, "r+")
     (t,) = [t for t in r.tensors if t.name == f"blk.{BROKEN_LAYER}.ffn_down.weight"]
-    t.data[...] *= 1.5  # a deliberately wrong MLP in one layer
+    # A deliberately wrong MLP in one layer: half its output features negated (a scale alone would not
+    # do: GLM-4's post-MLP RMSNorm cancels it).
+    t.data[: t.data.shape[0] // 2] *= -1.0
     r.data.flush()
     del r
 
