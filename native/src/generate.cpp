@@ -127,8 +127,9 @@ bool generator::next(std::string & piece) {
     if (done_) return false;
     auto lock = s_.acquire();
     if (s_.epoch() != epoch_) {
-        throw busy("this generation cannot continue: its session has been used by another generation or evaluation "
-                   "since, so the cache no longer holds its text; start a new generation");
+        throw busy(
+            "this generation cannot continue: its session has been used by another generation or evaluation "
+            "since, so the cache no longer holds its text; start a new generation");
     }
     while (!done_) {
         std::string produced;

@@ -26,16 +26,17 @@ session::session(const text_model & model, const session_params & params)
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
     text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx, n_tok, false, flash_attn_, cpu_attn_});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
-        throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
-                    std::to_string(params_.n_batch) + "; use smaller values");
+        throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) +
+                            ", n_batch=" + std::to_string(params_.n_batch) + "; use smaller values");
     }
 }
 
 std::unique_lock<std::recursive_mutex> session::acquire() {
     std::unique_lock<std::recursive_mutex> lock(busy_, std::try_to_lock);
     if (!lock.owns_lock()) {
-        throw busy("this session (conversation context) is in use by another thread; give each thread its own "
-                   "session, or wait for the other call to finish");
+        throw busy(
+            "this session (conversation context) is in use by another thread; give each thread its own "
+            "session, or wait for the other call to finish");
     }
     return lock;
 }
@@ -116,7 +117,8 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     if (n == 0) return {};
     if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
         throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
-                               " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the session with a larger n_ctx)");
+                           " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) +
+                           " (create the session with a larger n_ctx)");
     }
     const size_t n_vocab = model_.hparams().n_vocab;
     const uint32_t n_out_total = mode == logits_mode::all ? n : (mode == logits_mode::last ? 1 : 0);
@@ -131,7 +133,8 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
             const bool last_ub = i0 + nb == n;
             const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);
             float * out = n_out ? logits.data() + (mode == logits_mode::all ? (size_t) i0 * n_vocab : 0) : nullptr;
-            run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out, out);
+            run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out,
+                       out);
             for (uint32_t j = 0; j < nb; ++j) {
                 kv_.append(tokens ? tokens[i0 + j] : -1, keys[i0 + j], pos[i0 + j], next_after[i0 + j]);
             }
@@ -154,8 +157,8 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
                          uint32_t n_out, float * logits_out) {
     const text_hparams & hp = model_.hparams();
     const uint32_t kv_head = kv_.n_used();
-    const text_graph_shape shape{n,           attended_cells(kv_head + n), n_out, embd != nullptr, flash_attn_, cpu_attn_,
-                                 !(imatrix_ && imatrix_->active)};
+    const text_graph_shape shape{n,         attended_cells(kv_head + n),    n_out, embd != nullptr, flash_attn_,
+                                 cpu_attn_, !(imatrix_ && imatrix_->active)};
     if (!graph_ctx_ || !(shape == graph_shape_)) {
         // ref: llama.cpp reuses the previous graph when its parameters match (llm_graph_result::can_reuse).
         graph_ctx_.reset();

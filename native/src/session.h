@@ -17,8 +17,8 @@
 #include "kv_cache.h"
 #include "op_profile.h"
 #include "prompt_layout.h"
-#include "text_graph.h"
 #include "tensor_dump.h"
+#include "text_graph.h"
 #include "text_model.h"
 
 namespace autoglm {
@@ -85,8 +85,8 @@ private:
     uint32_t progress_base_ = 0, progress_total_ = 0;
     std::recursive_mutex busy_;
     uint64_t epoch_ = 0;
-    void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
-                    uint32_t n_out, float * logits_out);
+    void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos, uint32_t n_out,
+                    float * logits_out);
 
     const text_model & model_;
     session_params params_;

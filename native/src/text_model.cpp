@@ -18,8 +18,9 @@ static const char * K(key k) { return arch::name(k); }
 void text_model::read_hparams(const gguf_file & f) {
     const std::string file_arch = f.get_str(K(key::GENERAL_ARCHITECTURE));
     if (file_arch != arch::TEXT_ARCH) {
-        throw file_error(f.path() + ": architecture '" + file_arch + "', expected a GLM-4 text model ('glm4')" +
-                    (file_arch == arch::VISION_ARCH ? " - this is a vision projector (mmproj) file; pass it as the mmproj" : ""));
+        throw file_error(
+            f.path() + ": architecture '" + file_arch + "', expected a GLM-4 text model ('glm4')" +
+            (file_arch == arch::VISION_ARCH ? " - this is a vision projector (mmproj) file; pass it as the mmproj" : ""));
     }
     hp_.n_embd = f.get_u32(K(key::TEXT_EMBEDDING_LENGTH));
     hp_.n_layer = f.get_u32(K(key::TEXT_BLOCK_COUNT));
@@ -29,18 +30,19 @@ void text_model::read_hparams(const gguf_file & f) {
     hp_.n_ctx_train = f.get_u32(K(key::TEXT_CONTEXT_LENGTH), 4096);
     if (hp_.n_head == 0 || hp_.n_head_kv == 0 || hp_.n_head % hp_.n_head_kv) {
         throw file_error(f.path() + ": head counts " + std::to_string(hp_.n_head) + " / " + std::to_string(hp_.n_head_kv) +
-                    " (attention.head_count / head_count_kv) are not valid for grouped-query attention");
+                         " (attention.head_count / head_count_kv) are not valid for grouped-query attention");
     }
     hp_.head_dim = f.get_u32(K(key::TEXT_KEY_LENGTH), hp_.n_embd / hp_.n_head);
     hp_.n_rot = f.get_u32(K(key::TEXT_ROPE_DIMENSION_COUNT), hp_.head_dim);
     if (hp_.n_rot == 0 || hp_.n_rot % 2 || hp_.n_rot > hp_.head_dim) {
         throw file_error(f.path() + ": rope.dimension_count " + std::to_string(hp_.n_rot) + " must be even and <= head_dim " +
-                    std::to_string(hp_.head_dim));
+                         std::to_string(hp_.head_dim));
     }
     hp_.rope_theta = f.get_f32(K(key::TEXT_ROPE_FREQ_BASE), 10000.0f);
     hp_.rms_eps = f.get_f32(K(key::TEXT_RMS_EPS));
     if (!(std::isfinite(hp_.rope_theta) && hp_.rope_theta > 0.0f)) {
-        throw file_error(f.path() + ": rope.freq_base = " + std::to_string(hp_.rope_theta) + " must be a positive number "
+        throw file_error(f.path() + ": rope.freq_base = " + std::to_string(hp_.rope_theta) +
+                         " must be a positive number "
                          "(GLM-4 uses 10000)");
     }
     if (!(std::isfinite(hp_.rms_eps) && hp_.rms_eps > 0.0f && hp_.rms_eps < 1.0f)) {
@@ -66,18 +68,19 @@ void text_model::read_hparams(const gguf_file & f) {
         hp_.mrope = hp_.rope_sections[0] > 0 && hp_.rope_sections[1] > 0;
         const int sum = hp_.rope_sections[0] + hp_.rope_sections[1] + hp_.rope_sections[2] + hp_.rope_sections[3];
         if (hp_.mrope && sum != (int) hp_.n_rot / 2) {
-            throw file_error(f.path() + ": rope.dimension_sections sum to " + std::to_string(sum) + ", expected n_rot/2 = " +
-                        std::to_string(hp_.n_rot / 2));
+            throw file_error(f.path() + ": rope.dimension_sections sum to " + std::to_string(sum) +
+                             ", expected n_rot/2 = " + std::to_string(hp_.n_rot / 2));
         }
     }
 }
 
 void text_model::read_vocab(const gguf_file & f) {
     const std::string model = f.get_str(K(key::TOKENIZER_MODEL));
-    if (model != "gpt2") throw file_error(f.path() + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' (byte-level BPE)");
+    if (model != "gpt2")
+        throw file_error(f.path() + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' (byte-level BPE)");
     vocab_.tokens = f.get_str_array(K(key::TOKENIZER_TOKENS));
     vocab_.types = f.has(K(key::TOKENIZER_TOKEN_TYPE)) ? f.get_i32_array(K(key::TOKENIZER_TOKEN_TYPE))
-                                                      : std::vector<int32_t>(vocab_.tokens.size(), TOKEN_NORMAL);
+                                                       : std::vector<int32_t>(vocab_.tokens.size(), TOKEN_NORMAL);
     vocab_.merges = f.get_str_array(K(key::TOKENIZER_MERGES));
     // HF's BPE option "ignore_merges" (a pre-token that is itself a token is not split). Our converter
     // records tokenizer.json's value; other glm4 files get llama.cpp's setting for GLM-4 (on).
@@ -123,7 +126,8 @@ void text_model::init_backends(const model_params & params) {
     const int n_layer = (int) hp_.n_layer;
     backends_ = std::make_unique<backend_set>(params.n_threads, params.n_gpu_layers != 0);
     if (params.n_gpu_layers != 0 && !backends_->gpu() && params.log) {
-        params.log("no GPU backend in this build: n_gpu_layers=" + std::to_string(params.n_gpu_layers) + " ignored, running on the CPU");
+        params.log("no GPU backend in this build: n_gpu_layers=" + std::to_string(params.n_gpu_layers) +
+                   " ignored, running on the CPU");
     }
     if (backends_->gpu()) {
         n_gpu_layers_ = (params.n_gpu_layers < 0 || params.n_gpu_layers > n_layer) ? n_layer : params.n_gpu_layers;
@@ -150,7 +154,7 @@ void text_model::create_tensors(const gguf_file & f, const model_params & params
     hp_.n_vocab = (uint32_t) emb_meta->ne[1];
     if (vocab_.tokens.size() != hp_.n_vocab) {
         throw file_error(path_ + ": the vocabulary has " + std::to_string(vocab_.tokens.size()) + " tokens but token_embd has " +
-                    std::to_string(hp_.n_vocab) + " rows");
+                         std::to_string(hp_.n_vocab) + " rows");
     }
     const int64_t V = hp_.n_vocab;
     ggml_backend_t out_dev = output_on_gpu_ ? backends_->gpu() : backends_->cpu();

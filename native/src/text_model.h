@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "backend.h"
-#include "gguf_file.h"
 #include "ggml_ptr.h"
+#include "gguf_file.h"
 #include "tokenizer.h"
 #include "weight_store.h"
 

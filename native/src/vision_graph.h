@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "ggml.h"
 #include "cpu_attention.h"
+#include "ggml.h"
 #include "vision_model.h"
 
 namespace autoglm {
@@ -21,8 +21,7 @@ struct vision_graph {
 };
 
 // Per patch i (merge-window order, spec C.3): its (row, col) in the patch grid.
-void merge_window_coords(int32_t grid_h, int32_t grid_w, int32_t merge, std::vector<int32_t> & rows,
-                         std::vector<int32_t> & cols);
+void merge_window_coords(int32_t grid_h, int32_t grid_w, int32_t merge, std::vector<int32_t> & rows, std::vector<int32_t> & cols);
 
 // attn: the CPU attention kernel to use (cpu_attention.h), or none for ggml_flash_attn_ext (any
 // backend; what a GPU-resident tower uses).

@@ -40,7 +40,8 @@ std::array<float, 3> rgb_triple(const gguf_file & f, key k, const std::array<flo
 void vision_model::read_hparams(const gguf_file & f) {
     const std::string file_arch = f.get_str(K(key::GENERAL_ARCHITECTURE), "");
     if (file_arch != arch::VISION_ARCH) {
-        throw file_error(f.path() + ": architecture '" + file_arch + "', expected a vision projector (mmproj) file with architecture 'clip'" +
+        throw file_error(f.path() + ": architecture '" + file_arch +
+                         "', expected a vision projector (mmproj) file with architecture 'clip'" +
                          (file_arch == arch::TEXT_ARCH ? " - this is the GLM-4 text model; pass its mmproj file instead" : ""));
     }
     const std::string proj = f.get_str(K(key::CLIP_PROJECTOR_TYPE), "");
@@ -72,7 +73,8 @@ void vision_model::read_hparams(const gguf_file & f) {
         throw file_error(where + "vision width " + std::to_string(hp_.n_embd) + " / " + std::to_string(hp_.n_head) +
                          " heads must give a head_dim that is a multiple of 4 (2-D RoPE over rows and columns)");
     }
-    if (hp_.patch_size == 0 || hp_.merge_size == 0) throw file_error(where + "patch_size and spatial_merge_size must be positive");
+    if (hp_.patch_size == 0 || hp_.merge_size == 0)
+        throw file_error(where + "patch_size and spatial_merge_size must be positive");
     // The GGUF holds the Conv3d as two time slices; a still image is the same frame in both.
     const uint32_t tps = f.get_u32(K(key::AUTOGLM_TEMPORAL_PATCH_SIZE), 2);
     if (tps != 2) throw file_error(where + "temporal_patch_size " + std::to_string(tps) + " is not supported (only 2)");
@@ -92,8 +94,8 @@ void vision_model::read_hparams(const gguf_file & f) {
     constexpr int64_t max_image_pixels = 50'000'000;
     if (hp_.min_pixels <= 0 || hp_.max_pixels < hp_.min_pixels || hp_.max_pixels > max_image_pixels) {
         throw file_error(where + "autoglm.image_min/max_pixels = " + std::to_string(hp_.min_pixels) + " / " +
-                         std::to_string(hp_.max_pixels) + " are not a valid range (0 < min <= max <= " +
-                         std::to_string(max_image_pixels) + ")");
+                         std::to_string(hp_.max_pixels) +
+                         " are not a valid range (0 < min <= max <= " + std::to_string(max_image_pixels) + ")");
     }
 }
 
@@ -125,8 +127,9 @@ void vision_model::read_widths(const gguf_file & f) {
         ggml_tensor * k = meta(id);
         const int64_t want[4] = {p, p, 3, E};
         if (!std::equal(want, want + 4, k->ne)) {
-            throw file_error(path_ + ": tensor '" + std::string(ggml_get_name(k)) + "' has shape " + shape_str(k->ne, ggml_n_dims(k)) +
-                             ", expected " + shape_str(want, 4) + " (patch x patch x RGB x width)");
+            throw file_error(path_ + ": tensor '" + std::string(ggml_get_name(k)) + "' has shape " +
+                             shape_str(k->ne, ggml_n_dims(k)) + ", expected " + shape_str(want, 4) +
+                             " (patch x patch x RGB x width)");
         }
         if (k->type != GGML_TYPE_F32 && !ggml_get_type_traits(k->type)->to_float) {
             throw file_error(path_ + ": patch kernel type " + ggml_type_name(k->type) + " cannot be read");
@@ -308,12 +311,13 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
     }
     if (px.patch_dim != patch_dim) {
         throw invalid_argument("encode: patch_dim " + std::to_string(px.patch_dim) + ", this model takes 3*" +
-                               std::to_string(hp_.patch_size) + "*" + std::to_string(hp_.patch_size) + " = " + std::to_string(patch_dim));
+                               std::to_string(hp_.patch_size) + "*" + std::to_string(hp_.patch_size) + " = " +
+                               std::to_string(patch_dim));
     }
     const size_t n_patches = (size_t) px.grid_h * px.grid_w;
     if (px.values.size() != n_patches * patch_dim) {
-        throw invalid_argument("encode: " + std::to_string(px.values.size()) + " values, expected grid_h*grid_w*patch_dim = " +
-                               std::to_string(n_patches * patch_dim));
+        throw invalid_argument("encode: " + std::to_string(px.values.size()) +
+                               " values, expected grid_h*grid_w*patch_dim = " + std::to_string(n_patches * patch_dim));
     }
 
     std::lock_guard<std::mutex> lock(mu_);
@@ -324,8 +328,8 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
     // Compute buffers follow the graph: the scheduler grows them for a larger image and keeps them.
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.gf)) {
-        throw out_of_memory("cannot allocate compute buffers for a " + std::to_string(px.grid_h) + " x " + std::to_string(px.grid_w) +
-                            "-patch image; use a smaller max_pixels");
+        throw out_of_memory("cannot allocate compute buffers for a " + std::to_string(px.grid_h) + " x " +
+                            std::to_string(px.grid_w) + "-patch image; use a smaller max_pixels");
     }
     ggml_backend_tensor_set(g.inp_patches, px.values.data(), 0, px.values.size() * sizeof(float));
 
