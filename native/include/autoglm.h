@@ -56,9 +56,9 @@
 #endif
 
 /* Version of this header; autoglm_version() tells the version of the library actually linked. */
-#define AUTOGLM_VERSION_MAJOR 0
-#define AUTOGLM_VERSION_MINOR 1
-#define AUTOGLM_VERSION_PATCH 0
+#define AUTOGLM_VERSION_MAJOR  0
+#define AUTOGLM_VERSION_MINOR  1
+#define AUTOGLM_VERSION_PATCH  0
 #define AUTOGLM_VERSION_STRING "0.1.0"
 
 #ifdef __cplusplus
@@ -139,8 +139,7 @@ AUTOGLM_API autoglm_model_params autoglm_model_default_params(void);
 /* Load the text model of a GGUF file (e.g. AutoGLM-Phone-9B-Q4_0.gguf; not the mmproj) into *out.
  * On failure *out is left unchanged. Errors: AUTOGLM_ERR_FILE, AUTOGLM_ERR_OUT_OF_MEMORY,
  * AUTOGLM_ERR_ABORTED, AUTOGLM_ERR_INVALID_ARGUMENT. The caller frees *out with autoglm_model_free. */
-AUTOGLM_API autoglm_status autoglm_model_load(const char * path, autoglm_model_params params,
-                                              autoglm_model ** out);
+AUTOGLM_API autoglm_status autoglm_model_load(const char * path, autoglm_model_params params, autoglm_model ** out);
 
 /* Release the caller's reference; memory goes when no session uses the model any more. NULL is a no-op. */
 AUTOGLM_API void autoglm_model_free(autoglm_model * model);
@@ -166,18 +165,17 @@ AUTOGLM_API bool autoglm_token_is_eog(const autoglm_model * model, autoglm_token
 /* Tokenize `text` into tokens[0 .. *n_tokens). With parse_special, special tokens written in the text
  * ("<|user|>", "[gMASK]") become their ids, as in a rendered chat prompt; without it they are plain text.
  * No tokens are added. Caller-buffer rules apply: tokens may be NULL when n_tokens_max is 0. */
-AUTOGLM_API autoglm_status autoglm_tokenize(const autoglm_model * model, const char * text,
-                                            bool parse_special, autoglm_token * tokens, size_t n_tokens_max,
-                                            size_t * n_tokens);
+AUTOGLM_API autoglm_status autoglm_tokenize(const autoglm_model * model, const char * text, bool parse_special,
+                                            autoglm_token * tokens, size_t n_tokens_max, size_t * n_tokens);
 
 /* The bytes one token stands for. A UTF-8 character may be split across tokens, so a piece need not be
  * valid UTF-8 on its own (the generation API below always returns complete characters). */
-AUTOGLM_API autoglm_status autoglm_token_to_piece(const autoglm_model * model, autoglm_token token, char * buf,
-                                                  size_t buf_size, size_t * n_out);
+AUTOGLM_API autoglm_status autoglm_token_to_piece(const autoglm_model * model, autoglm_token token, char * buf, size_t buf_size,
+                                                  size_t * n_out);
 
 /* The concatenated bytes of tokens[0 .. n_tokens) (tokens may be NULL when n_tokens is 0). */
-AUTOGLM_API autoglm_status autoglm_detokenize(const autoglm_model * model, const autoglm_token * tokens,
-                                              size_t n_tokens, char * buf, size_t buf_size, size_t * n_out);
+AUTOGLM_API autoglm_status autoglm_detokenize(const autoglm_model * model, const autoglm_token * tokens, size_t n_tokens,
+                                              char * buf, size_t buf_size, size_t * n_out);
 
 typedef struct autoglm_chat_message {
     const char * role;    /* "system", "user", "assistant" or "observation" ("tool" means observation) */
@@ -188,8 +186,7 @@ typedef struct autoglm_chat_message {
  * for text messages), ending with the assistant prompt when add_generation_prompt. The result starts
  * with "[gMASK]<sop>": tokenize it with parse_special = true. Needs no model. */
 AUTOGLM_API autoglm_status autoglm_chat_format(const autoglm_chat_message * messages, size_t n_messages,
-                                               bool add_generation_prompt, char * buf, size_t buf_size,
-                                               size_t * n_out);
+                                               bool add_generation_prompt, char * buf, size_t buf_size, size_t * n_out);
 
 /* ------------------------------------------------------------------------------------------------
  * Session: one conversation (KV cache) over a model
@@ -217,8 +214,7 @@ AUTOGLM_API autoglm_session_params autoglm_session_default_params(void);
 
 /* Create a session; its KV cache and compute buffers are allocated here (AUTOGLM_ERR_OUT_OF_MEMORY if
  * n_ctx is too large). The caller frees *out with autoglm_session_free. */
-AUTOGLM_API autoglm_status autoglm_session_create(autoglm_model * model, autoglm_session_params params,
-                                                  autoglm_session ** out);
+AUTOGLM_API autoglm_status autoglm_session_create(autoglm_model * model, autoglm_session_params params, autoglm_session ** out);
 
 /* Release the caller's reference (a live generation keeps the session's memory until it is freed). */
 AUTOGLM_API void autoglm_session_free(autoglm_session * session);
@@ -269,16 +265,14 @@ AUTOGLM_API autoglm_generation_params autoglm_generation_default_params(void);
  * AUTOGLM_ERR_CONTEXT_FULL (the prompt does not fit), AUTOGLM_ERR_ABORTED, AUTOGLM_ERR_INVALID_ARGUMENT
  * (empty prompt, an empty stop string, sampling values out of range). Free *out with
  * autoglm_generation_free. */
-AUTOGLM_API autoglm_status autoglm_generation_start(autoglm_session * session, const char * prompt,
-                                                    bool parse_special, autoglm_sampling_params sampling,
-                                                    autoglm_generation_params params, autoglm_generation ** out);
+AUTOGLM_API autoglm_status autoglm_generation_start(autoglm_session * session, const char * prompt, bool parse_special,
+                                                    autoglm_sampling_params sampling, autoglm_generation_params params,
+                                                    autoglm_generation ** out);
 
 /* The same with a tokenized prompt (tokens[0 .. n_tokens), n_tokens > 0). */
-AUTOGLM_API autoglm_status autoglm_generation_start_tokens(autoglm_session * session,
-                                                           const autoglm_token * tokens, size_t n_tokens,
-                                                           autoglm_sampling_params sampling,
-                                                           autoglm_generation_params params,
-                                                           autoglm_generation ** out);
+AUTOGLM_API autoglm_status autoglm_generation_start_tokens(autoglm_session * session, const autoglm_token * tokens,
+                                                           size_t n_tokens, autoglm_sampling_params sampling,
+                                                           autoglm_generation_params params, autoglm_generation ** out);
 
 /* Produce the next piece of text into buf (NUL-terminated; *n_written bytes without the NUL) and set
  * *done = false; or, when the generation has finished, write "" and set *n_written = 0, *done = true.
@@ -288,8 +282,8 @@ AUTOGLM_API autoglm_status autoglm_generation_start_tokens(autoglm_session * ses
  * so buf_size >= 5 always suffices), nothing is consumed, *n_written is set to the buf_size needed, and
  * AUTOGLM_ERR_BUFFER_TOO_SMALL is returned: call again with a larger buffer. Any other error ends the
  * generation: later calls return the same status. */
-AUTOGLM_API autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, size_t buf_size,
-                                                   size_t * n_written, bool * done);
+AUTOGLM_API autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, size_t buf_size, size_t * n_written,
+                                                   bool * done);
 
 typedef enum autoglm_finish_reason {
     AUTOGLM_FINISH_NONE = 0,   /* still running (or failed) */
@@ -339,8 +333,7 @@ AUTOGLM_API autoglm_vision_params autoglm_vision_default_params(void);
 /* Load a vision projector (mmproj-*.gguf: architecture "clip", projector "glm4v"). Errors:
  * AUTOGLM_ERR_FILE (missing, truncated, another kind of file), AUTOGLM_ERR_OUT_OF_MEMORY. Free *out with
  * autoglm_vision_free. A vision handle may be used from one thread at a time. */
-AUTOGLM_API autoglm_status autoglm_vision_load(const char * path, autoglm_vision_params params,
-                                               autoglm_vision ** out);
+AUTOGLM_API autoglm_status autoglm_vision_load(const char * path, autoglm_vision_params params, autoglm_vision ** out);
 AUTOGLM_API void autoglm_vision_free(autoglm_vision * vision);
 
 /* Width of the embeddings it produces (equals the matching text model's n_embd), or a negative status. */
@@ -374,9 +367,8 @@ AUTOGLM_API autoglm_status autoglm_image_grid(const autoglm_vision * vision, int
 /* Encode one image into embd[0 .. *n_floats) as n_tokens rows of n_embd floats (raster order of the
  * token grid). Caller-buffer rules apply with counts in floats: *n_floats is always set, and with too
  * small a buffer nothing is encoded (size it with autoglm_image_grid, or call with NULL, 0). */
-AUTOGLM_API autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image * image,
-                                               autoglm_image_params params, float * embd, size_t embd_max,
-                                               size_t * n_floats);
+AUTOGLM_API autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image * image, autoglm_image_params params,
+                                               float * embd, size_t embd_max, size_t * n_floats);
 
 /* autoglm_generation_start for a prompt with image slots: images[i] fills the i-th slot (their numbers
  * must match: AUTOGLM_ERR_INVALID_ARGUMENT says how many of each). The prompt is parsed with special
@@ -384,11 +376,9 @@ AUTOGLM_API autoglm_status autoglm_image_embed(autoglm_vision * vision, const au
  * repeats the session's cached conversation, images included, is only evaluated from where it differs.
  * `vision` must match the session's model (same n_embd). */
 AUTOGLM_API autoglm_status autoglm_generation_start_images(autoglm_session * session, autoglm_vision * vision,
-                                                           const char * prompt, const autoglm_image * images,
-                                                           size_t n_images, autoglm_image_params image_params,
-                                                           autoglm_sampling_params sampling,
-                                                           autoglm_generation_params params,
-                                                           autoglm_generation ** out);
+                                                           const char * prompt, const autoglm_image * images, size_t n_images,
+                                                           autoglm_image_params image_params, autoglm_sampling_params sampling,
+                                                           autoglm_generation_params params, autoglm_generation ** out);
 
 #ifdef __cplusplus
 }

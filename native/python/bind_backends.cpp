@@ -9,79 +9,89 @@
 #include "gemm_q4_0.h"
 
 void bind_backends(py::module_ & m) {
-    m.def("_gemm_q4_0", [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a,
-                           int n_threads) {
-              if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm_q4_0: expected 2-D arrays");
-              const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
-              if (k % autoglm::q4_0_block != 0 || w.shape(1) != (k / autoglm::q4_0_block) * (int64_t) autoglm::q4_0_block_bytes) {
-                  throw autoglm::invalid_argument("_gemm_q4_0: w must be N rows of K/32 Q4_0 blocks (18 bytes each)");
-              }
-              py::array_t<float> c({m, n});
-              const uint8_t * wp = w.data();
-              const float * ap = a.data();
-              float * cp = c.mutable_data();
-              {
-                  py::gil_scoped_release nogil;
-                  autoglm::gemm_q4_0(wp, n, k, ap, m, cp, n_threads);
-              }
-              return c;
-          }, py::arg("w"), py::arg("a"), py::arg("n_threads") = 1,
-          "Experimental AVX2 Q4_0 GEMM (native/src/gemm_q4_0.h): a [M, K] float32 x w (N rows of Q4_0 blocks)^T ->\n"
-          "[M, N] float32, activations quantized to int8 per 32-block like ggml's Q8_0. For tests and bench_gemm.py.");
+    m.def(
+        "_gemm_q4_0",
+        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, int n_threads) {
+            if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm_q4_0: expected 2-D arrays");
+            const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
+            if (k % autoglm::q4_0_block != 0 || w.shape(1) != (k / autoglm::q4_0_block) * (int64_t) autoglm::q4_0_block_bytes) {
+                throw autoglm::invalid_argument("_gemm_q4_0: w must be N rows of K/32 Q4_0 blocks (18 bytes each)");
+            }
+            py::array_t<float> c({m, n});
+            const uint8_t * wp = w.data();
+            const float * ap = a.data();
+            float * cp = c.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                autoglm::gemm_q4_0(wp, n, k, ap, m, cp, n_threads);
+            }
+            return c;
+        },
+        py::arg("w"), py::arg("a"), py::arg("n_threads") = 1,
+        "Experimental AVX2 Q4_0 GEMM (native/src/gemm_q4_0.h): a [M, K] float32 x w (N rows of Q4_0 blocks)^T ->\n"
+        "[M, N] float32, activations quantized to int8 per 32-block like ggml's Q8_0. For tests and bench_gemm.py.");
     m.def("_gemm_q4_0_available", &autoglm::gemm_q4_0_available);
     m.def("backends", &autoglm::backend_names, "Names of the ggml backends compiled in, e.g. ['CPU', 'CUDA'].");
-    m.def("devices", [] {
-        py::list out;
-        for (const auto & d : autoglm::devices()) {
-            py::dict e;
-            e["backend"] = d.backend;
-            e["name"] = d.name;
-            e["description"] = d.description;
-            e["type"] = d.type;
-            e["memory_total"] = d.memory_total;
-            out.append(e);
-        }
-        return out;
-    }, "The devices ggml can run on, as dicts (backend, name, description, type, memory_total).");
+    m.def(
+        "devices",
+        [] {
+            py::list out;
+            for (const auto & d : autoglm::devices()) {
+                py::dict e;
+                e["backend"] = d.backend;
+                e["name"] = d.name;
+                e["description"] = d.description;
+                e["type"] = d.type;
+                e["memory_total"] = d.memory_total;
+                out.append(e);
+            }
+            return out;
+        },
+        "The devices ggml can run on, as dicts (backend, name, description, type, memory_total).");
 
     m.def("cpu_variant", &autoglm::cpu_variant,
           "The build of ggml's CPU kernels in use: an ISA level such as 'haswell', 'icelake' or 'sapphirerapids'\n"
           "(chosen at first use: the best this CPU and OS can run, or $AUTOGLM_CPU_VARIANT), or 'built-in' for a\n"
           "build with one CPU backend compiled in.");
-    m.def("cpu_variants", [] {
-        py::list out;
-        for (const auto & v : autoglm::cpu_variants()) {
-            py::dict e;
-            e["name"] = v.name;
-            e["path"] = v.path;
-            e["score"] = v.score;
-            e["runnable"] = v.score > 0;
-            out.append(e);
-        }
-        return out;
-    }, "The CPU variants this build ships, best first, as dicts (name, path, score, runnable); [] for a build\n"
-       "without variants. runnable is False where this CPU or OS lacks an instruction set the variant needs.");
+    m.def(
+        "cpu_variants",
+        [] {
+            py::list out;
+            for (const auto & v : autoglm::cpu_variants()) {
+                py::dict e;
+                e["name"] = v.name;
+                e["path"] = v.path;
+                e["score"] = v.score;
+                e["runnable"] = v.score > 0;
+                out.append(e);
+            }
+            return out;
+        },
+        "The CPU variants this build ships, best first, as dicts (name, path, score, runnable); [] for a build\n"
+        "without variants. runnable is False where this CPU or OS lacks an instruction set the variant needs.");
     m.def("cpu_features", &autoglm::cpu_features,
           "What the CPU backend in use was built with and this machine has, as ggml reports it (e.g. 'AVX2',\n"
           "'AVX512_VNNI', 'AMX_INT8', 'REPACK').");
 
     m.def("default_thread_count", &autoglm::default_thread_count, "Threads used when none are given: the physical cores.");
-    m.def("cpu_peak", [](int threads) {
-        const autoglm::cpu_peak_info p = autoglm::cpu_peak(threads);
-        py::dict d;
-        d["clock_ghz"] = p.clock_ghz;
-        d["threads"] = p.threads;
-        d["f32_gops"] = p.f32_gops();
-        d["bf16_gops"] = p.bf16_gops();
-        d["int8_gops"] = p.int8_gops();
-        d["amx_int8_gops"] = p.amx_int8_gops();
-        d["f32_isa"] = p.f32_isa;
-        d["bf16_isa"] = p.bf16_isa;
-        d["int8_isa"] = p.int8_isa;
-        return d;
-    }, py::arg("threads"),
-          "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
-          "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
-          "operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
-
+    m.def(
+        "cpu_peak",
+        [](int threads) {
+            const autoglm::cpu_peak_info p = autoglm::cpu_peak(threads);
+            py::dict d;
+            d["clock_ghz"] = p.clock_ghz;
+            d["threads"] = p.threads;
+            d["f32_gops"] = p.f32_gops();
+            d["bf16_gops"] = p.bf16_gops();
+            d["int8_gops"] = p.int8_gops();
+            d["amx_int8_gops"] = p.amx_int8_gops();
+            d["f32_isa"] = p.f32_isa;
+            d["bf16_isa"] = p.bf16_isa;
+            d["int8_isa"] = p.int8_isa;
+            return d;
+        },
+        py::arg("threads"),
+        "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
+        "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
+        "operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
 }

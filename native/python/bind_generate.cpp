@@ -36,7 +36,8 @@ public:
     }
 
 private:
-    template <typename F> void call(F && f) {
+    template <typename F>
+    void call(F && f) {
         py::gil_scoped_acquire gil;
         try {
             f();
@@ -51,34 +52,36 @@ private:
 }  // namespace
 
 void bind_generate(py::module_ & m) {
-    m.def("format_chat", [](const py::list & messages, bool add_generation_prompt) {
-              // messages: [{"role": str, "parts": [("text", str) | ("image", "") | ("video", "")], "metadata": str}]
-              std::vector<autoglm::chat_message> msgs;
-              for (const auto & item : messages) {
-                  const py::dict d = item.cast<py::dict>();
-                  autoglm::chat_message cm;
-                  cm.role = d["role"].cast<std::string>();
-                  if (d.contains("metadata")) cm.metadata = d["metadata"].cast<std::string>();
-                  for (const auto & part : d["parts"].cast<py::list>()) {
-                      const auto t = part.cast<std::pair<std::string, std::string>>();
-                      autoglm::chat_part p;
-                      if (t.first == "image") p.type = autoglm::chat_part::kind::image;
-                      else if (t.first == "video") p.type = autoglm::chat_part::kind::video;
-                      else p.text = t.second;
-                      cm.parts.push_back(std::move(p));
-                  }
-                  msgs.push_back(std::move(cm));
-              }
-              return autoglm::format_glm4v_chat(msgs, add_generation_prompt);
-          },
-          py::arg("messages"), py::arg("add_generation_prompt") = true,
-          "Render messages in the built-in GLM-4.1V / AutoGLM chat format.");
+    m.def(
+        "format_chat",
+        [](const py::list & messages, bool add_generation_prompt) {
+            // messages: [{"role": str, "parts": [("text", str) | ("image", "") | ("video", "")], "metadata": str}]
+            std::vector<autoglm::chat_message> msgs;
+            for (const auto & item : messages) {
+                const py::dict d = item.cast<py::dict>();
+                autoglm::chat_message cm;
+                cm.role = d["role"].cast<std::string>();
+                if (d.contains("metadata")) cm.metadata = d["metadata"].cast<std::string>();
+                for (const auto & part : d["parts"].cast<py::list>()) {
+                    const auto t = part.cast<std::pair<std::string, std::string>>();
+                    autoglm::chat_part p;
+                    if (t.first == "image") p.type = autoglm::chat_part::kind::image;
+                    else if (t.first == "video") p.type = autoglm::chat_part::kind::video;
+                    else p.text = t.second;
+                    cm.parts.push_back(std::move(p));
+                }
+                msgs.push_back(std::move(cm));
+            }
+            return autoglm::format_glm4v_chat(msgs, add_generation_prompt);
+        },
+        py::arg("messages"), py::arg("add_generation_prompt") = true,
+        "Render messages in the built-in GLM-4.1V / AutoGLM chat format.");
 
     using autoglm::generator;
     py::class_<generator>(m, "Generator")
         .def(py::init([](autoglm::session & s, const py::list & prompt_items, const autoglm::sampling_params & sp,
-                         int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog,
-                         py::object progress, py::object constraint) {
+                         int32_t max_tokens, const std::vector<std::string> & stop, bool stop_at_eog, py::object progress,
+                         py::object constraint) {
                  // A flat list of ints is a text prompt; otherwise a list of pieces (see pieces_from_python).
                  std::vector<py::object> keep;
                  std::vector<autoglm::prompt_piece> prompt;
@@ -129,27 +132,28 @@ void bind_generate(py::module_ & m) {
                  }
              }),
              py::arg("session"), py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = 256,
-             py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true,
-             py::arg("progress") = py::none(), py::arg("constraint") = py::none(), py::keep_alive<1, 2>(),
+             py::arg("stop") = std::vector<std::string>{}, py::arg("stop_at_eog") = true, py::arg("progress") = py::none(),
+             py::arg("constraint") = py::none(), py::keep_alive<1, 2>(),
              "Prefill `prompt` (reusing the session's cached prefix) and prepare to generate. "
              "progress(n_done, n_total) is called between prompt micro-batches; returning False stops "
              "(KeyboardInterrupt), and the session's cache is left as it was. constraint: an object with "
              "fill_mask(address, n_bytes) (set one bit per allowed token id into the zeroed uint32 words) and "
              "accept(token_id) -> bool (False: complete, stop after this token).")
         .def("__iter__", [](generator & g) -> generator & { return g; })
-        .def("__next__", [](generator & g) {
-            std::string piece;
-            bool more;
-            try {
-                py::gil_scoped_release nogil;
-                more = g.next(piece);
-            } catch (const autoglm::aborted &) {
-                if (PyErr_Occurred()) throw py::error_already_set();  // the constraint's own exception
-                throw;
-            }
-            if (!more) throw py::stop_iteration();
-            return py::bytes(piece);
-        })
+        .def("__next__",
+             [](generator & g) {
+                 std::string piece;
+                 bool more;
+                 try {
+                     py::gil_scoped_release nogil;
+                     more = g.next(piece);
+                 } catch (const autoglm::aborted &) {
+                     if (PyErr_Occurred()) throw py::error_already_set();  // the constraint's own exception
+                     throw;
+                 }
+                 if (!more) throw py::stop_iteration();
+                 return py::bytes(piece);
+             })
         .def_property_readonly("finish_reason", [](const generator & g) { return reason_name(g.reason()); })
         .def_property_readonly("generated", &generator::generated)
         .def_property_readonly("timings", [](const generator & g) {

@@ -73,7 +73,9 @@ py::dict imatrix_stats(autoglm::session & s) {
 
 void bind_imatrix(py::module_ & m) {
     auto cls = py::reinterpret_borrow<py::class_<autoglm::session>>(m.attr("Session"));
-    cls.def("imatrix_start", [](autoglm::session & s, bool process_output) {
+    cls.def(
+           "imatrix_start",
+           [](autoglm::session & s, bool process_output) {
                auto in_use = s.acquire();
                auto & c = s.imatrix();
                c.set_process_output(process_output);
@@ -85,16 +87,20 @@ void bind_imatrix(py::module_ & m) {
            "process_output: also the output head (output.weight), as llama-imatrix --process-output.\n"
            "Evaluate with imatrix_eval: an evaluation that asks for no logits skips the last layer's Q,\n"
            "attention-output and FFN products.")
-        .def("imatrix_stop", [](autoglm::session & s) {
-               auto in_use = s.acquire();
-               s.imatrix().active = false;
-           },
-           "Stop collecting; the statistics are kept.")
-        .def("imatrix_reset", [](autoglm::session & s) {
-               auto in_use = s.acquire();
-               s.imatrix().clear();
-           },
-           "Forget the statistics collected so far.")
+        .def(
+            "imatrix_stop",
+            [](autoglm::session & s) {
+                auto in_use = s.acquire();
+                s.imatrix().active = false;
+            },
+            "Stop collecting; the statistics are kept.")
+        .def(
+            "imatrix_reset",
+            [](autoglm::session & s) {
+                auto in_use = s.acquire();
+                s.imatrix().clear();
+            },
+            "Forget the statistics collected so far.")
         .def_property_readonly("imatrix_active", [](autoglm::session & s) { return s.imatrix().active; })
         .def("imatrix_stats", &imatrix_stats,
              "{weight name: (float64 sums of x^2 per input column, int row count)} collected so far.")

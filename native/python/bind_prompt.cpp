@@ -11,7 +11,8 @@ std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, ui
             auto t = it.cast<py::tuple>();
             if (t.size() != 4) throw autoglm::invalid_argument("image piece must be (embeddings, grid_h, grid_w, key)");
             auto arr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(t[0]);
-            if (!arr) throw autoglm::invalid_argument("image piece " + std::to_string(i) + ": embeddings must be a float32 array");
+            if (!arr)
+                throw autoglm::invalid_argument("image piece " + std::to_string(i) + ": embeddings must be a float32 array");
             p.grid_h = t[1].cast<int32_t>();
             p.grid_w = t[2].cast<int32_t>();
             p.key = t[3].cast<uint64_t>() | 1;  // never 0: 0 marks "no image"
@@ -30,15 +31,17 @@ std::vector<autoglm::prompt_piece> pieces_from_python(const py::list & items, ui
 }
 
 void bind_prompt(py::module_ & m) {
-    m.def("layout_prompt", [](const py::list & items, uint32_t n_embd) {
-              std::vector<py::object> keep;
-              const auto pieces = pieces_from_python(items, n_embd, keep);
-              py::list out;
-              for (const auto & c : autoglm::layout_prompt(pieces)) {
-                  out.append(py::make_tuple(c.token, c.pos[0], c.pos[1], c.pos[2]));
-              }
-              return out;
-          },
-          py::arg("pieces"), py::arg("n_embd"),
-          "(token or -1, t, h, w) for every cell of a prompt of pieces: the M-RoPE positions the model sees.");
+    m.def(
+        "layout_prompt",
+        [](const py::list & items, uint32_t n_embd) {
+            std::vector<py::object> keep;
+            const auto pieces = pieces_from_python(items, n_embd, keep);
+            py::list out;
+            for (const auto & c : autoglm::layout_prompt(pieces)) {
+                out.append(py::make_tuple(c.token, c.pos[0], c.pos[1], c.pos[2]));
+            }
+            return out;
+        },
+        py::arg("pieces"), py::arg("n_embd"),
+        "(token or -1, t, h, w) for every cell of a prompt of pieces: the M-RoPE positions the model sees.");
 }

@@ -17,15 +17,14 @@ struct py_sampler {
 };
 
 // Takes a read-only buffer view of `logits` (no copy): any 1-D contiguous float32 buffer, e.g. a numpy row.
-int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::vector<int32_t> & history,
-                       size_t n_prompt) {
+int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::vector<int32_t> & history, size_t n_prompt) {
     py::buffer_info view = logits.request();
-    const bool ok = view.format == py::format_descriptor<float>::format() && view.itemsize == sizeof(float) &&
-                    view.ndim == 1 && (view.shape[0] <= 1 || view.strides[0] == (py::ssize_t) sizeof(float));
+    const bool ok = view.format == py::format_descriptor<float>::format() && view.itemsize == sizeof(float) && view.ndim == 1 &&
+                    (view.shape[0] <= 1 || view.strides[0] == (py::ssize_t) sizeof(float));
     if (!ok) {
         std::ostringstream msg;
-        msg << "Sampler.sample: logits must be a 1-D contiguous float32 array, got format '" << view.format
-            << "' with " << view.ndim << " dimension(s)"
+        msg << "Sampler.sample: logits must be a 1-D contiguous float32 array, got format '" << view.format << "' with "
+            << view.ndim << " dimension(s)"
             << " (use numpy.ascontiguousarray(row, dtype=numpy.float32))";
         throw autoglm::invalid_argument(msg.str());
     }
@@ -40,10 +39,9 @@ int32_t sampler_sample(py_sampler & self, const py::buffer & logits, const std::
 std::string params_repr(const autoglm::sampling_params & p) {
     std::ostringstream s;
     s.precision(9);
-    s << "SamplingParams(temperature=" << p.temperature << ", top_k=" << p.top_k << ", top_p=" << p.top_p
-      << ", min_p=" << p.min_p << ", repeat_penalty=" << p.repeat_penalty
-      << ", frequency_penalty=" << p.frequency_penalty << ", presence_penalty=" << p.presence_penalty
-      << ", penalty_last_n=" << p.penalty_last_n << ", seed=" << p.seed << ")";
+    s << "SamplingParams(temperature=" << p.temperature << ", top_k=" << p.top_k << ", top_p=" << p.top_p << ", min_p=" << p.min_p
+      << ", repeat_penalty=" << p.repeat_penalty << ", frequency_penalty=" << p.frequency_penalty
+      << ", presence_penalty=" << p.presence_penalty << ", penalty_last_n=" << p.penalty_last_n << ", seed=" << p.seed << ")";
     return s.str();
 }
 
@@ -56,28 +54,28 @@ void bind_sampling(py::module_ & m) {
                                 "Token sampling settings. Chain: penalties -> top-k -> top-p -> min-p -> "
                                 "temperature -> draw;\ntemperature 0 = greedy. Validated on construction and "
                                 "again by Sampler (fields are writable).")
-        .def(py::init([](float temperature, int32_t top_k, float top_p, float min_p, float repeat_penalty,
-                         float frequency_penalty, float presence_penalty, int32_t penalty_last_n, uint64_t seed,
-                         bool openai_penalties) {
-                 sampling_params p;
-                 p.temperature = temperature;
-                 p.top_k = top_k;
-                 p.top_p = top_p;
-                 p.min_p = min_p;
-                 p.repeat_penalty = repeat_penalty;
-                 p.frequency_penalty = frequency_penalty;
-                 p.presence_penalty = presence_penalty;
-                 p.penalty_last_n = penalty_last_n;
-                 p.seed = seed;
-                 p.openai_penalties = openai_penalties;
-                 autoglm::validate(p);
-                 return p;
-             }),
-             py::kw_only(), py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k,
-             py::arg("top_p") = d.top_p, py::arg("min_p") = d.min_p, py::arg("repeat_penalty") = d.repeat_penalty,
-             py::arg("frequency_penalty") = d.frequency_penalty, py::arg("presence_penalty") = d.presence_penalty,
-             py::arg("penalty_last_n") = d.penalty_last_n, py::arg("seed") = d.seed,
-             py::arg("openai_penalties") = d.openai_penalties)
+        .def(
+            py::init([](float temperature, int32_t top_k, float top_p, float min_p, float repeat_penalty, float frequency_penalty,
+                        float presence_penalty, int32_t penalty_last_n, uint64_t seed, bool openai_penalties) {
+                sampling_params p;
+                p.temperature = temperature;
+                p.top_k = top_k;
+                p.top_p = top_p;
+                p.min_p = min_p;
+                p.repeat_penalty = repeat_penalty;
+                p.frequency_penalty = frequency_penalty;
+                p.presence_penalty = presence_penalty;
+                p.penalty_last_n = penalty_last_n;
+                p.seed = seed;
+                p.openai_penalties = openai_penalties;
+                autoglm::validate(p);
+                return p;
+            }),
+            py::kw_only(), py::arg("temperature") = d.temperature, py::arg("top_k") = d.top_k, py::arg("top_p") = d.top_p,
+            py::arg("min_p") = d.min_p, py::arg("repeat_penalty") = d.repeat_penalty,
+            py::arg("frequency_penalty") = d.frequency_penalty, py::arg("presence_penalty") = d.presence_penalty,
+            py::arg("penalty_last_n") = d.penalty_last_n, py::arg("seed") = d.seed,
+            py::arg("openai_penalties") = d.openai_penalties)
         .def_readwrite("temperature", &sampling_params::temperature)
         .def_readwrite("top_k", &sampling_params::top_k)
         .def_readwrite("top_p", &sampling_params::top_p)
@@ -98,12 +96,18 @@ void bind_sampling(py::module_ & m) {
              "Next token id from a 1-D float32 logits row (read in place, not copied) and the token history\n"
              "(prompt + generated) the penalties look at; its first n_prompt tokens are the prompt\n"
              "(used by openai_penalties). Releases the GIL.")
-        .def("reseed", [](py_sampler & self, uint64_t seed) {
-                 std::lock_guard<std::mutex> lock(self.mu);
-                 self.s.reseed(seed);
-             }, py::arg("seed"), "Restart the random stream as if constructed with this seed.")
-        .def_property_readonly("params", [](py_sampler & self) {
-                 std::lock_guard<std::mutex> lock(self.mu);
-                 return self.s.params();
-             }, "A copy of the parameters in use.");
+        .def(
+            "reseed",
+            [](py_sampler & self, uint64_t seed) {
+                std::lock_guard<std::mutex> lock(self.mu);
+                self.s.reseed(seed);
+            },
+            py::arg("seed"), "Restart the random stream as if constructed with this seed.")
+        .def_property_readonly(
+            "params",
+            [](py_sampler & self) {
+                std::lock_guard<std::mutex> lock(self.mu);
+                return self.s.params();
+            },
+            "A copy of the parameters in use.");
 }

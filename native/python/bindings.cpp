@@ -1,4 +1,5 @@
 // pybind11 module autoglm_gguf._core: a thin layer over the C++ core. Heavy work releases the GIL.
+#include "arch.h"
 #include "bind_common.h"
 #include "build_info.h"
 #include "error.h"
@@ -44,8 +45,8 @@ py::array_t<uint8_t> quantize(py::array src_any, const std::string & qtype, int 
 
 // requantize(in_path, out_path, tensors=[(name, type, imatrix or None)], file_type, kv=[(key, str|int)],
 //            n_threads=0, on_tensor=None): see requantize.h.
-void requantize(const std::string & in_path, const std::string & out_path, py::list tensors, uint32_t file_type,
-                py::list kv, int n_threads, py::object on_tensor) {
+void requantize(const std::string & in_path, const std::string & out_path, py::list tensors, uint32_t file_type, py::list kv,
+                int n_threads, py::object on_tensor) {
     autoglm::requant_options o;
     o.file_type = file_type;
     o.n_threads = n_threads;
@@ -125,10 +126,13 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("ggml_version", &autoglm::ggml_version_string, "Version of the ggml this module was built with.");
     m.def("ggml_commit", &autoglm::ggml_commit_string, "Commit of that ggml ('unknown' when built from an sdist).");
-    m.def("block_info", [](const std::string & qtype) {
-        const ggml_type t = autoglm::parse_storage_type(qtype);
-        return py::make_tuple(ggml_blck_size(t), ggml_type_size(t));
-    }, py::arg("qtype"), "(elements per block, bytes per block) of a storage type.");
+    m.def(
+        "block_info",
+        [](const std::string & qtype) {
+            const ggml_type t = autoglm::parse_storage_type(qtype);
+            return py::make_tuple(ggml_blck_size(t), ggml_type_size(t));
+        },
+        py::arg("qtype"), "(elements per block, bytes per block) of a storage type.");
 
     m.def("quantize", &quantize, py::arg("src"), py::arg("qtype"), py::arg("n_threads") = 0, py::arg("imatrix") = py::none(),
           "Convert a C-contiguous float32 array row by row (last axis) to a ggml storage type (f32, f16, bf16, q4_0,\n"
@@ -140,6 +144,29 @@ PYBIND11_MODULE(_core, m) {
           py::arg("kv") = py::list(), py::arg("n_threads") = 0, py::arg("on_tensor") = py::none(),
           "Write out_path from the GGUF in_path with each tensor in the given type, laid out as llama-quantize lays\n"
           "out its output. tensors: [(name, type, imatrix or None)] in output order, every input tensor once.");
+
+    m.def(
+        "gguf_names",
+        [] {
+            auto table = [](const autoglm::arch::entry * e, size_t n) {
+                py::dict d;
+                for (size_t i = 0; i < n; ++i) d[e[i].id] = e[i].gguf;
+                return d;
+            };
+            size_t nk = 0, nt = 0;
+            const auto * keys = autoglm::arch::keys(nk);
+            const auto * tensors = autoglm::arch::tensors(nt);
+            py::dict out;
+            out["keys"] = table(keys, nk);
+            out["tensors"] = table(tensors, nt);
+            out["text_arch"] = autoglm::arch::TEXT_ARCH;
+            out["vision_arch"] = autoglm::arch::VISION_ARCH;
+            out["vision_projector"] = autoglm::arch::VISION_PROJECTOR;
+            return out;
+        },
+        "The GGUF keys and tensor names the loaders read (native/src/arch.h), for the converter to write:\n"
+        "{'keys': {ID: 'gguf.key'}, 'tensors': {ID: 'name' ('%d' = block index)}, 'text_arch', 'vision_arch',\n"
+        "'vision_projector'}.");
 
     bind_backends(m);
     bind_text(m);

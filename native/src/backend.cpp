@@ -7,8 +7,8 @@
 #include <thread>
 
 #if defined(__linux__) && defined(__x86_64__)
-#include <sys/syscall.h>
-#include <unistd.h>
+#    include <sys/syscall.h>
+#    include <unistd.h>
 #endif
 
 #include "backend_loader.h"
@@ -88,7 +88,8 @@ backend_set::backend_set(int n_threads, bool want_gpu) {
     set_n_threads(n_threads > 0 ? n_threads : default_thread_count());
 
     auto reg = ggml_backend_dev_backend_reg(cpu_dev_);
-    auto get_extra = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
+    auto get_extra =
+        (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
     if (get_extra) {
         for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev_); b && *b; ++b) cpu_extra_.push_back(*b);
     }
@@ -129,8 +130,8 @@ void backend_set::set_n_threads(int n) {
     }
     n_threads_ = n > 0 ? n : 1;
     // Through the registry: with CPU variants the CPU backend lives in a module loaded at run time.
-    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(
-        ggml_backend_dev_backend_reg(cpu_dev_), "ggml_backend_set_n_threads");
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu_dev_),
+                                                                                        "ggml_backend_set_n_threads");
     if (set_threads) set_threads(cpu_, n_threads_);
 }
 
@@ -160,6 +161,13 @@ ggml_backend_buffer_type_t backend_set::cpu_matmul_buft(ggml_tensor * weight) co
     ggml_ctx_ptr probe(ggml_init(ip));
     ggml_tensor * x = ggml_new_tensor_2d(probe.get(), GGML_TYPE_F32, weight->ne[0], 8);
     return cpu_weight_buft(ggml_mul_mat(probe.get(), weight, x), weight);
+}
+
+ggml_backend_buffer_type_t backend_set::weight_buft(ggml_backend_t where, ggml_tensor * file_tensor, weight_use use,
+                                                    bool repack) const {
+    if (gpu_ && where == gpu_) return ggml_backend_dev_buffer_type(gpu_dev_);
+    if (file_tensor && use == weight_use::matmul && repack) return cpu_matmul_buft(file_tensor);
+    return ggml_backend_dev_buffer_type(cpu_dev_);
 }
 
 }  // namespace autoglm

@@ -44,6 +44,14 @@ public:
     // The same question for a weight used as src0 of an ordinary matmul (probes with a sample one).
     ggml_backend_buffer_type_t cpu_matmul_buft(ggml_tensor * weight) const;
 
+    // Where a model's weight goes, the one rule both towers follow: on the GPU (where == gpu()) its
+    // own buffer type; on the CPU a repacked layout for a matrix used in matmuls where ggml has one
+    // (unless repack is off), else plain CPU memory. file_tensor: the file's tensor (its type decides
+    // the repacking), nullptr when absent.
+    enum class weight_use { other, matmul };
+    ggml_backend_buffer_type_t weight_buft(ggml_backend_t where, ggml_tensor * file_tensor, weight_use use,
+                                           bool repack = true) const;
+
 private:
     ggml_backend_t cpu_ = nullptr;
     ggml_backend_t gpu_ = nullptr;

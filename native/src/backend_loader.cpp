@@ -13,9 +13,9 @@
 #include "ggml-backend.h"
 
 #if defined(GGML_BACKEND_DL) && !defined(_WIN32)
-#define AUTOGLM_DL_BACKENDS 1
-#include <dirent.h>
-#include <dlfcn.h>
+#    define AUTOGLM_DL_BACKENDS 1
+#    include <dirent.h>
+#    include <dlfcn.h>
 #endif
 
 namespace autoglm {
@@ -104,19 +104,19 @@ void load_locked() {
         }
         if (!chosen) {
             throw invalid_argument(std::string("AUTOGLM_CPU_VARIANT=") + want + ": no such CPU variant in " + dir +
-                                   "; this machine can run: " + names_of(variants, true) +
-                                   " (unset it to use the best)");
+                                   "; this machine can run: " + names_of(variants, true) + " (unset it to use the best)");
         }
         if (chosen->score <= 0) {
             throw invalid_argument(std::string("AUTOGLM_CPU_VARIANT=") + want +
                                    ": this CPU or its operating system lacks instructions that variant needs; this "
-                                   "machine can run: " + names_of(variants, true) + " (unset it to use the best)");
+                                   "machine can run: " +
+                                   names_of(variants, true) + " (unset it to use the best)");
         }
     } else {
         chosen = &variants.front();
         if (chosen->score <= 0) {
-            throw error("none of the ggml CPU backend modules in " + dir + " can run on this CPU (" +
-                        names_of(variants, false) + ")");
+            throw error("none of the ggml CPU backend modules in " + dir + " can run on this CPU (" + names_of(variants, false) +
+                        ")");
         }
     }
     if (!ggml_backend_load(chosen->path.c_str())) {

@@ -25,8 +25,9 @@ autoglm_status copy_text(const char * fn, const std::string & s, char * buf, siz
     require(n_out, "n_out");
     *n_out = s.size();
     if (buf_size < s.size() + 1) {
-        return fail(fn, AUTOGLM_ERR_BUFFER_TOO_SMALL, "the result needs " + std::to_string(s.size() + 1) +
-                                                          " bytes (with the NUL), buf_size is " + std::to_string(buf_size));
+        return fail(fn, AUTOGLM_ERR_BUFFER_TOO_SMALL,
+                    "the result needs " + std::to_string(s.size() + 1) + " bytes (with the NUL), buf_size is " +
+                        std::to_string(buf_size));
     }
     require(buf, "buf");
     std::memcpy(buf, s.data(), s.size());
@@ -62,8 +63,7 @@ void ggml_forward(ggml_log_level level, const char * text, void *) noexcept {
         void * user;
         current_sink(cb, user);
         if (cb) cb(last, text, user);
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 }  // namespace
@@ -127,7 +127,8 @@ const char * autoglm_version(void) { return AUTOGLM_VERSION_STRING; }
 const char * autoglm_system_info(void) {
     try {
         static const std::string info = [] {
-            std::string s = std::string("autoglm ") + AUTOGLM_VERSION_STRING + "; ggml " + autoglm::ggml_version_string() + "; backends:";
+            std::string s =
+                std::string("autoglm ") + AUTOGLM_VERSION_STRING + "; ggml " + autoglm::ggml_version_string() + "; backends:";
             const auto names = autoglm::backend_names();
             for (size_t i = 0; i < names.size(); ++i) s += (i ? ", " : " ") + names[i];
             return s;
@@ -167,7 +168,8 @@ autoglm_status autoglm_model_load(const char * path, autoglm_model_params params
         require(path, "path");
         require(out, "out");
         if (params.n_threads < 0) {
-            throw autoglm::invalid_argument("n_threads must be >= 0 (0 = physical cores), got " + std::to_string(params.n_threads));
+            throw autoglm::invalid_argument("n_threads must be >= 0 (0 = physical cores), got " +
+                                            std::to_string(params.n_threads));
         }
         autoglm::model_params p;
         p.n_gpu_layers = params.n_gpu_layers;
@@ -183,10 +185,11 @@ autoglm_status autoglm_model_load(const char * path, autoglm_model_params params
         auto st = std::make_shared<model_state>();
         st->tm = std::make_unique<autoglm::text_model>(path, p);
         const auto & hp = st->tm->hparams();
-        emit(AUTOGLM_LOG_INFO, (std::string(path) + ": " + std::to_string(hp.n_layer) + " layers, n_embd " +
-                                std::to_string(hp.n_embd) + ", vocab " + std::to_string(hp.n_vocab) + ", " +
-                                std::to_string(st->tm->weight_bytes() >> 20) + " MiB of weights on " +
-                                st->tm->backends().describe()).c_str());
+        emit(AUTOGLM_LOG_INFO,
+             (std::string(path) + ": " + std::to_string(hp.n_layer) + " layers, n_embd " + std::to_string(hp.n_embd) +
+              ", vocab " + std::to_string(hp.n_vocab) + ", " + std::to_string(st->tm->weight_bytes() >> 20) +
+              " MiB of weights on " + st->tm->backends().describe())
+                 .c_str());
         *out = new autoglm_model{std::move(st)};
         return AUTOGLM_OK;
     });
@@ -237,8 +240,9 @@ autoglm_status autoglm_tokenize(const autoglm_model * model, const char * text, 
         const std::vector<int32_t> ids = model->s->tm->tok().encode(text, parse_special);
         *n_tokens = ids.size();
         if (n_tokens_max < ids.size()) {
-            return fail(__func__, AUTOGLM_ERR_BUFFER_TOO_SMALL, "the text has " + std::to_string(ids.size()) +
-                                                                    " tokens, n_tokens_max is " + std::to_string(n_tokens_max));
+            return fail(
+                __func__, AUTOGLM_ERR_BUFFER_TOO_SMALL,
+                "the text has " + std::to_string(ids.size()) + " tokens, n_tokens_max is " + std::to_string(n_tokens_max));
         }
         if (!ids.empty()) require(tokens, "tokens");
         std::copy(ids.begin(), ids.end(), tokens);
@@ -305,7 +309,8 @@ autoglm_status autoglm_session_create(autoglm_model * model, autoglm_session_par
         switch (params.kv_type) {
             case AUTOGLM_KV_F16: p.kv_type = GGML_TYPE_F16; break;
             case AUTOGLM_KV_F32: p.kv_type = GGML_TYPE_F32; break;
-            default: throw autoglm::invalid_argument("kv_type " + std::to_string((int) params.kv_type) + " is not an autoglm_kv_type");
+            default:
+                throw autoglm::invalid_argument("kv_type " + std::to_string((int) params.kv_type) + " is not an autoglm_kv_type");
         }
         auto st = std::make_shared<session_state>();
         st->model = model->s;

@@ -48,9 +48,8 @@ autoglm::generate_params to_core(const autoglm_sampling_params & sampling, const
     return gp;
 }
 
-autoglm_status start(autoglm_session * session, const std::vector<int32_t> & prompt,
-                     const autoglm_sampling_params & sampling, const autoglm_generation_params & params,
-                     autoglm_generation ** out) {
+autoglm_status start(autoglm_session * session, const std::vector<int32_t> & prompt, const autoglm_sampling_params & sampling,
+                     const autoglm_generation_params & params, autoglm_generation ** out) {
     return start_generation(session, sampling, params, out,
                             [&](autoglm::session & s, const autoglm::tokenizer & tok, const autoglm::generate_params & gp) {
                                 return std::make_unique<autoglm::generator>(s, tok, prompt, gp);
@@ -63,9 +62,8 @@ namespace autoglm::capi {
 
 autoglm_status start_generation(autoglm_session * session, const autoglm_sampling_params & sampling,
                                 const autoglm_generation_params & params, autoglm_generation ** out,
-                                const std::function<std::unique_ptr<autoglm::generator>(autoglm::session &,
-                                                                                        const autoglm::tokenizer &,
-                                                                                        const autoglm::generate_params &)> & make) {
+                                const std::function<std::unique_ptr<autoglm::generator>(
+                                    autoglm::session &, const autoglm::tokenizer &, const autoglm::generate_params &)> & make) {
     const autoglm::generate_params gp = to_core(sampling, params);
     auto g = std::make_unique<autoglm_generation>();
     g->s = session->s;
@@ -132,8 +130,7 @@ autoglm_status autoglm_generation_start_tokens(autoglm_session * session, const 
     });
 }
 
-autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, size_t buf_size, size_t * n_written,
-                                       bool * done) {
+autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, size_t buf_size, size_t * n_written, bool * done) {
     bool in_core = false;  // whether a failure came from the generator itself (which ends the generation)
     const autoglm_status st = guarded(__func__, [&] {
         require(gen, "gen");
@@ -176,8 +173,9 @@ autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, siz
         }
         if (take == 0) {
             *n_written = utf8_unit(p, off) + 1;
-            return fail(__func__, AUTOGLM_ERR_BUFFER_TOO_SMALL, "the next character needs buf_size >= " +
-                                                                    std::to_string(*n_written) + ", got " + std::to_string(buf_size));
+            return fail(
+                __func__, AUTOGLM_ERR_BUFFER_TOO_SMALL,
+                "the next character needs buf_size >= " + std::to_string(*n_written) + ", got " + std::to_string(buf_size));
         }
         std::memcpy(buf, p.data() + off, take);
         buf[take] = '\0';
@@ -192,14 +190,16 @@ autoglm_status autoglm_generation_next(autoglm_generation * gen, char * buf, siz
             const std::string prefix = std::string(__func__) + ": ";  // fail() added it; it is added again
             const std::string & msg = last_error();
             gen->failed_msg = msg.compare(0, prefix.size(), prefix) == 0 ? msg.substr(prefix.size()) : msg;
-        } catch (...) {
-        }
+        } catch (...) {}
     }
     return st;
 }
 
 autoglm_finish_reason autoglm_generation_finish_reason(const autoglm_generation * gen) {
     if (!gen) return null_handle(__func__, "gen"), AUTOGLM_FINISH_NONE;
+    // Finished for the caller only once autoglm_generation_next has said done: until then text may
+    // still be waiting in `pending` (a piece cut to the caller's buffer), and the header promises NONE.
+    if (!gen->finished || gen->pending_off < gen->pending.size()) return AUTOGLM_FINISH_NONE;
     switch (gen->gen->reason()) {
         case autoglm::finish_reason::stop: return AUTOGLM_FINISH_STOP;
         case autoglm::finish_reason::length: return AUTOGLM_FINISH_LENGTH;

@@ -3,9 +3,6 @@
 // surface is include/autoglm.h alone.
 #pragma once
 
-#ifndef AUTOGLM_BUILD
-#define AUTOGLM_BUILD  // autoglm.h: export (not import) the symbols
-#endif
 #include "autoglm.h"
 
 #include <cstdint>
@@ -87,9 +84,8 @@ struct vision_state;  // c_api_vision.cpp
 // Starts a generation on `session` with the generator make() builds (under the model's compute lock).
 autoglm_status start_generation(autoglm_session * session, const autoglm_sampling_params & sampling,
                                 const autoglm_generation_params & params, autoglm_generation ** out,
-                                const std::function<std::unique_ptr<autoglm::generator>(autoglm::session &,
-                                                                                        const autoglm::tokenizer &,
-                                                                                        const autoglm::generate_params &)> & make);
+                                const std::function<std::unique_ptr<autoglm::generator>(
+                                    autoglm::session &, const autoglm::tokenizer &, const autoglm::generate_params &)> & make);
 
 }  // namespace autoglm::capi
 

@@ -39,11 +39,12 @@ autoglm::rgb_image to_rgb(const autoglm_image & im) {
                                         " pixels; width and height must be positive");
     }
     if (im.channels != 1 && im.channels != 3 && im.channels != 4) {
-        throw autoglm::invalid_argument("image.channels is " + std::to_string(im.channels) + "; expected 1 (gray), 3 (RGB) or 4 (RGBA)");
+        throw autoglm::invalid_argument("image.channels is " + std::to_string(im.channels) +
+                                        "; expected 1 (gray), 3 (RGB) or 4 (RGBA)");
     }
     if (im.stride < (size_t) im.width * im.channels) {
-        throw autoglm::invalid_argument("image.stride " + std::to_string(im.stride) + " is less than width * channels = " +
-                                        std::to_string((size_t) im.width * im.channels));
+        throw autoglm::invalid_argument("image.stride " + std::to_string(im.stride) +
+                                        " is less than width * channels = " + std::to_string((size_t) im.width * im.channels));
     }
     autoglm::rgb_image out;
     out.width = im.width;
@@ -115,8 +116,8 @@ int32_t autoglm_vision_n_embd(const autoglm_vision * vision) {
     return (int32_t) vision->s->vm->hparams().n_out;
 }
 
-autoglm_status autoglm_image_grid(const autoglm_vision * vision, int32_t width, int32_t height,
-                                  autoglm_image_params params, int32_t * rows, int32_t * columns) {
+autoglm_status autoglm_image_grid(const autoglm_vision * vision, int32_t width, int32_t height, autoglm_image_params params,
+                                  int32_t * rows, int32_t * columns) {
     return guarded(__func__, [&] {
         require(vision, "vision");
         require(rows, "rows");
@@ -138,15 +139,17 @@ autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image 
         require(n_floats, "n_floats");
         int32_t rows = 0, cols = 0;
         const autoglm::vision_hparams & hp = vision->s->vm->hparams();
-        const auto hw = autoglm::smart_resize(image->height, image->width, vision->s->vm->resize(params.min_pixels, params.max_pixels));
+        const auto hw =
+            autoglm::smart_resize(image->height, image->width, vision->s->vm->resize(params.min_pixels, params.max_pixels));
         rows = hw[0] / (int32_t) (hp.patch_size * hp.merge_size);
         cols = hw[1] / (int32_t) (hp.patch_size * hp.merge_size);
         const size_t need = (size_t) rows * cols * hp.n_out;
         *n_floats = need;
         if (embd_max < need) {
-            return fail(__func__, AUTOGLM_ERR_BUFFER_TOO_SMALL, "the embeddings need " + std::to_string(need) + " floats (" +
-                        std::to_string(rows) + "x" + std::to_string(cols) + " tokens x " + std::to_string(hp.n_out) +
-                        "), embd_max is " + std::to_string(embd_max));
+            return fail(__func__, AUTOGLM_ERR_BUFFER_TOO_SMALL,
+                        "the embeddings need " + std::to_string(need) + " floats (" + std::to_string(rows) + "x" +
+                            std::to_string(cols) + " tokens x " + std::to_string(hp.n_out) + "), embd_max is " +
+                            std::to_string(embd_max));
         }
         require(embd, "embd");
         const auto e = embed(*vision->s, *image, params);
@@ -156,9 +159,9 @@ autoglm_status autoglm_image_embed(autoglm_vision * vision, const autoglm_image 
 }
 
 autoglm_status autoglm_generation_start_images(autoglm_session * session, autoglm_vision * vision, const char * prompt,
-                                               const autoglm_image * images, size_t n_images,
-                                               autoglm_image_params image_params, autoglm_sampling_params sampling,
-                                               autoglm_generation_params params, autoglm_generation ** out) {
+                                               const autoglm_image * images, size_t n_images, autoglm_image_params image_params,
+                                               autoglm_sampling_params sampling, autoglm_generation_params params,
+                                               autoglm_generation ** out) {
     return guarded(__func__, [&] {
         require(session, "session");
         require(vision, "vision");
@@ -193,11 +196,11 @@ autoglm_status autoglm_generation_start_images(autoglm_session * session, autogl
             pieces.push_back(std::move(ip));
         }
         if (pieces.empty()) throw autoglm::invalid_argument("the prompt is empty");
-        const autoglm_status st = start_generation(
-            session, sampling, params, out,
-            [&](autoglm::session & s, const autoglm::tokenizer & tok, const autoglm::generate_params & gp) {
-                return std::make_unique<autoglm::generator>(s, tok, pieces, gp);
-            });
+        const autoglm_status st =
+            start_generation(session, sampling, params, out,
+                             [&](autoglm::session & s, const autoglm::tokenizer & tok, const autoglm::generate_params & gp) {
+                                 return std::make_unique<autoglm::generator>(s, tok, pieces, gp);
+                             });
         (*out)->image_ms = image_ms;
         (*out)->n_image_tokens = n_image_tokens;
         return st;

@@ -15,8 +15,9 @@ std::string format_glm4v_chat(const std::vector<chat_message> & messages, bool a
         else if (m.role == "user") out += "<|user|>\n";
         else if (m.role == "assistant") out += "<|assistant|>" + m.metadata + "\n";
         else if (m.role == "observation" || m.role == "tool") out += "<|observation|>\n";
-        else throw invalid_argument("message " + std::to_string(i) + " has role '" + m.role +
-                                    "'; expected system, user, assistant or observation");
+        else
+            throw invalid_argument("message " + std::to_string(i) + " has role '" + m.role +
+                                   "'; expected system, user, assistant or observation");
         for (const chat_part & p : m.parts) {
             switch (p.type) {
                 case chat_part::kind::text: out += p.text; break;

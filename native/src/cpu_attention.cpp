@@ -12,10 +12,10 @@
 #include "error.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define AUTOGLM_X86_ATTN 1
-#include <immintrin.h>
+#    define AUTOGLM_X86_ATTN 1
+#    include <immintrin.h>
 
-#include "avx2_reduce.h"
+#    include "avx2_reduce.h"
 #endif
 
 namespace autoglm {
@@ -23,8 +23,8 @@ namespace autoglm {
 #if AUTOGLM_X86_ATTN
 
 // ---------------------------------------------------------------------------------------- AVX-512
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
+#    pragma GCC push_options
+#    pragma GCC target("avx512f,avx2,fma")
 namespace {
 using vf512 = __m512;
 inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp)
@@ -43,38 +43,38 @@ inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, 
     return _mm512_scalef_ps(p, n);
 }
 }  // namespace
-#define VA_NS k512
-#define VA_W 16
-#define VA_RM 6
-#define VA_RN 4
-#define vf vf512
-#define VA_LOAD _mm512_loadu_ps
-#define VA_STORE _mm512_storeu_ps
-#define VA_SET1 _mm512_set1_ps
-#define VA_ZERO _mm512_setzero_ps()
-#define VA_FMA _mm512_fmadd_ps
-#define VA_MUL _mm512_mul_ps
-#define VA_ADD _mm512_add_ps
-#define VA_SUB _mm512_sub_ps
-#define VA_MAX _mm512_max_ps
-#define VA_HMAX _mm512_reduce_max_ps
-#define VA_HSUM _mm512_reduce_add_ps
-#define VA_EXP exp512
-#define VA_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (p)))
-#include "cpu_attention_kernel.inc"
-#pragma GCC pop_options
+#    define VA_NS          k512
+#    define VA_W           16
+#    define VA_RM          6
+#    define VA_RN          4
+#    define vf             vf512
+#    define VA_LOAD        _mm512_loadu_ps
+#    define VA_STORE       _mm512_storeu_ps
+#    define VA_SET1        _mm512_set1_ps
+#    define VA_ZERO        _mm512_setzero_ps()
+#    define VA_FMA         _mm512_fmadd_ps
+#    define VA_MUL         _mm512_mul_ps
+#    define VA_ADD         _mm512_add_ps
+#    define VA_SUB         _mm512_sub_ps
+#    define VA_MAX         _mm512_max_ps
+#    define VA_HMAX        _mm512_reduce_max_ps
+#    define VA_HSUM        _mm512_reduce_add_ps
+#    define VA_EXP         exp512
+#    define VA_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (p)))
+#    include "cpu_attention_kernel.inc"
+#    pragma GCC pop_options
 
 // ------------------------------------------------------------------------------------ AVX2 + FMA
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#    pragma GCC push_options
+#    pragma GCC target("avx2,fma,f16c")
 namespace {
 using vf256 = __m256;
 inline float hmax256(__m256 v) { return avx2::hmax(v); }
 inline float hsum256(__m256 v) { return avx2::hsum(v); }
 inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 n =
+        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
     __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -89,26 +89,26 @@ inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 }  // namespace
-#define VA_NS k256
-#define VA_W 8
-#define VA_RM 6
-#define VA_RN 2
-#define vf vf256
-#define VA_LOAD _mm256_loadu_ps
-#define VA_STORE _mm256_storeu_ps
-#define VA_SET1 _mm256_set1_ps
-#define VA_ZERO _mm256_setzero_ps()
-#define VA_FMA _mm256_fmadd_ps
-#define VA_MUL _mm256_mul_ps
-#define VA_ADD _mm256_add_ps
-#define VA_SUB _mm256_sub_ps
-#define VA_MAX _mm256_max_ps
-#define VA_HMAX hmax256
-#define VA_HSUM hsum256
-#define VA_EXP exp256
-#define VA_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
-#include "cpu_attention_kernel.inc"
-#pragma GCC pop_options
+#    define VA_NS          k256
+#    define VA_W           8
+#    define VA_RM          6
+#    define VA_RN          2
+#    define vf             vf256
+#    define VA_LOAD        _mm256_loadu_ps
+#    define VA_STORE       _mm256_storeu_ps
+#    define VA_SET1        _mm256_set1_ps
+#    define VA_ZERO        _mm256_setzero_ps()
+#    define VA_FMA         _mm256_fmadd_ps
+#    define VA_MUL         _mm256_mul_ps
+#    define VA_ADD         _mm256_add_ps
+#    define VA_SUB         _mm256_sub_ps
+#    define VA_MAX         _mm256_max_ps
+#    define VA_HMAX        hmax256
+#    define VA_HSUM        hsum256
+#    define VA_EXP         exp256
+#    define VA_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
+#    include "cpu_attention_kernel.inc"
+#    pragma GCC pop_options
 
 namespace {
 
@@ -138,11 +138,11 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
         const ggml_fp16_t * mp = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr;
         const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
         if constexpr (AVX512) {
-            k512::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op,
-                               dst->nb[2] / 4, mp, mrow, scratch.data(), BLOCK_K);
+            k512::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op, dst->nb[2] / 4, mp,
+                               mrow, scratch.data(), BLOCK_K);
         } else {
-            k256::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op,
-                               dst->nb[2] / 4, mp, mrow, scratch.data(), BLOCK_K);
+            k256::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op, dst->nb[2] / 4, mp,
+                               mrow, scratch.data(), BLOCK_K);
         }
     }
 }
@@ -172,19 +172,18 @@ attn_kernel cpu_attention_kernel(const std::string & request) {
 }
 
 ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
-                           attn_kernel kernel) {
-    const bool ok = q->type == GGML_TYPE_F32 && kt->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
-                    ggml_is_contiguous(kt) && q->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) &&
-                    kt->ne[1] == q->ne[0] && v->ne[0] == q->ne[0] && kt->ne[0] == v->ne[2] && kt->ne[2] == v->ne[1] &&
-                    q->ne[1] % kt->ne[2] == 0 &&
+                            attn_kernel kernel) {
+    const bool ok = q->type == GGML_TYPE_F32 && kt->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 && ggml_is_contiguous(kt) &&
+                    q->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && kt->ne[1] == q->ne[0] && v->ne[0] == q->ne[0] &&
+                    kt->ne[0] == v->ne[2] && kt->ne[2] == v->ne[1] && q->ne[1] % kt->ne[2] == 0 &&
                     (!mask || (mask->type == GGML_TYPE_F16 && mask->ne[0] == kt->ne[0] && mask->ne[1] >= q->ne[2]));
     if (!ok) throw error("cpu_attention: unexpected tensor layout");
 #if AUTOGLM_X86_ATTN
     if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
     ggml_tensor * args[4] = {q, kt, v, mask};
     ggml_custom_op_t fn = kernel == attn_kernel::avx512 ? attention_op<true> : attention_op<false>;
-    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, fn,
-                                       GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * out =
+        ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, fn, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, cpu_attention_name);  // what the profiler counts this op's work by
     return out;
 #else

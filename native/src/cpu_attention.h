@@ -35,7 +35,7 @@ attn_kernel cpu_attention_kernel(const std::string & request);
 // of n_head_kv (grouped-query attention); mask: null, or F16 [n_kv, >= n] of 0 / -inf. Returns
 // softmax(q k^T / sqrt(head_dim) + mask) v as F32 [head_dim, n_head, n]. CPU backend only.
 ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
-                           attn_kernel kernel);
+                            attn_kernel kernel);
 inline constexpr const char * cpu_attention_name = "cpu_attention";  // the op's node name
 
 }  // namespace autoglm

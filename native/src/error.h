@@ -47,7 +47,7 @@ struct out_of_memory : error {
 
 }  // namespace autoglm
 
-#define AUTOGLM_CHECK_ARG(cond, msg)                                   \
-    do {                                                               \
+#define AUTOGLM_CHECK_ARG(cond, msg)                                      \
+    do {                                                                  \
         if (!(cond)) throw ::autoglm::invalid_argument(std::string(msg)); \
     } while (0)

@@ -13,10 +13,10 @@
 #include "ggml.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define AUTOGLM_GEMM_X86 1
-#include <immintrin.h>
+#    define AUTOGLM_GEMM_X86 1
+#    include <immintrin.h>
 
-#include "avx2_reduce.h"
+#    include "avx2_reduce.h"
 #endif
 
 namespace autoglm {
@@ -31,8 +31,8 @@ bool gemm_q4_0_available() {
 }
 
 #if AUTOGLM_GEMM_X86
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#    pragma GCC push_options
+#    pragma GCC target("avx2,fma,f16c")
 namespace {
 
 // Quantized activations, one row per token: q[k] int8 | d[nb] F32 (the blocks' scales) | s8[nb] int32
@@ -68,7 +68,8 @@ void quantize_rows(const float * a, size_t a_row_stride, int64_t k, int64_t r0, 
             __m256i q[4];
             __m256i sum = _mm256_setzero_si256();
             for (int i = 0; i < 4; ++i) {
-                q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                q[i] =
+                    _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
                 sum = _mm256_add_epi32(sum, q[i]);
             }
             __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
@@ -136,8 +137,8 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
 }
 
 // Four rows (rows[0..3], possibly repeated at the bottom edge) x one panel -> out[4][8].
-inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, const q8_rows & a,
-                       const int64_t * rows, float out[4][8]) {
+inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, const q8_rows & a, const int64_t * rows,
+                       float out[4][8]) {
     const __m256i ones = _mm256_set1_epi16(1);
     const int8_t * q[4];
     for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
@@ -163,8 +164,8 @@ inline void kernel_4x8(const __m256i * panel, const float * dw, int64_t nb, cons
 }
 
 // Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats).
-void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const q8_rows & a, int64_t m, float * c,
-            int64_t c_row_stride, int64_t p0, int64_t p1) {
+void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const q8_rows & a, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
     const int64_t nb = k / q4_0_block;
     // 32-byte aligned by hand: std::vector<__m256i> would rely on over-aligned allocation
     std::vector<uint8_t> panel_bytes((size_t) nb * 8 * sizeof(__m256i) + 32);
@@ -178,13 +179,14 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const q8_row
             for (int r = 0; r < 4; ++r) rows[r] = std::min(m0 + r, m - 1);
             float out[4][8];
             kernel_4x8(panel, dw.data(), nb, a, rows, out);
-            for (int r = 0; r < 4 && m0 + r < m; ++r) std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
+            for (int r = 0; r < 4 && m0 + r < m; ++r)
+                std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
         }
     }
 }
 
 }  // namespace
-#pragma GCC pop_options
+#    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
 
 static bool is_repacked(const ggml_tensor * w) {
@@ -205,8 +207,8 @@ bool gemm_q4_0_applies(const ggml_tensor * w, int64_t n_rows) {
 }
 
 #if AUTOGLM_GEMM_X86
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#    pragma GCC push_options
+#    pragma GCC target("avx2,fma,f16c")
 static void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = x->ne[1];
@@ -223,7 +225,7 @@ static void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
     panels((const uint8_t *) w->data, is_repacked(w), n, k, q, m, (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)),
            n_panels * ith / nth, n_panels * (ith + 1) / nth);
 }
-#pragma GCC pop_options
+#    pragma GCC pop_options
 #endif
 
 ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
@@ -233,7 +235,8 @@ ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor
     }
     const int64_t k = w->ne[0], nb = k / q4_0_block;
     ggml_tensor * args[1] = {x};
-    ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, k + nb * 8, x->ne[1], 1, 1, args, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * xq =
+        ggml_custom_4d(ctx, GGML_TYPE_I8, k + nb * 8, x->ne[1], 1, 1, args, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(xq, gemm_q4_0_quantize_name);  // the profiler's family names
     ggml_tensor * args2[1] = {xq};
     ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args2, 1, gemm_op, GGML_N_TASKS_MAX, w);
@@ -245,7 +248,8 @@ ggml_tensor * gemm_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor
 }
 
 void gemm_q4_0(const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads) {
-    if (k % q4_0_block != 0 || n <= 0 || m <= 0) throw invalid_argument("gemm_q4_0: K must be a multiple of 32, M and N positive");
+    if (k % q4_0_block != 0 || n <= 0 || m <= 0)
+        throw invalid_argument("gemm_q4_0: K must be a multiple of 32, M and N positive");
     if (!gemm_q4_0_available()) throw error("gemm_q4_0: this CPU lacks AVX2/FMA/F16C");
 #if AUTOGLM_GEMM_X86
     const int nt = std::max(1, n_threads);
@@ -264,7 +268,10 @@ void gemm_q4_0(const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t
     }
     for (auto & th : pool) th.join();
 #else
-    (void) w; (void) a; (void) c; (void) n_threads;
+    (void) w;
+    (void) a;
+    (void) c;
+    (void) n_threads;
 #endif
 }
 

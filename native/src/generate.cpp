@@ -39,7 +39,7 @@ generator::generator(session & s, const tokenizer & tok, const std::vector<promp
     if (cells.empty()) throw invalid_argument("the prompt is empty");
     if (cells.size() > s_.n_ctx()) {
         throw context_full("the prompt has " + std::to_string(cells.size()) + " tokens, more than n_ctx = " +
-                           std::to_string(s_.n_ctx()) + " (create the model with a larger n_ctx)");
+                           std::to_string(s_.n_ctx()) + " (create the session with a larger n_ctx)");
     }
     for (const auto & c : cells) {
         if (c.token >= 0) history_.push_back(c.token);  // penalties look at text tokens only
@@ -127,8 +127,9 @@ bool generator::next(std::string & piece) {
     if (done_) return false;
     auto lock = s_.acquire();
     if (s_.epoch() != epoch_) {
-        throw busy("this generation cannot continue: its session has been used by another generation or evaluation "
-                   "since, so the cache no longer holds its text; start a new generation");
+        throw busy(
+            "this generation cannot continue: its session has been used by another generation or evaluation "
+            "since, so the cache no longer holds its text; start a new generation");
     }
     while (!done_) {
         std::string produced;

@@ -9,9 +9,15 @@
 
 namespace autoglm {
 
-struct ggml_ctx_deleter { void operator()(ggml_context * c) const { ggml_free(c); } };
-struct ggml_buf_deleter { void operator()(ggml_backend_buffer_t b) const { ggml_backend_buffer_free(b); } };
-struct ggml_sched_deleter { void operator()(ggml_backend_sched_t s) const { ggml_backend_sched_free(s); } };
+struct ggml_ctx_deleter {
+    void operator()(ggml_context * c) const { ggml_free(c); }
+};
+struct ggml_buf_deleter {
+    void operator()(ggml_backend_buffer_t b) const { ggml_backend_buffer_free(b); }
+};
+struct ggml_sched_deleter {
+    void operator()(ggml_backend_sched_t s) const { ggml_backend_sched_free(s); }
+};
 
 using ggml_ctx_ptr = std::unique_ptr<ggml_context, ggml_ctx_deleter>;
 using ggml_buf_ptr = std::unique_ptr<ggml_backend_buffer, ggml_buf_deleter>;

@@ -13,7 +13,7 @@
 namespace autoglm {
 
 gguf_file::gguf_file(const std::string & path) : path_(path) {
-    struct stat st {};
+    struct stat st{};
     if (::stat(path.c_str(), &st) != 0) {
         throw file_error(path + ": cannot open (" + std::strerror(errno) + ")");
     }
@@ -36,7 +36,7 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
             gguf_ = nullptr;
             meta_ = nullptr;
             throw file_error(path + ": truncated: tensor '" + name + "' ends at byte " + std::to_string(end) +
-                        " but the file has " + std::to_string(size_) + " bytes (incomplete download?)");
+                             " but the file has " + std::to_string(size_) + " bytes (incomplete download?)");
         }
     }
     int fd = ::open(path.c_str(), O_RDONLY);
@@ -75,11 +75,15 @@ int64_t gguf_file::key_id(const std::string & key) const {
 
 static bool is_int_type(gguf_type t) {
     switch (t) {
-        case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16:
-        case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64:
-            return true;
-        default:
-            return false;
+        case GGUF_TYPE_UINT8:
+        case GGUF_TYPE_INT8:
+        case GGUF_TYPE_UINT16:
+        case GGUF_TYPE_INT16:
+        case GGUF_TYPE_UINT32:
+        case GGUF_TYPE_INT32:
+        case GGUF_TYPE_UINT64:
+        case GGUF_TYPE_INT64: return true;
+        default: return false;
     }
 }
 
@@ -100,22 +104,23 @@ static int64_t int_value(const gguf_context * g, int64_t id) {
 std::string gguf_file::get_str(const std::string & key) const {
     const int64_t id = key_id(key);
     if (gguf_get_kv_type(gguf_, id) != GGUF_TYPE_STRING) {
-        throw file_error(path_ + ": metadata '" + key + "' should be a string, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
+        throw file_error(path_ + ": metadata '" + key + "' should be a string, is " +
+                         gguf_type_name(gguf_get_kv_type(gguf_, id)));
     }
     return gguf_get_val_str(gguf_, id);
 }
 
-std::string gguf_file::get_str(const std::string & key, const std::string & def) const {
-    return has(key) ? get_str(key) : def;
-}
+std::string gguf_file::get_str(const std::string & key, const std::string & def) const { return has(key) ? get_str(key) : def; }
 
 uint32_t gguf_file::get_u32(const std::string & key) const {
     const int64_t id = key_id(key);
     if (!is_int_type(gguf_get_kv_type(gguf_, id))) {
-        throw file_error(path_ + ": metadata '" + key + "' should be an integer, is " + gguf_type_name(gguf_get_kv_type(gguf_, id)));
+        throw file_error(path_ + ": metadata '" + key + "' should be an integer, is " +
+                         gguf_type_name(gguf_get_kv_type(gguf_, id)));
     }
     const int64_t v = int_value(gguf_, id);
-    if (v < 0 || v > (int64_t) UINT32_MAX) throw file_error(path_ + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+    if (v < 0 || v > (int64_t) UINT32_MAX)
+        throw file_error(path_ + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
     return (uint32_t) v;
 }
 

@@ -22,7 +22,6 @@ public:
 
     const std::string & path() const { return path_; }
     gguf_context * ctx() const { return gguf_; }
-    ggml_context * meta() const { return meta_; }  // tensors with shapes/types, no data
 
     bool has(const std::string & key) const;
     std::string get_str(const std::string & key) const;
@@ -43,7 +42,6 @@ public:
     // stay in the page cache). Loading copies every weight into backend buffers, so without this the
     // peak RSS of a load would be the weights twice.
     void release(const void * data, size_t n) const;
-    size_t file_size() const { return size_; }
     uint32_t n_tensors() const;
 
 private:

@@ -5,8 +5,8 @@
 
 namespace autoglm {
 
-// Every intermediate gets a name ("attn_out-3") so a debug eval callback can dump it for comparison
-// with the PyTorch reference.
+// Every intermediate gets a name ("attn_norm-3") so AUTOGLM_DUMP_TENSORS (tensor_dump.h) can write it
+// for comparison with the PyTorch reference's hooks.
 inline ggml_tensor * named(ggml_tensor * t, const char * name, int il = -1) {
     if (il >= 0) ggml_format_name(t, "%s-%d", name, il);
     else ggml_set_name(t, name);

@@ -204,8 +204,7 @@ void check_image(const rgb_image & img, const char * fn) {
     }
     if (img.data.size() != (size_t) img.width * img.height * 3) {
         throw invalid_argument(std::string(fn) + ": image data has " + std::to_string(img.data.size()) +
-                               " bytes, expected 3 * width * height = " +
-                               std::to_string((size_t) img.width * img.height * 3));
+                               " bytes, expected 3 * width * height = " + std::to_string((size_t) img.width * img.height * 3));
     }
 }
 
@@ -260,8 +259,8 @@ pixel_patches preprocess(const rgb_image & img, const resize_params & p, const s
     check_image(img, "preprocess");
     for (int c = 0; c < 3; c++) {
         if (!std::isfinite(mean[c]) || !std::isfinite(std[c]) || std[c] == 0.0f) {
-            throw invalid_argument("preprocess: mean must be finite and std finite and non-zero (channel " +
-                                   std::to_string(c) + ")");
+            throw invalid_argument("preprocess: mean must be finite and std finite and non-zero (channel " + std::to_string(c) +
+                                   ")");
         }
     }
     const auto hw = smart_resize(img.height, img.width, p);

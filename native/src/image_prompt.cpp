@@ -74,8 +74,7 @@ void image_embedder::clear() {
     bytes_ = 0;
 }
 
-std::vector<std::vector<int32_t>> tokenize_around_images(const tokenizer & tok, const std::string & prompt,
-                                                         size_t n_images) {
+std::vector<std::vector<int32_t>> tokenize_around_images(const tokenizer & tok, const std::string & prompt, size_t n_images) {
     static const std::string slot = image_slot_text;
     static const std::string begin = "<|begin_of_image|>", end = "<|end_of_image|>";
     std::vector<std::string> parts;
@@ -91,7 +90,8 @@ std::vector<std::vector<int32_t>> tokenize_around_images(const tokenizer & tok, 
     const size_t n_slots = parts.size() - 1;
     if (n_slots != n_images) {
         throw invalid_argument("the prompt has " + std::to_string(n_slots) + " image slot(s) (" + slot + ") but " +
-                               std::to_string(n_images) + " image(s) were given; they must match (the chat template "
+                               std::to_string(n_images) +
+                               " image(s) were given; they must match (the chat template "
                                "writes one slot per image part)");
     }
     std::vector<std::vector<int32_t>> runs;

@@ -62,7 +62,6 @@ private:
 // The tokenized text around a prompt's n_images image slots: n_images + 1 runs, run i before image i
 // (slot markers included, the <|image|> token left out). Throws invalid_argument when the prompt's
 // slot count is not n_images.
-std::vector<std::vector<int32_t>> tokenize_around_images(const tokenizer & tok, const std::string & prompt,
-                                                         size_t n_images);
+std::vector<std::vector<int32_t>> tokenize_around_images(const tokenizer & tok, const std::string & prompt, size_t n_images);
 
 }  // namespace autoglm

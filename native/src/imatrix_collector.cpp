@@ -20,7 +20,7 @@ bool imatrix_collector::wants(const ggml_tensor * t) const {
     // rows (shorter batches are generation steps, not prompt text), whose weight is a decoder layer's
     // (or the output head's, on request). Our decoder has no MUL_MAT_ID (no experts).
     if (t->op != GGML_OP_MUL_MAT) return false;
-    const ggml_tensor * src0 = t->src[0], * src1 = t->src[1];
+    const ggml_tensor *src0 = t->src[0], *src1 = t->src[1];
     if (!src0 || !src1 || src1->type != GGML_TYPE_F32 || src1->ne[1] < 16) return false;
     const std::string w = imatrix_weight_name(src0->name);
     return w.compare(0, 4, "blk.") == 0 || (process_output_ && w == "output.weight");
@@ -43,7 +43,7 @@ std::string imatrix_collector::take_error() {
 }
 
 void imatrix_collector::add(const ggml_tensor * t) {
-    const ggml_tensor * src0 = t->src[0], * src1 = t->src[1];
+    const ggml_tensor *src0 = t->src[0], *src1 = t->src[1];
     const std::string name = imatrix_weight_name(src0->name);
     if (src0->ne[2] != 1 || src0->ne[3] != 1) {
         throw error("imatrix: weight '" + name + "' is not a matrix; stacked (3-D) weights are not supported");

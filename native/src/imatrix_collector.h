@@ -32,6 +32,14 @@ public:
     // The follow-up, once `t` has been computed: adds its input rows. Never throws (it runs inside
     // ggml's compute loop); a problem is kept in error() and the statistics of `t` are left as they were.
     void collect(const ggml_tensor * t) noexcept;
+    // The scheduler's eval callback (user = this collector): wants() when asked, then collect().
+    // ref: llama.cpp tools/imatrix/imatrix.cpp (the ask/collect protocol).
+    static bool eval_cb(ggml_tensor * t, bool ask, void * user) {
+        auto * self = static_cast<imatrix_collector *>(user);
+        if (ask) return self->wants(t);
+        self->collect(t);
+        return true;
+    }
 
     // The first problem since the last take_error(), then cleared ("" when none). The session turns it
     // into an exception after the graph, so the evaluation fails as a whole.

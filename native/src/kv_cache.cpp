@@ -30,7 +30,8 @@ kv_cache::kv_cache(const text_model & model, uint32_t n_ctx, ggml_type type) : n
         if (!buf) {
             const bool on_cpu = be == model.backends().cpu();
             throw out_of_memory("cannot allocate the KV cache (" + std::to_string(n_ctx) + " cells) on " + ggml_backend_name(be) +
-                                "; use a smaller n_ctx" + (on_cpu ? "" : " or put fewer layers on the GPU (n_gpu_layers / -ngl)"));
+                                "; use a smaller n_ctx" +
+                                (on_cpu ? "" : " or put fewer layers on the GPU (n_gpu_layers / -ngl)"));
         }
         ggml_backend_buffer_clear(buf, 0);  // no NaN garbage in cells that a mask hides (0 * NaN = NaN)
         bufs_.emplace_back(buf);

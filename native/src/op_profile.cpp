@@ -20,11 +20,9 @@ bool op_profile::enabled() {
     return on;
 }
 
-void op_profile::attach(ggml_backend_sched_t sched, int n_threads) {
-    if (!enabled()) return;
+void op_profile::attach(int n_threads) {
     started_ = false;
     n_threads_ = n_threads > 0 ? n_threads : 1;
-    ggml_backend_sched_set_eval_callback(sched, &op_profile::eval_cb, this);
 }
 
 static bool is_quantized(ggml_type t) { return ggml_is_quantized(t); }
@@ -59,8 +57,8 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         const ggml_tensor * k = t->src[1];
         const ggml_tensor * v = t->src[2];
         r.family += std::string(" ") + ggml_type_name(k->type);
-        r.ops = 2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] *
-                (double) (q->ne[0] + v->ne[0]);
+        r.ops =
+            2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (q->ne[0] + v->ne[0]);
         r.peak = "f32";
     } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_name) {
         // our attention kernel: q [hd, n_head, n], kt [n_kv, hd, H_kv]; with a (causal) mask the kernel
@@ -114,10 +112,11 @@ void op_profile::report(const char * what) {
     double total = 0;
     for (const auto & r : rows) total += r.ms;
     const cpu_peak_info peak = cpu_peak(n_threads_);
-    std::fprintf(stderr, "autoglm profile [%s]: %.1f ms in %zu kernel families; CPU peak on %d threads at %.2f GHz "
+    std::fprintf(stderr,
+                 "autoglm profile [%s]: %.1f ms in %zu kernel families; CPU peak on %d threads at %.2f GHz "
                  "(measured): f32 %.0f GFLOP/s (%s), bf16 %.0f (%s), int8 %.0f GOP/s (%s)%s\n",
-                 what, total, rows.size(), peak.threads, peak.clock_ghz, peak.f32_gops(), peak.f32_isa.c_str(),
-                 peak.bf16_gops(), peak.bf16_isa.c_str(), peak.int8_gops(), peak.int8_isa.c_str(),
+                 what, total, rows.size(), peak.threads, peak.clock_ghz, peak.f32_gops(), peak.f32_isa.c_str(), peak.bf16_gops(),
+                 peak.bf16_isa.c_str(), peak.int8_gops(), peak.int8_isa.c_str(),
                  peak.amx_int8_per_cycle > 0 ? (", AMX int8 " + std::to_string((int) peak.amx_int8_gops())).c_str() : "");
     for (const auto & r : rows) {
         std::fprintf(stderr, "  %-34s %10.1f ms %5.1f%%  x%-6d", r.family.c_str(), r.ms, 100.0 * r.ms / total, r.n);

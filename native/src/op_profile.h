@@ -29,12 +29,12 @@ public:
     };
 
     static bool enabled();
-    // Installs the callback on `sched` when enabled; call before ggml_backend_sched_graph_compute.
-    // n_threads: the CPU threads the graph runs on (for the peak).
-    void attach(ggml_backend_sched_t sched, int n_threads);
+    // Starts timing a computation; then install eval_cb (user = this) on its scheduler, alone or in
+    // an eval_chain. n_threads: the CPU threads the graph runs on (for the peak).
+    void attach(int n_threads);
     // Prints and clears the table (when enabled), labelled with `what`.
     void report(const char * what);
-    // The callback attach() installs (user = this): public so a session can forward to it from its own.
+    // The scheduler's eval callback (user = this): stops after every node.
     static bool eval_cb(ggml_tensor * t, bool ask, void * user);
 
     // The family of a node and the operations it does (exposed for tests).

@@ -66,8 +66,9 @@ void quantize_rows(ggml_type type, const float * src, void * dst, int64_t nrows,
     storage_row_size(type, n_per_row);  // validates the row length against the block size
     AUTOGLM_CHECK_ARG(nrows >= 0, "negative row count");
     if (nrows == 0) return;
-    AUTOGLM_CHECK_ARG(imatrix || !needs_imatrix(type),
-                      std::string(ggml_type_name(type)) + " needs an importance matrix (compute one with `autoglm-gguf imatrix`)");
+    AUTOGLM_CHECK_ARG(
+        imatrix || !needs_imatrix(type),
+        std::string(ggml_type_name(type)) + " needs an importance matrix (compute one with `autoglm-gguf imatrix`)");
     if (imatrix) {
         const int64_t bad_im = find_non_finite(imatrix, 0, n_per_row);
         AUTOGLM_CHECK_ARG(bad_im < 0, "the importance matrix has a non-finite value at column " + std::to_string(bad_im));

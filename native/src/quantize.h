@@ -31,7 +31,7 @@ size_t storage_row_size(ggml_type type, int64_t n_per_row);
 // `validate`, the written rows are checked with ggml_validate_row_data, as llama-quantize does
 // (off for the converter, whose reference is gguf-py's quantizer, which keeps infinite scales).
 // n_threads <= 0 means "all hardware threads". Thread-safe; holds no global state.
-void quantize_rows(ggml_type type, const float * src, void * dst, int64_t nrows, int64_t n_per_row,
-                   int n_threads, const float * imatrix = nullptr, bool validate = false);
+void quantize_rows(ggml_type type, const float * src, void * dst, int64_t nrows, int64_t n_per_row, int n_threads,
+                   const float * imatrix = nullptr, bool validate = false);
 
 }  // namespace autoglm

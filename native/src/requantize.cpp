@@ -17,8 +17,14 @@ namespace autoglm {
 
 namespace {
 
-struct gguf_ctx_deleter { void operator()(gguf_context * c) const { gguf_free(c); } };
-struct file_closer { void operator()(FILE * f) const { if (f) std::fclose(f); } };
+struct gguf_ctx_deleter {
+    void operator()(gguf_context * c) const { gguf_free(c); }
+};
+struct file_closer {
+    void operator()(FILE * f) const {
+        if (f) std::fclose(f);
+    }
+};
 
 // Rows converted per slab: bounds the F32 staging buffer (and so the RSS) whatever the tensor size.
 constexpr size_t SLAB_F32_BYTES = 64u << 20;
@@ -51,7 +57,8 @@ void to_f32_serial(ggml_type type, const uint8_t * src, float * dst, int64_t n) 
 // The same on n_threads threads: one thread converting would leave the quantizer's threads idle
 // for a third of the time on 2 cores (measured: 139% CPU for a 9B F16 -> Q4_K_M run).
 void to_f32(ggml_type type, const uint8_t * src, float * dst, int64_t n, int n_threads) {
-    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) return to_f32_serial(type, src, dst, n);  // throws
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16)
+        return to_f32_serial(type, src, dst, n);  // throws
     if (n_threads <= 0) n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
     n_threads = (int) std::min<int64_t>(n_threads, std::max<int64_t>(1, n >> 18));  // >= 256k values per thread
     const size_t esz = ggml_type_size(type);
@@ -70,9 +77,8 @@ void requantize_gguf(const std::string & in_path, const std::string & out_path, 
     gguf_file in(in_path);
     gguf_context * src = in.ctx();
     const int64_t n_in = gguf_get_n_tensors(src);
-    AUTOGLM_CHECK_ARG((int64_t) opts.tensors.size() == n_in,
-                      in_path + ": the plan lists " + std::to_string(opts.tensors.size()) + " tensors, the file has " +
-                          std::to_string(n_in));
+    AUTOGLM_CHECK_ARG((int64_t) opts.tensors.size() == n_in, in_path + ": the plan lists " + std::to_string(opts.tensors.size()) +
+                                                                 " tensors, the file has " + std::to_string(n_in));
 
     std::unique_ptr<gguf_context, gguf_ctx_deleter> out(gguf_init_empty());
     // ref: llama_model_quantize_impl: copy every key, then (re)set the two quantization keys, drop split keys.

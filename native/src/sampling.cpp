@@ -48,14 +48,11 @@ std::string show(T v) {
 }
 
 [[noreturn]] void reject(const char * name, const std::string & value, const char * allowed) {
-    throw invalid_argument(std::string("sampling parameter ") + name + " = " + value +
-                           " is out of range: expected " + allowed);
+    throw invalid_argument(std::string("sampling parameter ") + name + " = " + value + " is out of range: expected " + allowed);
 }
 
 // 53 random bits -> a double in [0, 1), exactly representable, identical everywhere.
-double uniform01(std::mt19937_64 & rng) {
-    return static_cast<double>(rng() >> 11) * 0x1.0p-53;
-}
+double uniform01(std::mt19937_64 & rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 }  // namespace
 
@@ -69,15 +66,12 @@ void validate(const sampling_params & p) {
         reject("repeat_penalty", show(p.repeat_penalty), "a finite value > 0 (1 = disabled)");
     if (!std::isfinite(p.frequency_penalty))
         reject("frequency_penalty", show(p.frequency_penalty), "a finite value (0 = disabled)");
-    if (!std::isfinite(p.presence_penalty))
-        reject("presence_penalty", show(p.presence_penalty), "a finite value (0 = disabled)");
+    if (!std::isfinite(p.presence_penalty)) reject("presence_penalty", show(p.presence_penalty), "a finite value (0 = disabled)");
     if (p.penalty_last_n < -1)
         reject("penalty_last_n", show(p.penalty_last_n), "an integer >= -1 (-1 = whole history, 0 = disabled)");
 }
 
-sampler::sampler(const sampling_params & p) : p_(p), rng_(p.seed) {
-    validate(p_);
-}
+sampler::sampler(const sampling_params & p) : p_(p), rng_(p.seed) { validate(p_); }
 
 void sampler::reseed(uint64_t seed) {
     p_.seed = seed;
@@ -90,8 +84,7 @@ void sampler::apply_penalties(const std::vector<int32_t> & history, size_t n_pro
     if (p_.repeat_penalty == 1.0f && p_.frequency_penalty == 0.0f && p_.presence_penalty == 0.0f) return;
     if (p_.openai_penalties) return apply_openai_penalties(history, n_prompt);
     if (p_.penalty_last_n == 0) return;
-    const size_t w = p_.penalty_last_n < 0 ? history.size()
-                                           : std::min(history.size(), static_cast<size_t>(p_.penalty_last_n));
+    const size_t w = p_.penalty_last_n < 0 ? history.size() : std::min(history.size(), static_cast<size_t>(p_.penalty_last_n));
     // Sorting the window groups equal ids into runs: counting without a hash map, in O(w log w).
     window_.assign(history.end() - static_cast<std::ptrdiff_t>(w), history.end());
     std::sort(window_.begin(), window_.end());
@@ -138,13 +131,11 @@ void sampler::drop_impossible() {
     bool any_pos_inf = false;
     for (const cand & c : cand_) any_pos_inf |= c.first == kPosInf;
     if (any_pos_inf) {
-        cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [](const cand & c) { return c.first != kPosInf; }),
-                    cand_.end());
+        cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [](const cand & c) { return c.first != kPosInf; }), cand_.end());
         for (cand & c : cand_) c.first = 0.0f;
         return;
     }
-    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [](const cand & c) { return c.first == kNegInf; }),
-                cand_.end());
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [](const cand & c) { return c.first == kNegInf; }), cand_.end());
 }
 
 // Keeps the top_k best in rank order. For small k, one pass with a k-element heap whose front is
@@ -213,8 +204,8 @@ void sampler::top_p_filter(bool ranked) {
         const scored & a = scored_[lo];
         const scored & b = scored_[lo + (hi - lo) / 2];
         const scored & c = scored_[hi - 1];
-        const scored pivot = before(a, b) ? (before(b, c) ? b : (before(a, c) ? c : a))
-                                          : (before(a, c) ? a : (before(b, c) ? c : b));
+        const scored pivot =
+            before(a, b) ? (before(b, c) ? b : (before(a, c) ? c : a)) : (before(a, c) ? a : (before(b, c) ? c : b));
         // Hand-written partition (not std::partition) so the arrangement, hence the summation order, is
         // the same with every standard library.
         size_t m = lo;
@@ -238,8 +229,7 @@ void sampler::top_p_filter(bool ranked) {
         lo = m + 1;
     }
     if (!boundary) {
-        std::sort(scored_.begin() + static_cast<std::ptrdiff_t>(lo), scored_.begin() + static_cast<std::ptrdiff_t>(hi),
-                  before);
+        std::sort(scored_.begin() + static_cast<std::ptrdiff_t>(lo), scored_.begin() + static_cast<std::ptrdiff_t>(hi), before);
         for (size_t i = lo; i < hi && !boundary; ++i) {
             above += scored_[i].weight;
             if (above >= target) boundary = &scored_[i];
@@ -311,9 +301,8 @@ int32_t sampler::sample(const float * logits, int32_t n_vocab, const std::vector
         for (size_t i = 1; i < cand_.size(); ++i) {
             if (cand_[i].first > cand_[best].first) best = i;
         }
-        AUTOGLM_CHECK_ARG(cand_[best].first != kNegInf,
-                          "sample: every logit is NaN or -inf (n_vocab = " + std::to_string(n_vocab) +
-                              "), there is no token to choose");
+        AUTOGLM_CHECK_ARG(cand_[best].first != kNegInf, "sample: every logit is NaN or -inf (n_vocab = " +
+                                                            std::to_string(n_vocab) + "), there is no token to choose");
         return cand_[best].second;
     }
 

@@ -26,16 +26,17 @@ session::session(const text_model & model, const session_params & params)
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
     text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx, n_tok, false, flash_attn_, cpu_attn_});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
-        throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) + ", n_batch=" +
-                    std::to_string(params_.n_batch) + "; use smaller values");
+        throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) +
+                            ", n_batch=" + std::to_string(params_.n_batch) + "; use smaller values");
     }
 }
 
 std::unique_lock<std::recursive_mutex> session::acquire() {
     std::unique_lock<std::recursive_mutex> lock(busy_, std::try_to_lock);
     if (!lock.owns_lock()) {
-        throw busy("this session (conversation context) is in use by another thread; give each thread its own "
-                   "session, or wait for the other call to finish");
+        throw busy(
+            "this session (conversation context) is in use by another thread; give each thread its own "
+            "session, or wait for the other call to finish");
     }
     return lock;
 }
@@ -67,15 +68,6 @@ std::vector<float> session::eval_tokens(const std::vector<int32_t> & tokens, log
     progress_base_ = 0;
     progress_total_ = (uint32_t) tokens.size();
     return eval(tokens.data(), nullptr, (uint32_t) tokens.size(), pos, next, keys, mode);
-}
-
-std::vector<float> session::eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
-                                            int32_t next_pos_after, logits_mode mode) {
-    auto lock = acquire();
-    if (pos.size() != n) throw invalid_argument("eval_embeddings: one (t,h,w) position per embedding row is required");
-    progress_base_ = 0;
-    progress_total_ = n;
-    return eval(nullptr, embd, n, pos, std::vector<int32_t>(n, next_pos_after), std::vector<uint64_t>(n, 0), mode);
 }
 
 std::vector<float> session::eval_cells(const std::vector<prompt_cell> & cells, size_t begin, size_t end,
@@ -125,7 +117,8 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
     if (n == 0) return {};
     if ((size_t) kv_.n_used() + n > kv_.n_ctx()) {
         throw context_full("context full: " + std::to_string(kv_.n_used()) + " cached + " + std::to_string(n) +
-                               " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) + " (create the model with a larger n_ctx)");
+                           " new tokens exceed n_ctx = " + std::to_string(kv_.n_ctx()) +
+                           " (create the session with a larger n_ctx)");
     }
     const size_t n_vocab = model_.hparams().n_vocab;
     const uint32_t n_out_total = mode == logits_mode::all ? n : (mode == logits_mode::last ? 1 : 0);
@@ -140,7 +133,8 @@ std::vector<float> session::eval(const int32_t * tokens, const float * embd, uin
             const bool last_ub = i0 + nb == n;
             const uint32_t n_out = mode == logits_mode::all ? nb : (mode == logits_mode::last && last_ub ? 1 : 0);
             float * out = n_out ? logits.data() + (mode == logits_mode::all ? (size_t) i0 * n_vocab : 0) : nullptr;
-            run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out, out);
+            run_ubatch(tokens ? tokens + i0 : nullptr, embd ? embd + (size_t) i0 * n_embd : nullptr, nb, pos.data() + i0, n_out,
+                       out);
             for (uint32_t j = 0; j < nb; ++j) {
                 kv_.append(tokens ? tokens[i0 + j] : -1, keys[i0 + j], pos[i0 + j], next_after[i0 + j]);
             }
@@ -163,8 +157,8 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
                          uint32_t n_out, float * logits_out) {
     const text_hparams & hp = model_.hparams();
     const uint32_t kv_head = kv_.n_used();
-    const text_graph_shape shape{n,           attended_cells(kv_head + n), n_out, embd != nullptr, flash_attn_, cpu_attn_,
-                                 !(imatrix_ && imatrix_->active)};
+    const text_graph_shape shape{n,         attended_cells(kv_head + n),    n_out, embd != nullptr, flash_attn_,
+                                 cpu_attn_, !(imatrix_ && imatrix_->active)};
     if (!graph_ctx_ || !(shape == graph_shape_)) {
         // ref: llama.cpp reuses the previous graph when its parameters match (llm_graph_result::can_reuse).
         graph_ctx_.reset();
@@ -236,27 +230,19 @@ imatrix_collector & session::imatrix() {
 }
 
 void session::attach_eval_callback() {
-    profile_.attach(sched_.get(), model_.backends().n_threads());  // installs the profiler's own callback when AUTOGLM_PROFILE is set
-    if (imatrix_ && imatrix_->active) {
-        ggml_backend_sched_set_eval_callback(sched_.get(), &session::eval_cb, this);
-    } else if (!op_profile::enabled()) {
-        // Collection stopped: back to no callback, so the scheduler computes whole splits at once.
-        ggml_backend_sched_set_eval_callback(sched_.get(), nullptr, nullptr);
+    // Observers of this computation, in the order they see each node (eval_chain.h). Without any the
+    // scheduler runs whole splits at once.
+    eval_chain_.clear();
+    if (imatrix_ && imatrix_->active) eval_chain_.add(&imatrix_collector::eval_cb, imatrix_.get());
+    if (tensor_dump::enabled()) {
+        dump_.begin("text");
+        eval_chain_.add(&tensor_dump::eval_cb, &dump_);
     }
-}
-
-// Installed only while the imatrix collector is active. ref: llama.cpp imatrix.cpp (ask/collect protocol).
-bool session::eval_cb(ggml_tensor * t, bool ask, void * user) {
-    auto * self = static_cast<session *>(user);
-    const bool profiling = op_profile::enabled();
-    const bool wanted = self->imatrix_->wants(t);
-    if (ask) {
-        const bool profiler_stops = profiling && op_profile::eval_cb(t, true, &self->profile_);
-        return wanted || profiler_stops;
+    if (op_profile::enabled()) {
+        profile_.attach(model_.backends().n_threads());
+        eval_chain_.add(&op_profile::eval_cb, &profile_);
     }
-    // Collect before the profiler takes its time stamp, so the collection is billed to this MUL_MAT.
-    if (wanted) self->imatrix_->collect(t);
-    return profiling ? op_profile::eval_cb(t, false, &self->profile_) : true;
+    eval_chain_.install(sched_.get());
 }
 
 }  // namespace autoglm

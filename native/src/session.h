@@ -11,11 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "eval_chain.h"
 #include "ggml_ptr.h"
 #include "imatrix_collector.h"
 #include "kv_cache.h"
 #include "op_profile.h"
 #include "prompt_layout.h"
+#include "tensor_dump.h"
 #include "text_graph.h"
 #include "text_model.h"
 
@@ -44,11 +46,6 @@ public:
     // Appends text tokens after what the cache holds. Returns logits rows (n_vocab floats each):
     // none, the last token's, or every token's. Throws invalid_argument when the context would overflow.
     std::vector<float> eval_tokens(const std::vector<int32_t> & tokens, logits_mode mode);
-
-    // Appends embeddings [n, n_embd] (row-major) at the given positions (one (t,h,w) per row) and sets
-    // the next text position to next_pos_after (images: st + max(rows, cols), spec D.4).
-    std::vector<float> eval_embeddings(const float * embd, uint32_t n, const std::vector<std::array<int32_t, 3>> & pos,
-                                       int32_t next_pos_after, logits_mode mode);
 
     // Appends cells [begin, end) of a laid-out prompt (text tokens and image rows with their positions).
     // Logits: as for eval_tokens, relative to these cells.
@@ -88,8 +85,8 @@ private:
     uint32_t progress_base_ = 0, progress_total_ = 0;
     std::recursive_mutex busy_;
     uint64_t epoch_ = 0;
-    void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos,
-                    uint32_t n_out, float * logits_out);
+    void run_ubatch(const int32_t * tokens, const float * embd, uint32_t n, const std::array<int32_t, 3> * pos, uint32_t n_out,
+                    float * logits_out);
 
     const text_model & model_;
     session_params params_;
@@ -99,10 +96,11 @@ private:
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)
     op_profile profile_;              // AUTOGLM_PROFILE=1: per-op times over the session's life
+    tensor_dump dump_;                // AUTOGLM_DUMP_TENSORS=DIR: named intermediates as .npy files
+    eval_chain eval_chain_;           // the observers above (and the imatrix collector) of one computation
     std::unique_ptr<imatrix_collector> imatrix_;
     // The scheduler holds one eval callback: the profiler's alone, or this one forwarding to both.
     void attach_eval_callback();
-    static bool eval_cb(ggml_tensor * t, bool ask, void * user);
     // The last built graph, still allocated in sched_: reused while the shape stays the same.
     ggml_ctx_ptr graph_ctx_;
     text_graph graph_;

@@ -46,7 +46,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     } else {
         g.inp_tokens = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens), "inp_tokens");
         ggml_set_input(g.inp_tokens);
-        cur = named(ggml_get_rows(ctx, model.tok_embd(), g.inp_tokens), "inp_embd");  // no embedding scaling in GLM-4
+        cur = named(ggml_get_rows(ctx, model.weights().tok_embd, g.inp_tokens), "inp_embd");  // no embedding scaling in GLM-4
     }
     g.inp_pos = named(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, hp.mrope ? 4 * n_tokens : n_tokens), "inp_pos");
     ggml_set_input(g.inp_pos);
@@ -61,15 +61,15 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     int sections[4] = {hp.rope_sections[0], hp.rope_sections[1], hp.rope_sections[2], hp.rope_sections[3]};
     auto rope = [&](ggml_tensor * x) {
         if (hp.mrope) {
-            return ggml_rope_multi(ctx, x, g.inp_pos, nullptr, hp.n_rot, sections, GGML_ROPE_TYPE_MROPE,
-                                   hp.n_ctx_train, hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+            return ggml_rope_multi(ctx, x, g.inp_pos, nullptr, hp.n_rot, sections, GGML_ROPE_TYPE_MROPE, hp.n_ctx_train,
+                                   hp.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
         }
-        return ggml_rope_ext(ctx, x, g.inp_pos, nullptr, hp.n_rot, GGML_ROPE_TYPE_NORMAL, hp.n_ctx_train, hp.rope_theta,
-                             1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+        return ggml_rope_ext(ctx, x, g.inp_pos, nullptr, hp.n_rot, GGML_ROPE_TYPE_NORMAL, hp.n_ctx_train, hp.rope_theta, 1.0f,
+                             0.0f, 1.0f, 0.0f, 0.0f);
     };
 
     for (int il = 0; il < (int) hp.n_layer; ++il) {
-        const text_layer & L = model.layers()[il];
+        const text_layer & L = model.weights().layers[il];
         ggml_tensor * inpL = cur;
 
         // --- attention (sandwich-normed) ---
@@ -82,7 +82,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
 
         // Write this batch's K/V into its cache cells (inp_kv_idx), before the attention below reads them
         // (graph order: the scheduler runs nodes in the order they were added).
-        ggml_tensor * k_cache = kv.k(il), * v_cache = kv.v(il);
+        ggml_tensor *k_cache = kv.k(il), *v_cache = kv.v(il);
         const size_t row = ggml_row_size(k_cache->type, n_embd_kv);
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx, k_cache, ggml_reshape_2d(ctx, k, n_embd_kv, n_tokens), g.inp_kv_idx));
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx, v_cache, v, g.inp_kv_idx));
@@ -94,9 +94,10 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         if (s.flash_attn && s.cpu_attn != attn_kernel::none && n_tokens >= 32 && ggml_backend_buffer_is_host(k_cache->buffer)) {
             // Prompt processing on the CPU: our kernel over F32 copies of this layer's K (transposed)
             // and V, made once here instead of per tile; the mask's causal tail is skipped.
-            ggml_tensor * Kt = ggml_cont(ctx, ggml_permute(ctx, ggml_cast(ctx, K, GGML_TYPE_F32), 1, 0, 2, 3));  // [n_kv, hd, n_kv_h]
-            ggml_tensor * Vf = ggml_permute(ctx, ggml_cast(ctx, V, GGML_TYPE_F32), 0, 2, 1, 3);                 // [hd, n_kv_h, n_kv]
-            ggml_tensor * kqv = cpu_attention(ctx, q, Kt, Vf, g.inp_mask, s.cpu_attn);                          // [hd, n_head, n_tok]
+            ggml_tensor * Kt =
+                ggml_cont(ctx, ggml_permute(ctx, ggml_cast(ctx, K, GGML_TYPE_F32), 1, 0, 2, 3));  // [n_kv, hd, n_kv_h]
+            ggml_tensor * Vf = ggml_permute(ctx, ggml_cast(ctx, V, GGML_TYPE_F32), 0, 2, 1, 3);  // [hd, n_kv_h, n_kv]
+            ggml_tensor * kqv = cpu_attention(ctx, q, Kt, Vf, g.inp_mask, s.cpu_attn);  // [hd, n_head, n_tok]
             cur = ggml_reshape_2d(ctx, kqv, head_dim * n_head, n_tokens);
         } else if (s.flash_attn) {
             // Fused softmax(QK^T)V without materializing the [n_kv, n_tok, n_head] scores.
@@ -107,11 +108,11 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
             // A GPU backend converts a non-contiguous right-hand operand to F16 before the matmul (ggml-vulkan
             // does); a contiguous Q keeps this F32-cache path in F32 there. The CPU reads it either way.
             if (!ggml_backend_buffer_is_host(k_cache->buffer)) Q = ggml_cont(ctx, Q);
-            ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);                            // [n_kv, n_tok, n_head] (GQA broadcast)
+            ggml_tensor * kq = ggml_mul_mat(ctx, K, Q);  // [n_kv, n_tok, n_head] (GQA broadcast)
             ggml_prec_set_acc(kq, GGML_PREC_F32);
             kq = named(ggml_soft_max_ext(ctx, kq, g.inp_mask, kq_scale, 0.0f), "kq_soft_max", il);
             ggml_tensor * Vt = ggml_cont(ctx, ggml_permute(ctx, V, 1, 0, 2, 3));  // [n_kv, hd, n_head_kv]
-            ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);                         // [hd, n_tok, n_head]
+            ggml_tensor * kqv = ggml_mul_mat(ctx, Vt, kq);  // [hd, n_tok, n_head]
             cur = ggml_cont_2d(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3), head_dim * n_head, n_tokens);
         }
         cur = named(cur, "kqv_out", il);
@@ -135,8 +136,8 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         ggml_set_input(g.inp_out_ids);
         cur = ggml_get_rows(ctx, cur, g.inp_out_ids);
     }
-    cur = named(rms_norm(ctx, cur, model.output_norm(), hp.rms_eps), "result_norm");
-    g.logits = named(ggml_mul_mat(ctx, model.output(), cur), "result_output");
+    cur = named(rms_norm(ctx, cur, model.weights().output_norm, hp.rms_eps), "result_norm");
+    g.logits = named(ggml_mul_mat(ctx, model.weights().output, cur), "result_output");
     ggml_set_output(g.logits);
     ggml_build_forward_expand(g.gf, g.logits);
     return g;

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "backend.h"
-#include "gguf_file.h"
 #include "ggml_ptr.h"
+#include "gguf_file.h"
 #include "tokenizer.h"
 #include "weight_store.h"
 
@@ -53,6 +53,13 @@ struct text_layer {
     ggml_tensor * post_ffw_norm = nullptr;   // [n_embd]           post_mlp_layernorm
 };
 
+struct text_weights {
+    ggml_tensor * tok_embd = nullptr;     // [n_embd, n_vocab]  read in place from the file (get_rows on the CPU)
+    std::vector<text_layer> layers;
+    ggml_tensor * output_norm = nullptr;  // [n_embd]
+    ggml_tensor * output = nullptr;       // [n_embd, n_vocab]  token_embd when the file has no output.weight
+};
+
 struct model_params {
     int n_gpu_layers = 0;  // last N layers on the GPU; < 0 or > n_layer: all (+ the output head)
     int n_threads = 0;     // 0: physical cores
@@ -69,10 +76,7 @@ public:
     text_model & operator=(const text_model &) = delete;
 
     const text_hparams & hparams() const { return hp_; }
-    const std::vector<text_layer> & layers() const { return layers_; }
-    ggml_tensor * tok_embd() const { return tok_embd_; }
-    ggml_tensor * output_norm() const { return output_norm_; }
-    ggml_tensor * output() const { return output_; }  // token_embd when the file has no output.weight
+    const text_weights & weights() const { return w_; }
     backend_set & backends() const { return *backends_; }
     // Which backend holds layer il's weights (and so should hold its KV cache).
     ggml_backend_t layer_backend(int il) const;
@@ -97,20 +101,21 @@ public:
     std::mutex & compute_mutex() const { return compute_mutex_; }
 
 private:
+    // Loading, in order: the file's hyperparameters and vocabulary, the devices, then the tensors
+    // (shapes checked against the hyperparameters) and their data.
     void read_hparams(const gguf_file & f);
     void read_vocab(const gguf_file & f);
+    void init_backends(const model_params & params);
+    void create_tensors(const gguf_file & f, const model_params & params);
 
     std::string path_, name_, chat_template_;
     text_hparams hp_;
-    std::vector<text_layer> layers_;
-    ggml_tensor * tok_embd_ = nullptr;
-    ggml_tensor * output_norm_ = nullptr;
-    ggml_tensor * output_ = nullptr;
+    text_weights w_;
     std::unique_ptr<backend_set> backends_;
     std::unique_ptr<gguf_file> file_;        // kept open: the token embedding is read in place from its mapping
-    std::unique_ptr<weight_store> weights_;
+    std::unique_ptr<weight_store> store_;
     int n_gpu_layers_ = 0;
-    bool output_on_gpu_ = false;
+    bool output_on_gpu_ = false;             // the output head and its norm on the GPU (all layers there)
     vocab_data vocab_;
     std::unique_ptr<tokenizer> tokenizer_;
     std::vector<int32_t> eog_ids_;

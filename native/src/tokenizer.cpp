@@ -68,8 +68,8 @@ bool is_added(int32_t type) { return type == TOKEN_CONTROL || type == TOKEN_USER
 
 }  // namespace
 
-tokenizer::tokenizer(vocab_data data) : tokens_(std::move(data.tokens)), types_(std::move(data.types)),
-                                        ignore_merges_(data.ignore_merges) {
+tokenizer::tokenizer(vocab_data data)
+    : tokens_(std::move(data.tokens)), types_(std::move(data.types)), ignore_merges_(data.ignore_merges) {
     const size_t n = tokens_.size();
     if (n == 0) throw error("tokenizer: the vocabulary is empty (tokenizer.ggml.tokens)");
     if (n > (size_t) INT32_MAX) throw error("tokenizer: vocabulary too large: " + std::to_string(n) + " tokens");
@@ -145,9 +145,9 @@ tokenizer::tokenizer(vocab_data data) : tokens_(std::move(data.tokens)), types_(
     std::stable_sort(specials_.begin(), specials_.end(), [](const auto & a, const auto & b) {
         return a.first.size() != b.first.size() ? a.first.size() > b.first.size() : a.first < b.first;
     });
-    specials_.erase(std::unique(specials_.begin(), specials_.end(),
-                                [](const auto & a, const auto & b) { return a.first == b.first; }),
-                    specials_.end());
+    specials_.erase(
+        std::unique(specials_.begin(), specials_.end(), [](const auto & a, const auto & b) { return a.first == b.first; }),
+        specials_.end());
     for (uint32_t i = 0; i < specials_.size(); ++i) specials_by_byte_[(unsigned char) specials_[i].first[0]].push_back(i);
 }
 

@@ -29,9 +29,7 @@ struct class_tables {
         add(k_letter_ranges, std::size(k_letter_ranges), CP_LETTER);
         add(k_number_ranges, std::size(k_number_ranges), CP_NUMBER);
         add(k_space_ranges, std::size(k_space_ranges), CP_SPACE);
-        std::sort(astral.begin(), astral.end(), [](const tagged_range & a, const tagged_range & b) {
-            return a.first < b.first;
-        });
+        std::sort(astral.begin(), astral.end(), [](const tagged_range & a, const tagged_range & b) { return a.first < b.first; });
     }
 
     void add(const cp_range * rs, size_t n, cp_class cls) {
@@ -209,8 +207,10 @@ void glm4_pretokenize(std::string_view text, std::vector<std::pair<size_t, size_
 utf8_lead utf8_lead_info(unsigned char b0) {
     if (b0 < 0x80) return {1, 0x80, 0xBF};
     if (b0 >= 0xC2 && b0 <= 0xDF) return {2, 0x80, 0xBF};
-    if (b0 >= 0xE0 && b0 <= 0xEF) return {3, (unsigned char) (b0 == 0xE0 ? 0xA0 : 0x80), (unsigned char) (b0 == 0xED ? 0x9F : 0xBF)};
-    if (b0 >= 0xF0 && b0 <= 0xF4) return {4, (unsigned char) (b0 == 0xF0 ? 0x90 : 0x80), (unsigned char) (b0 == 0xF4 ? 0x8F : 0xBF)};
+    if (b0 >= 0xE0 && b0 <= 0xEF)
+        return {3, (unsigned char) (b0 == 0xE0 ? 0xA0 : 0x80), (unsigned char) (b0 == 0xED ? 0x9F : 0xBF)};
+    if (b0 >= 0xF0 && b0 <= 0xF4)
+        return {4, (unsigned char) (b0 == 0xF0 ? 0x90 : 0x80), (unsigned char) (b0 == 0xF4 ? 0x8F : 0xBF)};
     return {0, 0, 0};
 }
 

@@ -8,319 +8,328 @@
 #include <map>
 #include <mutex>
 
+#include "arch.h"
 #include "backend_loader.h"
 #include "error.h"
-#include "gguf_file.h"
-#include "op_profile.h"
-#include "cpu_attention.h"
 #include "vision_graph.h"
-#include "weight_store.h"
 
 namespace autoglm {
 
+using arch::key;
+using arch::tensor;
+
 namespace {
+
+const char * K(key k) { return arch::name(k); }
 
 // OpenAI-CLIP normalization, what GLM-4.1V's preprocessor_config uses (for files without the keys).
 constexpr std::array<float, 3> CLIP_MEAN{0.48145466f, 0.4578275f, 0.40821073f};
 constexpr std::array<float, 3> CLIP_STD{0.26862954f, 0.26130258f, 0.27577711f};
 
-std::array<float, 3> rgb_triple(const gguf_file & f, const char * key, const std::array<float, 3> & def) {
-    if (!f.has(key)) return def;
-    const std::vector<float> v = f.get_f32_array(key);
+std::array<float, 3> rgb_triple(const gguf_file & f, key k, const std::array<float, 3> & def) {
+    if (!f.has(K(k))) return def;
+    const std::vector<float> v = f.get_f32_array(K(k));
     if (v.size() != 3) {
-        throw file_error(f.path() + ": '" + key + "' has " + std::to_string(v.size()) + " values, expected 3 (R, G, B)");
+        throw file_error(f.path() + ": '" + K(k) + "' has " + std::to_string(v.size()) + " values, expected 3 (R, G, B)");
     }
     return {v[0], v[1], v[2]};
 }
 
 }  // namespace
 
-struct vision_model::impl {
-    std::string path;
-    vision_hparams hp;
-    vision_weights w;
-    std::unique_ptr<backend_set> backends;
-    std::unique_ptr<weight_store> weights;
-    size_t weight_bytes = 0;
-    ggml_sched_ptr sched;
-    std::vector<uint8_t> graph_buf;  // metadata arena for graph building (no tensor data)
-    std::mutex mu;                   // one encode at a time: the scheduler and its buffers are shared
-    attn_kernel attn = attn_kernel::none;  // a GPU-resident tower uses ggml's fused attention
-    ggml_type matmul_type = GGML_TYPE_COUNT;  // the matrices' type when converted at load, else COUNT
-
-    void read_hparams(const gguf_file & f);
-    void load(const gguf_file & f, const vision_params & params);
-};
-
-void vision_model::impl::read_hparams(const gguf_file & f) {
-    const std::string arch = f.get_str("general.architecture", "");
-    if (arch != "clip") {
-        throw file_error(f.path() + ": architecture '" + arch + "', expected a vision projector (mmproj) file with architecture 'clip'" +
-                         (arch == "glm4" ? " - this is the GLM-4 text model; pass its mmproj file instead" : ""));
+void vision_model::read_hparams(const gguf_file & f) {
+    const std::string file_arch = f.get_str(K(key::GENERAL_ARCHITECTURE), "");
+    if (file_arch != arch::VISION_ARCH) {
+        throw file_error(f.path() + ": architecture '" + file_arch +
+                         "', expected a vision projector (mmproj) file with architecture 'clip'" +
+                         (file_arch == arch::TEXT_ARCH ? " - this is the GLM-4 text model; pass its mmproj file instead" : ""));
     }
-    const std::string proj = f.get_str("clip.projector_type", "");
-    if (proj != "glm4v") {
+    const std::string proj = f.get_str(K(key::CLIP_PROJECTOR_TYPE), "");
+    if (proj != arch::VISION_PROJECTOR) {
         throw file_error(f.path() + ": projector type '" + proj + "', expected 'glm4v' (a GLM-4.1V / AutoGLM vision tower)");
     }
-    if (!f.get_bool("clip.has_vision_encoder", true)) throw file_error(f.path() + ": the mmproj has no vision encoder");
+    if (!f.get_bool(K(key::CLIP_HAS_VISION_ENCODER), true)) throw file_error(f.path() + ": the mmproj has no vision encoder");
 
-    hp.n_embd = f.get_u32("clip.vision.embedding_length");
-    hp.n_layer = f.get_u32("clip.vision.block_count");
-    hp.n_head = f.get_u32("clip.vision.attention.head_count");
-    hp.patch_size = f.get_u32("clip.vision.patch_size");
-    hp.eps = f.get_f32("clip.vision.attention.layer_norm_epsilon", 1e-5f);
-    hp.merge_size = f.get_u32("autoglm.vision.spatial_merge_size", f.get_u32("clip.vision.spatial_merge_size", 2));
-    hp.mean = rgb_triple(f, "clip.vision.image_mean", CLIP_MEAN);
-    hp.std = rgb_triple(f, "clip.vision.image_std", CLIP_STD);
-    hp.min_pixels = f.get_u32("autoglm.image_min_pixels", (uint32_t) hp.min_pixels);
-    hp.max_pixels = f.get_u32("autoglm.image_max_pixels", (uint32_t) hp.max_pixels);
+    hp_.n_embd = f.get_u32(K(key::CLIP_EMBEDDING_LENGTH));
+    hp_.n_layer = f.get_u32(K(key::CLIP_BLOCK_COUNT));
+    hp_.n_head = f.get_u32(K(key::CLIP_HEAD_COUNT));
+    hp_.patch_size = f.get_u32(K(key::CLIP_PATCH_SIZE));
+    hp_.eps = f.get_f32(K(key::CLIP_EPS), 1e-5f);
+    hp_.merge_size = f.get_u32(K(key::AUTOGLM_SPATIAL_MERGE_SIZE), f.get_u32(K(key::CLIP_SPATIAL_MERGE_SIZE), 2));
+    hp_.mean = rgb_triple(f, key::CLIP_IMAGE_MEAN, CLIP_MEAN);
+    hp_.std = rgb_triple(f, key::CLIP_IMAGE_STD, CLIP_STD);
+    hp_.min_pixels = f.get_u32(K(key::AUTOGLM_IMAGE_MIN_PIXELS), (uint32_t) hp_.min_pixels);
+    hp_.max_pixels = f.get_u32(K(key::AUTOGLM_IMAGE_MAX_PIXELS), (uint32_t) hp_.max_pixels);
 
     const std::string where = f.path() + ": ";
-    if (hp.n_layer == 0 || hp.n_embd == 0) throw file_error(where + "the vision tower has no blocks or zero width");
+    if (hp_.n_layer == 0 || hp_.n_embd == 0) throw file_error(where + "the vision tower has no blocks or zero width");
     // Each block has tensors of its own: more blocks than the file has tensors is corrupt, and would
     // size the per-layer tables before the first missing tensor is noticed.
-    if (hp.n_layer > f.n_tensors()) {
-        throw file_error(where + "clip.vision.block_count " + std::to_string(hp.n_layer) + " is more than the " +
+    if (hp_.n_layer > f.n_tensors()) {
+        throw file_error(where + "clip.vision.block_count " + std::to_string(hp_.n_layer) + " is more than the " +
                          std::to_string(f.n_tensors()) + " tensors the file holds");
     }
-    if (hp.n_head == 0 || hp.n_embd % hp.n_head || (hp.n_embd / hp.n_head) % 4) {
-        throw file_error(where + "vision width " + std::to_string(hp.n_embd) + " / " + std::to_string(hp.n_head) +
+    if (hp_.n_head == 0 || hp_.n_embd % hp_.n_head || (hp_.n_embd / hp_.n_head) % 4) {
+        throw file_error(where + "vision width " + std::to_string(hp_.n_embd) + " / " + std::to_string(hp_.n_head) +
                          " heads must give a head_dim that is a multiple of 4 (2-D RoPE over rows and columns)");
     }
-    if (hp.patch_size == 0 || hp.merge_size == 0) throw file_error(where + "patch_size and spatial_merge_size must be positive");
+    if (hp_.patch_size == 0 || hp_.merge_size == 0)
+        throw file_error(where + "patch_size and spatial_merge_size must be positive");
     // The GGUF holds the Conv3d as two time slices; a still image is the same frame in both.
-    const uint32_t tps = f.get_u32("autoglm.vision.temporal_patch_size", 2);
+    const uint32_t tps = f.get_u32(K(key::AUTOGLM_TEMPORAL_PATCH_SIZE), 2);
     if (tps != 2) throw file_error(where + "temporal_patch_size " + std::to_string(tps) + " is not supported (only 2)");
     for (int c = 0; c < 3; ++c) {
-        if (!(std::isfinite(hp.std[c]) && std::fabs(hp.std[c]) >= 1e-3f && std::isfinite(hp.mean[c]))) {
+        if (!(std::isfinite(hp_.std[c]) && std::fabs(hp_.std[c]) >= 1e-3f && std::isfinite(hp_.mean[c]))) {
             throw file_error(where + "clip.vision.image_mean/image_std channel " + std::to_string(c) + " is " +
-                             std::to_string(hp.mean[c]) + " / " + std::to_string(hp.std[c]) +
+                             std::to_string(hp_.mean[c]) + " / " + std::to_string(hp_.std[c]) +
                              "; the std must be finite and at least 1e-3 in size (CLIP uses about 0.27)");
         }
     }
-    if (!(std::isfinite(hp.eps) && hp.eps > 0.0f && hp.eps < 1.0f)) {
-        throw file_error(where + "clip.vision.attention.layer_norm_epsilon = " + std::to_string(hp.eps) +
+    if (!(std::isfinite(hp_.eps) && hp_.eps > 0.0f && hp_.eps < 1.0f)) {
+        throw file_error(where + "clip.vision.attention.layer_norm_epsilon = " + std::to_string(hp_.eps) +
                          " must be a small positive number (1e-5 or 1e-6)");
     }
     // A bound far above any screen (HF's default is 9,633,792): a larger value would let one small
     // image grow to gigabytes of patches.
     constexpr int64_t max_image_pixels = 50'000'000;
-    if (hp.min_pixels <= 0 || hp.max_pixels < hp.min_pixels || hp.max_pixels > max_image_pixels) {
-        throw file_error(where + "autoglm.image_min/max_pixels = " + std::to_string(hp.min_pixels) + " / " +
-                         std::to_string(hp.max_pixels) + " are not a valid range (0 < min <= max <= " +
-                         std::to_string(max_image_pixels) + ")");
+    if (hp_.min_pixels <= 0 || hp_.max_pixels < hp_.min_pixels || hp_.max_pixels > max_image_pixels) {
+        throw file_error(where + "autoglm.image_min/max_pixels = " + std::to_string(hp_.min_pixels) + " / " +
+                         std::to_string(hp_.max_pixels) +
+                         " are not a valid range (0 < min <= max <= " + std::to_string(max_image_pixels) + ")");
     }
 }
 
-void vision_model::impl::load(const gguf_file & f, const vision_params & params) {
+void vision_model::read_widths(const gguf_file & f) {
     // Widths come from the tensors (spec B.5: clip.vision.feed_forward_length is the merger's width).
-    auto meta = [&](const std::string & name) {
+    auto meta = [&](tensor id, int il = -1) {
+        const std::string name = arch::name(id, il);
         ggml_tensor * t = f.tensor(name);
-        if (!t) throw file_error(path + ": tensor '" + name + "' is missing (not a complete GLM-4V mmproj?)");
+        if (!t) throw file_error(path_ + ": tensor '" + name + "' is missing (not a complete GLM-4V mmproj?)");
         return t;
     };
-    hp.n_ff = (uint32_t) meta("v.blk.0.ffn_up.weight")->ne[1];
-    hp.n_merger_ff = (uint32_t) meta("mm.up.weight")->ne[1];
-    hp.n_out = (uint32_t) meta("mm.down.weight")->ne[1];
-    if (ggml_tensor * pe = f.tensor("v.position_embd.weight")) {
-        hp.n_pos = (uint32_t) pe->ne[1];
-        const auto side = (uint32_t) std::lround(std::sqrt((double) hp.n_pos));
-        if (side * side != hp.n_pos) {
-            throw file_error(path + ": v.position_embd.weight has " + std::to_string(hp.n_pos) + " entries, not a square grid");
+    hp_.n_ff = (uint32_t) meta(tensor::V_FFN_UP, 0)->ne[1];
+    hp_.n_merger_ff = (uint32_t) meta(tensor::MM_UP)->ne[1];
+    hp_.n_out = (uint32_t) meta(tensor::MM_DOWN)->ne[1];
+    const std::string pos_name = arch::name(tensor::V_POS_EMBD);
+    if (ggml_tensor * pe = f.tensor(pos_name)) {
+        hp_.n_pos = (uint32_t) pe->ne[1];
+        const auto side = (uint32_t) std::lround(std::sqrt((double) hp_.n_pos));
+        if (side * side != hp_.n_pos) {
+            throw file_error(path_ + ": " + pos_name + " has " + std::to_string(hp_.n_pos) + " entries, not a square grid");
         }
     }
-    if (f.tensor("v.blk.0.attn_q_norm.weight")) {
-        throw file_error(path + ": this vision tower has q/k norms (a GLM-OCR / GLM-5 variant), which is not supported");
+    if (f.tensor(arch::name(tensor::V_ATTN_Q_NORM, 0))) {
+        throw file_error(path_ + ": this vision tower has q/k norms (a GLM-OCR / GLM-5 variant), which is not supported");
     }
+    // The two Conv3d time slices, summed into one matrix by derive_weights().
+    const int64_t p = hp_.patch_size, E = hp_.n_embd;
+    for (tensor id : {tensor::V_PATCH_EMBD, tensor::V_PATCH_EMBD_1}) {
+        ggml_tensor * k = meta(id);
+        const int64_t want[4] = {p, p, 3, E};
+        if (!std::equal(want, want + 4, k->ne)) {
+            throw file_error(path_ + ": tensor '" + std::string(ggml_get_name(k)) + "' has shape " +
+                             shape_str(k->ne, ggml_n_dims(k)) + ", expected " + shape_str(want, 4) +
+                             " (patch x patch x RGB x width)");
+        }
+        if (k->type != GGML_TYPE_F32 && !ggml_get_type_traits(k->type)->to_float) {
+            throw file_error(path_ + ": patch kernel type " + ggml_type_name(k->type) + " cannot be read");
+        }
+    }
+}
 
-    attn = cpu_attention_kernel(params.attention);  // first: a bad name fails before any loading
+void vision_model::init_backends(const vision_params & params) {
+    attn_ = cpu_attention_kernel(params.attention);  // first: a bad name fails before any loading
     const std::string & mt = params.matmul_type;
     if (mt != "file" && mt != "auto" && mt != "f32" && mt != "f16" && mt != "bf16") {
         throw invalid_argument("matmul_type '" + mt + "' is unknown; expected auto, file, f32, f16 or bf16");
     }
-    backends = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
-    if (backends->gpu()) attn = attn_kernel::none;
-    ggml_backend_t dev = backends->gpu() ? backends->gpu() : backends->cpu();
-    if (mt == "f32") matmul_type = GGML_TYPE_F32;
-    if (mt == "f16") matmul_type = GGML_TYPE_F16;
-    if (mt == "bf16") matmul_type = GGML_TYPE_BF16;
-    if (mt == "auto" && dev == backends->cpu()) {
+    backends_ = std::make_unique<backend_set>(params.n_threads, params.use_gpu);
+    if (backends_->gpu()) attn_ = attn_kernel::none;
+    if (mt == "f32") matmul_type_ = GGML_TYPE_F32;
+    if (mt == "f16") matmul_type_ = GGML_TYPE_F16;
+    if (mt == "bf16") matmul_type_ = GGML_TYPE_BF16;
+    if (mt == "auto" && !backends_->gpu()) {
         const auto feats = cpu_features();
-        if (std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type = GGML_TYPE_BF16;
+        if (std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type_ = GGML_TYPE_BF16;
     }
+}
 
+void vision_model::create_tensors(const gguf_file & f) {
     // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
-    // use a repacked layout where ggml has one.
-    weights = std::make_unique<weight_store>(f, "GLM-4V mmproj");
-    auto plain_buft = [&] {
-        return backends->gpu() ? ggml_backend_dev_buffer_type(backends->gpu_dev()) : ggml_backend_dev_buffer_type(backends->cpu_dev());
-    };
-    enum class use { other, matmul };
-    auto create = [&](const std::string & name, std::vector<int64_t> ne, use u, bool required = true,
+    // use a repacked layout where ggml has one. The whole tower is on one device.
+    store_ = std::make_unique<weight_store>(f, "GLM-4V mmproj");
+    ggml_backend_t dev = backends_->gpu() ? backends_->gpu() : backends_->cpu();
+    using use = backend_set::weight_use;
+    auto create = [&](tensor id, int il, std::vector<int64_t> ne, use u, bool required = true,
                       tensor_role role = tensor_role::weight) -> ggml_tensor * {
+        const std::string name = arch::name(id, il);
         ggml_tensor * ft = f.tensor(name);
-        ggml_backend_buffer_type_t buft = plain_buft();
-        const bool convert = ft && u == use::matmul && matmul_type != GGML_TYPE_COUNT && !ggml_is_quantized(ft->type);
-        // (no extra buffer type of ggml repacks float matrices on x86, so converted ones stay plain)
-        if (convert) return weights->create_as(name, std::move(ne), buft, matmul_type);
-        if (ft && dev == backends->cpu() && u == use::matmul) buft = backends->cpu_matmul_buft(ft);
-        return weights->create(name, std::move(ne), buft, required, role);
+        if (ft && u == use::matmul && matmul_type_ != GGML_TYPE_COUNT && !ggml_is_quantized(ft->type)) {
+            // (no extra buffer type of ggml repacks float matrices on x86, so converted ones stay plain)
+            return store_->create_as(name, std::move(ne), backends_->weight_buft(dev, ft, use::other), matmul_type_);
+        }
+        return store_->create(name, std::move(ne), backends_->weight_buft(dev, ft, u), required, role);
     };
 
-    const int64_t E = hp.n_embd, F = hp.n_ff, O = hp.n_out, MF = hp.n_merger_ff, p = hp.patch_size, m = hp.merge_size;
-    const int64_t patch_dim = 3 * p * p;
-
-    // The two Conv3d time slices, checked, then summed below into one F32 [3*p*p, E] matrix.
-    ggml_tensor * k0 = meta("v.patch_embd.weight");
-    ggml_tensor * k1 = meta("v.patch_embd.weight.1");
-    for (ggml_tensor * k : {k0, k1}) {
-        const int64_t want[4] = {p, p, 3, E};
-        if (!std::equal(want, want + 4, k->ne)) {
-            throw file_error(path + ": tensor '" + std::string(ggml_get_name(k)) + "' has shape " + shape_str(k->ne, ggml_n_dims(k)) +
-                             ", expected " + shape_str(want, 4) + " (patch x patch x RGB x width)");
-        }
-        if (k->type != GGML_TYPE_F32 && !ggml_get_type_traits(k->type)->to_float) {
-            throw file_error(path + ": patch kernel type " + ggml_type_name(k->type) + " cannot be read");
-        }
-    }
-    w.patch_w = weights->create_extra(plain_buft(), GGML_TYPE_F32, patch_dim, E, "v.patch_embd.weight(t0+t1)");
-    w.patch_b = create("v.patch_embd.bias", {E}, use::other);
-    w.norm_embd = create("v.norm_embd.weight", {E}, use::other, false);
+    const int64_t E = hp_.n_embd, F = hp_.n_ff, O = hp_.n_out, MF = hp_.n_merger_ff, p = hp_.patch_size, m = hp_.merge_size;
+    w_.patch_w = store_->create_extra(backends_->weight_buft(dev, nullptr, use::other), GGML_TYPE_F32, 3 * p * p, E,
+                                      "v.patch_embd.weight(t0+t1)");
+    w_.patch_b = create(tensor::V_PATCH_EMBD_B, -1, {E}, use::other);
+    w_.norm_embd = create(tensor::V_NORM_EMBD, -1, {E}, use::other, false);
     // interpolated (ggml_interpolate) and gathered at run time: F32 only
-    if (hp.n_pos) w.pos_embd = create("v.position_embd.weight", {E, hp.n_pos}, use::other, true, tensor_role::f32);
+    if (hp_.n_pos) w_.pos_embd = create(tensor::V_POS_EMBD, -1, {E, hp_.n_pos}, use::other, true, tensor_role::f32);
 
-    w.layers.resize(hp.n_layer);
-    for (uint32_t il = 0; il < hp.n_layer; ++il) {
-        const std::string b = "v.blk." + std::to_string(il) + ".";
-        vision_layer & L = w.layers[il];
-        L.ln1 = create(b + "ln1.weight", {E}, use::other);
-        L.qkv = create(b + "attn_qkv.weight", {E, 3 * E}, use::matmul);
-        L.qkv_b = create(b + "attn_qkv.bias", {3 * E}, use::other, false);
-        L.out = create(b + "attn_out.weight", {E, E}, use::matmul);
-        L.out_b = create(b + "attn_out.bias", {E}, use::other, false);
-        L.ln2 = create(b + "ln2.weight", {E}, use::other);
-        L.ffn_gate = create(b + "ffn_gate.weight", {E, F}, use::matmul);
-        L.ffn_gate_b = create(b + "ffn_gate.bias", {F}, use::other, false);
-        L.ffn_up = create(b + "ffn_up.weight", {E, F}, use::matmul);
-        L.ffn_up_b = create(b + "ffn_up.bias", {F}, use::other, false);
-        L.ffn_down = create(b + "ffn_down.weight", {F, E}, use::matmul);
-        L.ffn_down_b = create(b + "ffn_down.bias", {E}, use::other, false);
+    w_.layers.resize(hp_.n_layer);
+    for (int il = 0; il < (int) hp_.n_layer; ++il) {
+        vision_layer & L = w_.layers[il];
+        L.ln1 = create(tensor::V_LN1, il, {E}, use::other);
+        L.qkv = create(tensor::V_ATTN_QKV, il, {E, 3 * E}, use::matmul);
+        L.qkv_b = create(tensor::V_ATTN_QKV_B, il, {3 * E}, use::other, false);
+        L.out = create(tensor::V_ATTN_OUT, il, {E, E}, use::matmul);
+        L.out_b = create(tensor::V_ATTN_OUT_B, il, {E}, use::other, false);
+        L.ln2 = create(tensor::V_LN2, il, {E}, use::other);
+        L.ffn_gate = create(tensor::V_FFN_GATE, il, {E, F}, use::matmul);
+        L.ffn_gate_b = create(tensor::V_FFN_GATE_B, il, {F}, use::other, false);
+        L.ffn_up = create(tensor::V_FFN_UP, il, {E, F}, use::matmul);
+        L.ffn_up_b = create(tensor::V_FFN_UP_B, il, {F}, use::other, false);
+        L.ffn_down = create(tensor::V_FFN_DOWN, il, {F, E}, use::matmul);
+        L.ffn_down_b = create(tensor::V_FFN_DOWN_B, il, {E}, use::other, false);
     }
-    w.post_ln = create("v.post_ln.weight", {E}, use::other);
+    w_.post_ln = create(tensor::V_POST_LN, -1, {E}, use::other);
     // Used through a 2-D view (reshape), so it keeps a plain layout.
-    w.merge_w = create("mm.patch_merger.weight", {m, m, E, O}, use::other);
-    w.merge_b = create("mm.patch_merger.bias", {O}, use::other);
-    w.fc = create("mm.model.fc.weight", {O, O}, use::matmul);
-    w.fc_b = create("mm.model.fc.bias", {O}, use::other, false);
-    w.post_norm = create("mm.post_norm.weight", {O}, use::other);
-    w.post_norm_b = create("mm.post_norm.bias", {O}, use::other, false);
-    w.gate = create("mm.gate.weight", {O, MF}, use::matmul);
-    w.gate_b = create("mm.gate.bias", {MF}, use::other, false);
-    w.up = create("mm.up.weight", {O, MF}, use::matmul);
-    w.up_b = create("mm.up.bias", {MF}, use::other, false);
-    w.down = create("mm.down.weight", {MF, O}, use::matmul);
-    w.down_b = create("mm.down.bias", {O}, use::other, false);
+    w_.merge_w = create(tensor::MM_DOWNSAMPLE, -1, {m, m, E, O}, use::other);
+    w_.merge_b = create(tensor::MM_DOWNSAMPLE_B, -1, {O}, use::other);
+    w_.fc = create(tensor::MM_FC, -1, {O, O}, use::matmul);
+    w_.fc_b = create(tensor::MM_FC_B, -1, {O}, use::other, false);
+    w_.post_norm = create(tensor::MM_POST_NORM, -1, {O}, use::other);
+    w_.post_norm_b = create(tensor::MM_POST_NORM_B, -1, {O}, use::other, false);
+    w_.gate = create(tensor::MM_GATE, -1, {O, MF}, use::matmul);
+    w_.gate_b = create(tensor::MM_GATE_B, -1, {MF}, use::other, false);
+    w_.up = create(tensor::MM_UP, -1, {O, MF}, use::matmul);
+    w_.up_b = create(tensor::MM_UP_B, -1, {MF}, use::other, false);
+    w_.down = create(tensor::MM_DOWN, -1, {MF, O}, use::matmul);
+    w_.down_b = create(tensor::MM_DOWN_B, -1, {O}, use::other, false);
+}
 
-    weights->load();
-    weight_bytes = weights->bytes();
-
-    // GGUF kernel [p, p, 3, E] = HF [E, 3, p, p] row-major: output e's row is (C, py, px)-flattened,
-    // which is the order of a pixel_values patch row, so the kernel is already a [3*p*p, E] matrix.
-    const size_t n = (size_t) patch_dim * E;
-    auto to_f32 = [&](ggml_tensor * k, std::vector<float> & out) {
+void vision_model::derive_weights(const gguf_file & f) {
+    // Conv3d over a still image (both time slices equal) = (W_t0 + W_t1) . patch. The GGUF kernel
+    // [p, p, 3, E] = HF [E, 3, p, p] row-major: output e's row is (C, py, px)-flattened, which is the
+    // order of a pixel_values patch row, so the kernel is already a [3*p*p, E] matrix.
+    const size_t n = (size_t) 3 * hp_.patch_size * hp_.patch_size * hp_.n_embd;
+    auto to_f32 = [&](tensor id, std::vector<float> & out) {
+        const std::string name = arch::name(id);
+        const ggml_tensor * k = f.tensor(name);
         out.resize(n);
-        const uint8_t * src = f.tensor_data(ggml_get_name(k));
+        const uint8_t * src = f.tensor_data(name);
         if (k->type == GGML_TYPE_F32) std::memcpy(out.data(), src, n * sizeof(float));  // ggml has no F32 to_float
         else ggml_get_type_traits(k->type)->to_float(src, out.data(), (int64_t) n);
     };
     std::vector<float> sum, tmp;
-    to_f32(k0, sum);
-    to_f32(k1, tmp);
+    to_f32(tensor::V_PATCH_EMBD, sum);
+    to_f32(tensor::V_PATCH_EMBD_1, tmp);
     for (size_t i = 0; i < n; ++i) sum[i] += tmp[i];
-    ggml_backend_tensor_set(w.patch_w, sum.data(), 0, n * sizeof(float));
-
-    auto all = backends->all();
-    sched.reset(ggml_backend_sched_new(all.data(), nullptr, (int) all.size(), vision_graph_max_nodes(hp), false, true));
-    if (!sched) throw error("cannot create the backend scheduler");
-    graph_buf.resize(vision_graph_ctx_size(hp));
+    ggml_backend_tensor_set(w_.patch_w, sum.data(), 0, n * sizeof(float));
 }
 
-vision_model::vision_model(const std::string & mmproj_path, const vision_params & params) : p_(std::make_unique<impl>()) {
-    p_->path = mmproj_path;
+void vision_model::init_scheduler() {
+    auto all = backends_->all();
+    sched_.reset(ggml_backend_sched_new(all.data(), nullptr, (int) all.size(), vision_graph_max_nodes(hp_), false, true));
+    if (!sched_) throw error("cannot create the backend scheduler");
+    graph_buf_.resize(vision_graph_ctx_size(hp_));
+}
+
+vision_model::vision_model(const std::string & mmproj_path, const vision_params & params) : path_(mmproj_path) {
     gguf_file f(mmproj_path);
-    p_->read_hparams(f);
-    p_->load(f, params);
+    read_hparams(f);
+    read_widths(f);
+    init_backends(params);
+    create_tensors(f);
+    store_->load();
+    weight_bytes_ = store_->bytes();
+    derive_weights(f);
+    init_scheduler();
 }
 
 vision_model::~vision_model() = default;
 
-const vision_hparams & vision_model::hparams() const { return p_->hp; }
-std::string vision_model::devices() const { return p_->backends->describe(); }
-size_t vision_model::weight_bytes() const { return p_->weight_bytes; }
-std::string vision_model::weights_device() const { return device_of(p_->w.layers.empty() ? p_->w.patch_w : p_->w.layers[0].qkv); }
+std::string vision_model::devices() const { return backends_->describe(); }
+size_t vision_model::weight_bytes() const { return weight_bytes_; }
+std::string vision_model::weights_device() const { return device_of(w_.layers.empty() ? w_.patch_w : w_.layers[0].qkv); }
 std::string vision_model::matmul_type() const {
-    const ggml_tensor * t = p_->w.layers.empty() ? p_->w.fc : p_->w.layers[0].qkv;
+    const ggml_tensor * t = w_.layers.empty() ? w_.fc : w_.layers[0].qkv;
     return ggml_type_name(t->type);
 }
 std::string vision_model::attention_kernel() const {
-    return p_->attn == attn_kernel::avx512 ? "avx512" : p_->attn == attn_kernel::avx2 ? "avx2" : "ggml";
+    return attn_ == attn_kernel::avx512 ? "avx512" : attn_ == attn_kernel::avx2 ? "avx2" : "ggml";
 }
 
 resize_params vision_model::resize(int64_t min_pixels, int64_t max_pixels) const {
     resize_params r;
-    r.patch_size = (int32_t) p_->hp.patch_size;
-    r.merge_size = (int32_t) p_->hp.merge_size;
+    r.patch_size = (int32_t) hp_.patch_size;
+    r.merge_size = (int32_t) hp_.merge_size;
     r.temporal_patch_size = 2;
-    r.min_pixels = min_pixels > 0 ? min_pixels : p_->hp.min_pixels;
-    r.max_pixels = max_pixels > 0 ? max_pixels : p_->hp.max_pixels;
+    r.min_pixels = min_pixels > 0 ? min_pixels : hp_.min_pixels;
+    r.max_pixels = max_pixels > 0 ? max_pixels : hp_.max_pixels;
     return r;
 }
 
 size_t vision_model::compute_bytes(int32_t grid_h, int32_t grid_w) {
-    const int32_t m = (int32_t) p_->hp.merge_size;
+    const int32_t m = (int32_t) hp_.merge_size;
     if (grid_h <= 0 || grid_w <= 0 || grid_h % m || grid_w % m) {
         throw invalid_argument("compute_bytes: grid must be positive multiples of the merge size " + std::to_string(m));
     }
-    std::lock_guard<std::mutex> lock(p_->mu);
-    ggml_init_params ip{p_->graph_buf.size(), p_->graph_buf.data(), true};
+    std::lock_guard<std::mutex> lock(mu_);
+    ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    vision_graph g = build_vision_graph(ctx.get(), p_->hp, p_->w, grid_h, grid_w, p_->attn);
-    ggml_backend_sched_reset(p_->sched.get());
-    if (!ggml_backend_sched_reserve(p_->sched.get(), g.gf)) throw out_of_memory("cannot plan compute buffers for this grid");
+    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, grid_h, grid_w, attn_);
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) throw out_of_memory("cannot plan compute buffers for this grid");
     size_t total = 0;
-    for (ggml_backend_t be : p_->backends->all()) total += ggml_backend_sched_get_buffer_size(p_->sched.get(), be);
+    for (ggml_backend_t be : backends_->all()) total += ggml_backend_sched_get_buffer_size(sched_.get(), be);
     return total;
 }
 
+void vision_model::install_observers() {
+    eval_chain_.clear();
+    if (tensor_dump::enabled()) {
+        dump_.begin("vision");
+        eval_chain_.add(&tensor_dump::eval_cb, &dump_);
+    }
+    if (op_profile::enabled()) {
+        profile_.attach(backends_->n_threads());
+        eval_chain_.add(&op_profile::eval_cb, &profile_);
+    }
+    eval_chain_.install(sched_.get());
+}
+
 std::vector<float> vision_model::encode(const pixel_patches & px) {
-    const vision_hparams & hp = p_->hp;
-    const int32_t m = (int32_t) hp.merge_size;
-    const int32_t patch_dim = 3 * (int32_t) hp.patch_size * (int32_t) hp.patch_size;
+    const int32_t m = (int32_t) hp_.merge_size;
+    const int32_t patch_dim = 3 * (int32_t) hp_.patch_size * (int32_t) hp_.patch_size;
     if (px.grid_h <= 0 || px.grid_w <= 0 || px.grid_h % m || px.grid_w % m) {
         throw invalid_argument("encode: grid " + std::to_string(px.grid_h) + " x " + std::to_string(px.grid_w) +
                                " must be positive multiples of the merge size " + std::to_string(m));
     }
     if (px.patch_dim != patch_dim) {
         throw invalid_argument("encode: patch_dim " + std::to_string(px.patch_dim) + ", this model takes 3*" +
-                               std::to_string(hp.patch_size) + "*" + std::to_string(hp.patch_size) + " = " + std::to_string(patch_dim));
+                               std::to_string(hp_.patch_size) + "*" + std::to_string(hp_.patch_size) + " = " +
+                               std::to_string(patch_dim));
     }
     const size_t n_patches = (size_t) px.grid_h * px.grid_w;
     if (px.values.size() != n_patches * patch_dim) {
-        throw invalid_argument("encode: " + std::to_string(px.values.size()) + " values, expected grid_h*grid_w*patch_dim = " +
-                               std::to_string(n_patches * patch_dim));
+        throw invalid_argument("encode: " + std::to_string(px.values.size()) +
+                               " values, expected grid_h*grid_w*patch_dim = " + std::to_string(n_patches * patch_dim));
     }
 
-    std::lock_guard<std::mutex> lock(p_->mu);
-    ggml_init_params ip{p_->graph_buf.size(), p_->graph_buf.data(), true};
+    std::lock_guard<std::mutex> lock(mu_);
+    ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    const attn_kernel attn = p_->attn;
-    vision_graph g = build_vision_graph(ctx.get(), hp, p_->w, px.grid_h, px.grid_w, attn);
+    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, px.grid_h, px.grid_w, attn_);
 
     // Compute buffers follow the graph: the scheduler grows them for a larger image and keeps them.
-    ggml_backend_sched_reset(p_->sched.get());
-    if (!ggml_backend_sched_alloc_graph(p_->sched.get(), g.gf)) {
-        throw out_of_memory("cannot allocate compute buffers for a " + std::to_string(px.grid_h) + " x " + std::to_string(px.grid_w) +
-                            "-patch image; use a smaller max_pixels");
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.gf)) {
+        throw out_of_memory("cannot allocate compute buffers for a " + std::to_string(px.grid_h) + " x " +
+                            std::to_string(px.grid_w) + "-patch image; use a smaller max_pixels");
     }
     ggml_backend_tensor_set(g.inp_patches, px.values.data(), 0, px.values.size() * sizeof(float));
 
@@ -338,10 +347,9 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
         ggml_backend_tensor_set(g.inp_raster, raster.data(), 0, raster.size() * sizeof(int32_t));
     }
 
-    op_profile prof;
-    prof.attach(p_->sched.get(), p_->backends->n_threads());
-    const bool ok = ggml_backend_sched_graph_compute(p_->sched.get(), g.gf) == GGML_STATUS_SUCCESS;
-    prof.report("vision encode");
+    install_observers();
+    const bool ok = ggml_backend_sched_graph_compute(sched_.get(), g.gf) == GGML_STATUS_SUCCESS;
+    profile_.report("vision encode");
     if (!ok) throw error("vision graph computation failed");
     std::vector<float> out(ggml_nelements(g.out));
     ggml_backend_tensor_get(g.out, out.data(), 0, out.size() * sizeof(float));

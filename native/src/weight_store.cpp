@@ -64,8 +64,8 @@ ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t
     return t;
 }
 
-ggml_tensor * weight_store::create_as(const std::string & name, std::vector<int64_t> ne,
-                                      ggml_backend_buffer_type_t buft, ggml_type type) {
+ggml_tensor * weight_store::create_as(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
+                                      ggml_type type) {
     ggml_tensor * t = create(name, std::move(ne), buft, /*required=*/true, tensor_role::weight);
     const ggml_type from = t->type;
     auto is_float = [](ggml_type x) { return x == GGML_TYPE_F32 || x == GGML_TYPE_F16 || x == GGML_TYPE_BF16; };
@@ -127,9 +127,11 @@ std::string weight_store::alloc_failure(ggml_context * c, ggml_backend_buffer_ty
         largest = std::max(largest, n);
     }
     auto mib = [](size_t b) { return std::to_string((b + (1u << 20) - 1) >> 20) + " MiB"; };
-    std::string msg = "cannot allocate " + mib(need) + " of " + ggml_backend_buft_name(buft) + " memory for the " + what_ + " weights";
+    std::string msg =
+        "cannot allocate " + mib(need) + " of " + ggml_backend_buft_name(buft) + " memory for the " + what_ + " weights";
     const size_t max_size = ggml_backend_buft_get_max_size(buft);
-    if (largest > max_size) msg += " (its largest tensor, " + mib(largest) + ", exceeds the device's buffer limit of " + mib(max_size) + ")";
+    if (largest > max_size)
+        msg += " (its largest tensor, " + mib(largest) + ", exceeds the device's buffer limit of " + mib(max_size) + ")";
     ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
     if (dev && ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
         size_t free_mem = 0, total_mem = 0;

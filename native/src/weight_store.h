@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "backend.h"
-#include "gguf_file.h"
 #include "ggml_ptr.h"
+#include "gguf_file.h"
 
 namespace autoglm {
 
@@ -32,8 +32,8 @@ public:
 
     // The file's tensor `name` with shape `ne` in buffer type `buft`; nullptr if absent and optional.
     // A 1-D tensor is always a tensor_role::f32 operand (norm weights, biases).
-    ggml_tensor * create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
-                         bool required = true, tensor_role role = tensor_role::weight);
+    ggml_tensor * create(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft, bool required = true,
+                         tensor_role role = tensor_role::weight);
     // A CPU tensor whose data stays in the file's mapping instead of being copied: its pages enter the
     // resident set only when read. For tensors read a few rows at a time (the token embedding's
     // get_rows) that is most of their size saved. The gguf_file must then outlive the weights.
@@ -42,8 +42,7 @@ public:
     // create() with the tensor stored as `type` (F32, F16 or BF16) instead of the file's F32/F16/BF16:
     // converted row by row at load (e.g. the vision tower's matrices in BF16 for AVX512_BF16 / AMX).
     // A quantized file tensor is kept as it is.
-    ggml_tensor * create_as(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft,
-                            ggml_type type);
+    ggml_tensor * create_as(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft, ggml_type type);
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 

@@ -13,13 +13,12 @@
 
 static int g_failed = 0;
 
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            printf("CHECK FAILED (line %d): %s; last error: %s\n", __LINE__, #cond,    \
-                   autoglm_last_error());                                              \
-            g_failed = 1;                                                              \
-        }                                                                              \
+#define CHECK(cond)                                                                                        \
+    do {                                                                                                   \
+        if (!(cond)) {                                                                                     \
+            printf("CHECK FAILED (line %d): %s; last error: %s\n", __LINE__, #cond, autoglm_last_error()); \
+            g_failed = 1;                                                                                  \
+        }                                                                                                  \
     } while (0)
 
 static void print_hex(const char * key, const char * data, size_t n) {
@@ -299,7 +298,7 @@ int main(int argc, char ** argv) {
 
         /* A newer generation or a reset ends the older one. */
         {
-            autoglm_generation * g1 = NULL, * g2 = NULL;
+            autoglm_generation *g1 = NULL, *g2 = NULL;
             char buf[32];
             size_t n = 0;
             bool done = false;

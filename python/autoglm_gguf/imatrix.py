@@ -193,7 +193,7 @@ def collect(llm, conversations: Iterable[Conversation], *, process_output: bool 
                 prompt = _core.format_chat(rendered, conv.messages[-1].get("role") != "assistant")
                 ids, _ = llm._prompt(prompt, images, image_max_pixels, image_min_pixels)
             except (AutoGLMError, ValueError) as e:
-                hint = "; pass the vision projector with --mmproj" if images and llm._vision is None else ""
+                hint = "; pass the vision projector with --mmproj" if images and llm.vision is None else ""
                 raise CalibrationError(f"{conv.where}: {e}{hint}") from None
             try:
                 n = session.imatrix_eval(ids, on_progress)

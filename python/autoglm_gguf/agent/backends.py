@@ -36,7 +36,7 @@ class LocalModel:
     def __init__(self, llm, *, image_max_pixels: int | None = None, max_tokens: int = AGENT_MAX_TOKENS,
                  sampling: dict | None = None, grammar: bool = True, max_thinking_tokens: int | None = None,
                  max_string_chars: int = DEFAULT_STRING_CHARS):
-        if llm._vision is None:
+        if llm.vision is None:
             raise AutoGLMError("the agent needs the vision projector: load the model with its mmproj file "
                                "(--mmproj, or an mmproj-*.gguf beside the model)")
         self.llm, self.image_max_pixels, self.max_tokens = llm, image_max_pixels, max_tokens

@@ -15,53 +15,58 @@ from ..quant_mix import fit_type, preset
 from .checkpoint import Checkpoint
 from .common import T, add_general_metadata, n_params, processor_settings, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
+from .names import KEY, VISION_ARCH, VISION_PROJECTOR, tensor_name
 from .transforms import rows_of, temporal_slice
 
-ARCH = "clip"
-PROJECTOR = "glm4v"
+ARCH = VISION_ARCH
+PROJECTOR = VISION_PROJECTOR
 
+# HF name (after "model.visual.") -> entry of the runtime's name table (names.py)
 _MAP = {
-    "patch_embed.proj.bias": "v.patch_embd.bias",
-    "post_conv_layernorm.weight": "v.norm_embd.weight",
-    "embeddings.position_embedding.weight": "v.position_embd.weight",
-    "post_layernorm.weight": "v.post_ln.weight",
-    "downsample.weight": "mm.patch_merger.weight",
-    "downsample.bias": "mm.patch_merger.bias",
-    "merger.proj.weight": "mm.model.fc.weight",
-    "merger.proj.bias": "mm.model.fc.bias",
-    "merger.post_projection_norm.weight": "mm.post_norm.weight",
-    "merger.post_projection_norm.bias": "mm.post_norm.bias",
-    "merger.gate_proj.weight": "mm.gate.weight",
-    "merger.gate_proj.bias": "mm.gate.bias",
-    "merger.up_proj.weight": "mm.up.weight",
-    "merger.up_proj.bias": "mm.up.bias",
-    "merger.down_proj.weight": "mm.down.weight",
-    "merger.down_proj.bias": "mm.down.bias",
+    "patch_embed.proj.bias": "V_PATCH_EMBD_B",
+    "post_conv_layernorm.weight": "V_NORM_EMBD",
+    "embeddings.position_embedding.weight": "V_POS_EMBD",
+    "post_layernorm.weight": "V_POST_LN",
+    "downsample.weight": "MM_DOWNSAMPLE",
+    "downsample.bias": "MM_DOWNSAMPLE_B",
+    "merger.proj.weight": "MM_FC",
+    "merger.proj.bias": "MM_FC_B",
+    "merger.post_projection_norm.weight": "MM_POST_NORM",
+    "merger.post_projection_norm.bias": "MM_POST_NORM_B",
+    "merger.gate_proj.weight": "MM_GATE",
+    "merger.gate_proj.bias": "MM_GATE_B",
+    "merger.up_proj.weight": "MM_UP",
+    "merger.up_proj.bias": "MM_UP_B",
+    "merger.down_proj.weight": "MM_DOWN",
+    "merger.down_proj.bias": "MM_DOWN_B",
 }
+# suffix after "blocks.N."
 _BLOCK_MAP = {
-    "norm1.weight": "ln1.weight",
-    "norm2.weight": "ln2.weight",
-    "attn.qkv.weight": "attn_qkv.weight",
-    "attn.qkv.bias": "attn_qkv.bias",
-    "attn.proj.weight": "attn_out.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
+    "norm1.weight": "V_LN1",
+    "norm2.weight": "V_LN2",
+    "attn.qkv.weight": "V_ATTN_QKV",
+    "attn.qkv.bias": "V_ATTN_QKV_B",
+    "attn.proj.weight": "V_ATTN_OUT",
+    "mlp.gate_proj.weight": "V_FFN_GATE",
+    "mlp.up_proj.weight": "V_FFN_UP",
+    "mlp.down_proj.weight": "V_FFN_DOWN",
 }
-CONV_KERNELS = ("v.patch_embd.weight", "v.patch_embd.weight.1", "mm.patch_merger.weight")
+PATCH_KERNELS = (tensor_name("V_PATCH_EMBD"), tensor_name("V_PATCH_EMBD_1"))  # the Conv3d's two time slices
+CONV_KERNELS = (*PATCH_KERNELS, tensor_name("MM_DOWNSAMPLE"))
+POS_EMBD = tensor_name("V_POS_EMBD")
 
 
 def gguf_name(hf: str) -> str:
     if hf in _MAP:
-        return _MAP[hf]
+        return tensor_name(_MAP[hf])
     _, blk, rest = hf.split(".", 2)  # "blocks", N, suffix
-    return f"v.blk.{blk}.{_BLOCK_MAP[rest]}"
+    return tensor_name(_BLOCK_MAP[rest], blk)
 
 
 def storage_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
     if name in CONV_KERNELS:
         return T.F16 if outtype == "f16" else T.F32
-    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") or name == "v.position_embd.weight":
+    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") or name == POS_EMBD:
         return T.F32
     return fit_type(preset(outtype).default, shape[-1])
 
@@ -84,7 +89,7 @@ def plan_mmproj(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
         hf = by_ref[id(ref)]
         if hf == "patch_embed.proj.weight":
             # Conv3d [out, C, T=2, p, p] -> two Conv2d kernels, one per temporal slice (spec B.1).
-            for t, name in enumerate(("v.patch_embd.weight", "v.patch_embd.weight.1")):
+            for t, name in enumerate(PATCH_KERNELS):
                 shape = ref.shape[:2] + ref.shape[3:]
                 tensors.append(OutTensor(name, shape, storage_type(name, shape, outtype), temporal_slice(ref, t)))
             continue
@@ -102,25 +107,25 @@ def plan_mmproj(ckpt: Checkpoint, path, outtype: str) -> GGUFPlan:
     def metadata(w: gguf.GGUFWriter) -> None:
         add_general_metadata(w, ckpt, gguf.GGUFType.MMPROJ, total)
         w.add_file_type(preset(outtype).ftype)
-        w.add_bool("clip.has_vision_encoder", True)
-        w.add_uint32("clip.vision.projection_dim", ckpt.text.n_embd)
-        w.add_uint32("clip.vision.image_size", v.image_size)
-        w.add_uint32("clip.vision.patch_size", v.patch_size)
-        w.add_uint32("clip.vision.embedding_length", v.n_embd)
+        w.add_bool(KEY.CLIP_HAS_VISION_ENCODER, True)
+        w.add_uint32(KEY.CLIP_PROJECTION_DIM, ckpt.text.n_embd)
+        w.add_uint32(KEY.CLIP_IMAGE_SIZE, v.image_size)
+        w.add_uint32(KEY.CLIP_PATCH_SIZE, v.patch_size)
+        w.add_uint32(KEY.CLIP_EMBEDDING_LENGTH, v.n_embd)
         # llama.cpp stores the merger width here (vision intermediate_size); the ViT MLP width is in the tensors.
-        w.add_uint32("clip.vision.feed_forward_length", v.n_merger_ff)
-        w.add_uint32("clip.vision.block_count", v.n_layer)
-        w.add_uint32("clip.vision.attention.head_count", v.n_head)
-        w.add_array("clip.vision.image_mean", [float(x) for x in settings["image_mean"]])
-        w.add_array("clip.vision.image_std", [float(x) for x in settings["image_std"]])
-        w.add_string("clip.projector_type", PROJECTOR)
-        w.add_bool("clip.use_silu", True)
-        w.add_float32("clip.vision.attention.layer_norm_epsilon", v.rms_eps)
+        w.add_uint32(KEY.CLIP_FEED_FORWARD_LENGTH, v.n_merger_ff)
+        w.add_uint32(KEY.CLIP_BLOCK_COUNT, v.n_layer)
+        w.add_uint32(KEY.CLIP_HEAD_COUNT, v.n_head)
+        w.add_array(KEY.CLIP_IMAGE_MEAN, [float(x) for x in settings["image_mean"]])
+        w.add_array(KEY.CLIP_IMAGE_STD, [float(x) for x in settings["image_std"]])
+        w.add_string(KEY.CLIP_PROJECTOR_TYPE, PROJECTOR)
+        w.add_bool(KEY.CLIP_USE_SILU, True)
+        w.add_float32(KEY.CLIP_EPS, v.rms_eps)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         # Ours, beyond llama.cpp's keys (it hard-codes these for glm4v): what HF's preprocessing needs.
-        w.add_uint32("autoglm.image_min_pixels", min_pixels)
-        w.add_uint32("autoglm.image_max_pixels", max_pixels)
-        w.add_uint32("autoglm.vision.spatial_merge_size", v.merge_size)
-        w.add_uint32("autoglm.vision.temporal_patch_size", v.temporal_patch_size)
+        w.add_uint32(KEY.AUTOGLM_IMAGE_MIN_PIXELS, min_pixels)
+        w.add_uint32(KEY.AUTOGLM_IMAGE_MAX_PIXELS, max_pixels)
+        w.add_uint32(KEY.AUTOGLM_SPATIAL_MERGE_SIZE, v.merge_size)
+        w.add_uint32(KEY.AUTOGLM_TEMPORAL_PATCH_SIZE, v.temporal_patch_size)
 
     return GGUFPlan(path=path, arch=ARCH, metadata=metadata, tensors=tensors)

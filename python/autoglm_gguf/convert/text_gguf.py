@@ -15,35 +15,36 @@ from ..quant_mix import MixOptions, ModelShape, TensorInfo, plan_types, preset, 
 from .checkpoint import Checkpoint
 from .common import FILE_TYPES, T, add_general_metadata, n_params, sorted_like_llamacpp
 from .gguf_out import GGUFPlan, OutTensor
+from .names import KEY, TEXT_ARCH, tensor_name
 from .transforms import neox_row_order, permuted_rows, rows_of
 from .vocab_export import export_vocab
 
-ARCH = "glm4"
+ARCH = TEXT_ARCH
 
-# HF suffix (after "layers.N.") -> GGUF suffix (after "blk.N.")
+# HF suffix (after "layers.N.") -> entry of the runtime's name table (names.py)
 _LAYER_MAP = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_self_attn_layernorm.weight": "post_attention_norm.weight",  # sandwich norm on the attention output
-    "post_attention_layernorm.weight": "ffn_norm.weight",             # HF's name for the pre-MLP norm
-    "mlp.gate_up_proj.weight": "ffn_up.weight",                       # fused, gate rows first
-    "mlp.down_proj.weight": "ffn_down.weight",
-    "post_mlp_layernorm.weight": "post_ffw_norm.weight",
+    "input_layernorm.weight": "ATTN_NORM",
+    "self_attn.q_proj.weight": "ATTN_Q",
+    "self_attn.q_proj.bias": "ATTN_Q_B",
+    "self_attn.k_proj.weight": "ATTN_K",
+    "self_attn.k_proj.bias": "ATTN_K_B",
+    "self_attn.v_proj.weight": "ATTN_V",
+    "self_attn.v_proj.bias": "ATTN_V_B",
+    "self_attn.o_proj.weight": "ATTN_OUT",
+    "post_self_attn_layernorm.weight": "ATTN_POST_NORM",  # sandwich norm on the attention output
+    "post_attention_layernorm.weight": "FFN_NORM",        # HF's name for the pre-MLP norm
+    "mlp.gate_up_proj.weight": "FFN_UP",                  # fused, gate rows first
+    "mlp.down_proj.weight": "FFN_DOWN",
+    "post_mlp_layernorm.weight": "FFN_POST_NORM",
 }
-_GLOBAL_MAP = {"embed_tokens.weight": "token_embd.weight", "norm.weight": "output_norm.weight"}
+_GLOBAL_MAP = {"embed_tokens.weight": "TOKEN_EMBD", "norm.weight": "OUTPUT_NORM"}
 
 
 def gguf_name(hf: str) -> str:
     if hf in _GLOBAL_MAP:
-        return _GLOBAL_MAP[hf]
+        return tensor_name(_GLOBAL_MAP[hf])
     _, layer, rest = hf.split(".", 2)  # "layers", N, suffix
-    return f"blk.{layer}.{_LAYER_MAP[rest]}"
+    return tensor_name(_LAYER_MAP[rest], layer)
 
 
 def storage_types(named_shapes: list[tuple[str, tuple[int, ...]]], t, outtype: str, has_imatrix: bool
@@ -78,7 +79,7 @@ def plan_text(ckpt: Checkpoint, path, outtype: str, imatrix=None, imatrix_path: 
     named: list[tuple[str, tuple[int, ...], object]] = []
     for ref in ordered:
         if ref is ckpt.lm_head:
-            name = "output.weight"
+            name = tensor_name("OUTPUT")
             source = rows_of(ref)
         else:
             hf = by_ref[id(ref)]
@@ -139,8 +140,8 @@ def plan_text(ckpt: Checkpoint, path, outtype: str, imatrix=None, imatrix_path: 
         # GLM-4 byte-level BPE; "glm4" selects llama.cpp's GLM-4 pre-tokenizer (and no automatic BOS).
         vocab.write(w, pre="glm4")
         # Ours, beyond llama.cpp's keys: every end-of-generation id (llama.cpp keeps only eos/eot).
-        w.add_array("autoglm.eog_token_ids", eog)
+        w.add_array(KEY.AUTOGLM_EOG_IDS, eog)
         # HF's BPE flag that GGUF has no key for (llama.cpp assumes true for glm4): tokenization must match.
-        w.add_bool("autoglm.tokenizer.ignore_merges", vocab.ignore_merges)
+        w.add_bool(KEY.AUTOGLM_IGNORE_MERGES, vocab.ignore_merges)
 
     return GGUFPlan(path=path, arch=ARCH, metadata=metadata, tensors=tensors)

@@ -174,7 +174,7 @@ class Engine:
         return rgb, key
 
     def _image_tokens(self, rgb: np.ndarray, max_pixels: int | None) -> int:
-        hp = self.llm._vision.hparams
+        hp = self.llm.vision.hparams
         p, m = hp["patch_size"], hp["merge_size"]
         hi = int(max_pixels or hp["max_pixels"])
         h, w = _core.smart_resize(rgb.shape[0], rgb.shape[1], patch_size=p, merge_size=m,
@@ -202,7 +202,7 @@ class Engine:
                          if isinstance(p, dict) and p.get("type") == "image_url"] if isinstance(m.get("content"), list) else []
                 for k, src in enumerate(sources[before:]):
                     where = f"messages[{i}].content[{parts[k] if k < len(parts) else k}]"
-                    if llm._vision is None:
+                    if llm.vision is None:
                         raise bad_request(f"{where}: this server has no vision projector (start it with --mmproj) so "
                                           "it cannot read images", param=where)
                     rgb, key = self._image(where, src)
@@ -347,7 +347,7 @@ class Engine:
         m.inc("autoglm_generation_seconds_total", t.get("generation_ms", 0.0) / 1e3)
 
     def gauges(self) -> dict[str, float]:
-        enc = self.llm._vision if self.llm is not None else None
+        enc = self.llm.vision if self.llm is not None else None
         return {"autoglm_slots": len(self.slots), "autoglm_slots_busy": sum(s.busy for s in self.slots),
                 "autoglm_queue_depth": len(self.waiting), "autoglm_model_ready": float(self.state == "ready"),
                 "autoglm_image_cache_hits": enc.hits if enc else 0, "autoglm_image_cache_misses": enc.misses if enc else 0}
