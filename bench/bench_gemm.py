@@ -22,8 +22,9 @@ import sys
 import time
 
 import numpy as np
-from autoglm_gguf import _core
 from gguf import GGMLQuantizationType, GGUFReader
+
+from autoglm_gguf import _core
 
 CHILD = """
 import sys, numpy as np

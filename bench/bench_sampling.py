@@ -15,6 +15,7 @@ import argparse
 import time
 
 import numpy as np
+
 from autoglm_gguf import _core
 
 CONFIGS = [

@@ -27,6 +27,7 @@ import sys
 import time
 
 import numpy as np
+
 from autoglm_gguf.bench import agent_prompt, parse_size, random_image, system_prompt
 from autoglm_gguf.timing import time_first_token, time_generation, time_image_encode
 

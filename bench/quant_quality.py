@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_small  # noqa: E402
-from _proc import machine_info  # noqa: E402
+import train_small
+from _proc import machine_info
 
 TYPES = ["q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "iq4_xs", "iq4_nl", "q4_0",
          "q3_k_l", "q3_k_m", "q3_k_s", "iq3_s", "iq3_xxs", "q2_k", "iq2_xs", "iq2_xxs"]

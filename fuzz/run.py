@@ -91,7 +91,7 @@ def _child(kind: str, payload, mem_mb: int, seeds, detail_path: Path) -> None:
         code = EXIT_CLEAN
     except KeyboardInterrupt:  # "progress raises" and friends may surface as interrupts: still clean
         code = EXIT_CLEAN
-    except BaseException as e:  # noqa: BLE001 - anything else is a finding
+    except BaseException as e:
         code = EXIT_ERROR
         detail_path.write_text(f"{type(e).__name__}: {e}"[:2000])
     os._exit(code)

@@ -27,6 +27,7 @@ from ctypes import (
 )
 
 import pytest
+
 from autoglm_gguf import _core
 
 
@@ -89,6 +90,7 @@ PROTOTYPES = {
     "autoglm_generation_start": (_status, [_handle, c_char_p, c_bool, SamplingParams, GenerationParams,
                                            POINTER(_handle)]),
     "autoglm_generation_next": (_status, [_handle, c_char_p, c_size_t, POINTER(c_size_t), POINTER(c_bool)]),
+    "autoglm_generation_finish_reason": (c_int, [_handle]),
     "autoglm_generation_timings": (_status, [_handle, POINTER(Timings)]),
     "autoglm_generation_free": (None, [_handle]),
     "autoglm_vision_default_params": (VisionParams, []),

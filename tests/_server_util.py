@@ -50,7 +50,7 @@ class RunningServer:
         self.thread.join(timeout=30)
         self.sock.close()
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -147,7 +147,8 @@ class _Examples:
 
     def step_ids(self, step: int, day: dt.date) -> tuple[list[int], list[int]]:
         """(prompt ids with the image slot expanded to its <|image|> tokens, target ids) of one step."""
-        from autoglm_gguf.vision import BEGIN, END as EOI, IMAGE_SLOT
+        from autoglm_gguf.vision import BEGIN, IMAGE_SLOT
+        from autoglm_gguf.vision import END as EOI
 
         msgs = messages(step, with_date(self.system_prompt, day), self.screen_info, "x")
         prompt = self.llm.apply_chat_template(msgs)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _capi import load_capi
 from autoglm_gguf import _core
 from autoglm_gguf._tiny.checkpoint import write_checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import gguf
+
 from autoglm_gguf import _core
 from autoglm_gguf.convert import names
 

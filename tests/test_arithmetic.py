@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
+
 from autoglm_gguf import _core, op_count
 
 torch = pytest.importorskip("torch")
-from transformers import Glm4vForConditionalGeneration
+from transformers import Glm4vForConditionalGeneration  # noqa: E402
 
 
 def _numel(modules, kinds) -> int:

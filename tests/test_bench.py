@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import _core, cli
 from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
 

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import autoglm_gguf
 import pytest
+
+import autoglm_gguf
 from autoglm_gguf import AutoGLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +175,9 @@ def test_ctypes_generation_matches_python(capi, model_path, llm, buf_size):
         buf = ctypes.create_string_buffer(max(buf_size, 8))
         out, cuts, done = b"", [], ctypes.c_bool(False)
         while True:
+            # Not finished for the caller while text is still to come (autoglm.h), even when the model
+            # has stopped and the last piece waits, cut to the buffer.
+            assert capi.autoglm_generation_finish_reason(gen) == 0
             status = capi.autoglm_generation_next(gen, buf, buf_size, ctypes.byref(n), ctypes.byref(done))
             if status == -2:  # AUTOGLM_ERR_BUFFER_TOO_SMALL: n says how much room the next character needs
                 assert 2 <= n.value <= 5 and n.value > buf_size
@@ -189,6 +193,7 @@ def test_ctypes_generation_matches_python(capi, model_path, llm, buf_size):
             out += chunk
             cuts.append(len(out))
         assert out.decode("utf-8", errors="replace") == llm.generate(prompt, max_tokens=N_TOKENS)
+        assert capi.autoglm_generation_finish_reason(gen) == {"stop": 1, "length": 2}[llm.last_finish_reason]
         # Every cut between two calls falls between characters.
         bounds = {0}
         for u in _utf8_units(out):

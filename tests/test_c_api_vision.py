@@ -8,6 +8,7 @@ import ctypes
 
 import numpy as np
 import pytest
+
 from _capi import Image, ImageParams, Timings
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf.images import load_image

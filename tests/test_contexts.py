@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import AutoGLM, ContextFullError, SessionBusyError, _core
 
 PROMPT = "[gMASK]<sop><|user|>\nOpen Settings and turn on Wi-Fi.<|assistant|>\n"
@@ -53,7 +54,7 @@ def test_a_second_thread_on_a_busy_session_gets_a_clear_error(tiny_f32_model_fil
         in_prefill.wait(30)
         try:
             llm.generate(PROMPT, max_tokens=2)
-        except BaseException as e:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as e:
             errors.append(e)
         finally:
             other_done.set()

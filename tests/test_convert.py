@@ -17,7 +17,6 @@ from autoglm_gguf.cli import main as cli_main
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.errors import ConversionError
 from autoglm_gguf.gguf_info import field_value
-
 from conftest import ALT_TEXT
 
 
@@ -255,7 +254,7 @@ def test_failure_midway_leaves_nothing(ckpt_copy, out_dir):
     with open(f, "r+b") as fh:
         fh.seek(start)
         fh.write(b"\xc0\x7f")  # bf16 NaN
-    convert_expecting(ckpt_copy, out_dir, rf"output_norm\.weight: non-finite value", outtype="f32",
+    convert_expecting(ckpt_copy, out_dir, r"output_norm\.weight: non-finite value", outtype="f32",
                       mmproj_outfile=out_dir / "mm.gguf")
 
 

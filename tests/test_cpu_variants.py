@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import _core
 
 torch = pytest.importorskip("torch")
-from transformers import AutoTokenizer, Glm4vForConditionalGeneration
-from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+from transformers import AutoTokenizer, Glm4vForConditionalGeneration  # noqa: E402
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = _core.cpu_variants()

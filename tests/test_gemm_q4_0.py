@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import _core
 
 pytestmark = pytest.mark.skipif(not _core._gemm_q4_0_available(), reason="the kernel needs AVX2, FMA and F16C")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint

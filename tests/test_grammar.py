@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.actions import ACTION_KINDS, parse_answer
 from autoglm_gguf.agent import PhoneAgent, ReplayDevice

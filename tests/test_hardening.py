@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from autoglm_gguf import AutoGLM, ImageError
 from autoglm_gguf.images import load_image
 
@@ -35,6 +36,7 @@ def rewrite_gguf(src, dst, changes: dict | None = None, *, tensor_types: dict | 
     or metadata arrays re-typed ({key: gguf.GGUFValueType}, values converted with str())."""
     import gguf
     import numpy as np
+
     from autoglm_gguf.gguf_info import field_value
 
     changes, tensor_types, array_types = changes or {}, tensor_types or {}, array_types or {}
@@ -114,6 +116,7 @@ def test_tensor_types_the_graph_cannot_take_are_file_errors(tiny_f32_model_file,
 def test_vision_tensor_types_and_array_element_types_are_checked(tiny_f32_files, tiny_f32_model_file,
                                                                  tmp_path):
     import gguf
+
     from autoglm_gguf import GGUFFileError, _core
 
     mmproj = tiny_f32_files[1]

@@ -14,7 +14,6 @@ import pytest
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.errors import ConversionError
 
-
 # ------------------------------------------------------------------------------------------ the converter
 
 @pytest.fixture

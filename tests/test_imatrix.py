@@ -15,6 +15,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from transformers import AutoTokenizer, Glm4vForConditionalGeneration
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf.calibration import (
     CalibrationError,
@@ -25,9 +29,6 @@ from autoglm_gguf.calibration import (
 )
 from autoglm_gguf.cli import main
 from autoglm_gguf.imatrix import ImatrixError, collect, load_imatrix, read_imatrix_raw, write_imatrix
-from PIL import Image
-from transformers import AutoTokenizer, Glm4vForConditionalGeneration
-from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 
 SYSTEM = ("You are a phone agent. Look at the screen, think, then give exactly one operation such as "
           "do(action=\"Tap\", element=[500,300]) or finish(message=\"done\").")

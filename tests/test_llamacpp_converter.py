@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from autoglm_gguf.gguf_info import field_value
 from gguf import GGUFReader
+
+from autoglm_gguf.gguf_info import field_value
 
 TEXT_TYPES = ["f32", "f16", "bf16", "q8_0"]
 MMPROJ_TYPES = ["f32", "f16", "q8_0"]

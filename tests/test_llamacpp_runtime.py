@@ -57,8 +57,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 mtmd = pytest.importorskip("llama_cpp.mtmd_cpp")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-from transformers import AutoTokenizer, GenerationConfig, Glm4vForConditionalGeneration
-from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+from transformers import AutoTokenizer, GenerationConfig, Glm4vForConditionalGeneration  # noqa: E402
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil  # noqa: E402
 
 pytestmark = pytest.mark.llamacpp
 

@@ -23,9 +23,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 import agent_model
 import fake_adb
-import pytest
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "phone_agent_driver.py"

@@ -4,6 +4,7 @@ temperature statistically (empirical frequencies over many seeded draws), and th
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import _core
 
 SP = _core.SamplingParams
@@ -43,21 +44,21 @@ def softmax(x):
 
 
 def kept_distribution(logits, top_k=0, top_p=1.0, min_p=0.0, temperature=1.0):
-    """Our chain: top-k -> top-p -> min-p on the temperature-1 probabilities, then softmax(l / T) over
+    """Our chain: top-k -> top-p -> min-p on the temperature-1 probabilities, then softmax(x / T) over
     the kept tokens."""
-    l = np.asarray(logits, dtype=np.float64)
-    ids = np.arange(len(l))
-    keep = np.lexsort((ids, -l))  # rank: logit descending, id ascending
+    x = np.asarray(logits, dtype=np.float64)
+    ids = np.arange(len(x))
+    keep = np.lexsort((ids, -x))  # rank: logit descending, id ascending
     if top_k > 0:
         keep = keep[:top_k]
     if top_p < 1.0:
-        cum = np.cumsum(softmax(l[keep]))
+        cum = np.cumsum(softmax(x[keep]))
         reached = cum >= np.float32(top_p)
         keep = keep[: int(np.argmax(reached)) + 1] if reached.any() else keep
     if min_p > 0.0:
-        keep = keep[l[keep] >= l[keep].max() + np.log(np.float32(min_p))]
-    probs = np.zeros(len(l))
-    probs[keep] = softmax(l[keep] / np.float32(temperature))
+        keep = keep[x[keep] >= x[keep].max() + np.log(np.float32(min_p))]
+    probs = np.zeros(len(x))
+    probs[keep] = softmax(x[keep] / np.float32(temperature))
     return probs
 
 

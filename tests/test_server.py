@@ -9,6 +9,7 @@ import json
 import httpx
 import openai
 import pytest
+
 from _server_util import RunningServer, png_data_url
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.actions import parse_answer
@@ -221,8 +222,9 @@ def test_raw_sse_stream_is_openai_shaped(server):
 
 
 def test_health_and_requests_while_loading_and_after_a_failed_load(tiny_f32_files, tmp_path):
-    from autoglm_gguf.server.app import create_app
     from fastapi.testclient import TestClient
+
+    from autoglm_gguf.server.app import create_app
 
     s = ServerSettings(model=str(tiny_f32_files[0]), n_ctx=256, n_threads=2)
     app = create_app(s, load=False)  # loading is driven by hand here

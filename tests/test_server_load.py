@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+
 from _server_util import RunningServer
 from autoglm_gguf import AutoGLM
 from autoglm_gguf.server import ServerSettings

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer, Glm4vForConditionalGeneration
+
 from _llamacpp_logits import llamacpp_logits
 from autoglm_gguf import GGUFFileError, _core
-from transformers import AutoTokenizer, Glm4vForConditionalGeneration
 
 pytestmark = pytest.mark.slow  # float64 transformers references on two architectures: ~20 s
 
@@ -244,6 +245,7 @@ def test_old_text_only_glm4_file_uses_interleaved_rope(case, tmp_path):
     """A glm4 file from before M-RoPE support: Q/K rows in HF's interleaved order and no
     rope.dimension_sections. Text-only use must still be exact (1-D positions, interleaved pairs)."""
     import gguf
+
     from autoglm_gguf.gguf_info import field_value
 
     _, path, ids, ref, _ = case

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from autoglm_gguf import AutoGLM, _core
 from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
 from autoglm_gguf.timing import time_first_token, time_generation, time_image_encode

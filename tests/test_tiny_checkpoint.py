@@ -24,18 +24,18 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 PIL_Image = pytest.importorskip("PIL.Image")
 
-import autoglm_gguf._tiny.checkpoint as tcp  # noqa: E402
-from autoglm_gguf._tiny.tokenizer import GLM_SPECIAL_TOKENS, N_BPE  # noqa: E402
-from autoglm_gguf._tiny.weights import f32_to_bf16_bits  # noqa: E402
-
-from transformers import (
+from transformers import (  # noqa: E402
     AutoConfig,
     AutoImageProcessor,
     AutoTokenizer,
     Glm4vForConditionalGeneration,
     Glm4vProcessor,
 )
-from transformers.utils import logging as hf_logging
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+import autoglm_gguf._tiny.checkpoint as tcp  # noqa: E402
+from autoglm_gguf._tiny.tokenizer import GLM_SPECIAL_TOKENS, N_BPE  # noqa: E402
+from autoglm_gguf._tiny.weights import f32_to_bf16_bits  # noqa: E402
 
 hf_logging.disable_progress_bar()
 

@@ -16,10 +16,11 @@ import time
 
 import gguf
 import pytest
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from _tok_corpus import CORPUS, random_strings, training_corpus
 from autoglm_gguf import _core
 from autoglm_gguf._tiny.tokenizer import GLM4_PRETOKENIZER_REGEX, GLM_SPECIAL_TOKENS
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 pytestmark = pytest.mark.slow  # every Unicode scalar and long inputs against the HF tokenizer: ~13 s
 

@@ -190,8 +190,13 @@ def builtin_calibration(*, width: int = 1080, height: int = 2400, langs: tuple[s
     earlier steps as text (Open-AutoGLM drops old screenshots), the current screenshot with its task or
     screen info, and the answer. Screens are drawn (agent/screens.py), so nothing is downloaded. A few
     dozen conversations: enough for a usable imatrix; real traces (see README) are better."""
-    from .agent.conversation import (assistant_turn, builtin_system_prompt, first_turn, next_turn,
-                                     without_images)
+    from .agent.conversation import (
+        assistant_turn,
+        builtin_system_prompt,
+        first_turn,
+        next_turn,
+        without_images,
+    )
 
     pngs: dict[str, bytes] = {}
     out = []

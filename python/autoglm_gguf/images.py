@@ -148,7 +148,7 @@ def _decode(data: bytes, what: str) -> np.ndarray:
         raise ImageError(f"{what}: {e}") from None
     except ImageError:
         raise
-    except Exception as e:  # noqa: BLE001 - plugins raise OSError, SyntaxError, struct.error, ... on bad data
+    except Exception as e:
         raise ImageError(f"{what}: corrupt or truncated image data ({type(e).__name__}: {e})") from None
     return _from_pil(im, what)
 
@@ -174,7 +174,7 @@ def _from_pil(im: Image.Image, what: str) -> np.ndarray:
         elif im.mode != "RGB":
             im = im.convert("RGB")
         return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-    except Exception as e:  # noqa: BLE001 - a bad EXIF block or an exotic mode; report, do not crash
+    except Exception as e:
         raise ImageError(f"{what}: cannot convert a '{im.mode}' image to RGB "
                          f"({type(e).__name__}: {e})") from None
 

@@ -104,7 +104,7 @@ def read_imatrix_raw(path: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarra
                            f"`llama-imatrix --in-file {p.name} -o {p.stem}.gguf`")
     try:
         r = gguf.GGUFReader(p)
-    except Exception as e:  # noqa: BLE001 - gguf-py raises ValueError, struct.error, IndexError... on damaged files
+    except Exception as e:
         raise ImatrixError(f"{p}: cannot read this GGUF file ({e}); it is damaged or truncated") from None
     kind = _field(r, KEY_TYPE)
     if kind not in (None, "imatrix"):

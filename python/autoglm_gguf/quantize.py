@@ -19,8 +19,18 @@ from tqdm import tqdm
 
 from . import _core
 from .errors import ConversionError, GGUFFileError
-from .quant_mix import (ModelShape, MixOptions, Preset, T, TensorInfo, allows_quantization, fit_tensor, plan_types, preset,
-                        requires_imatrix)
+from .quant_mix import (
+    MixOptions,
+    ModelShape,
+    Preset,
+    T,
+    TensorInfo,
+    allows_quantization,
+    fit_tensor,
+    plan_types,
+    preset,
+    requires_imatrix,
+)
 
 # llama-quantize's metadata keys for the importance matrix it used (tools/quantize/quantize.cpp)
 KV_IMATRIX_FILE = "quantize.imatrix.file"

@@ -4,7 +4,8 @@ each step computes only the new turn), or any OpenAI-compatible endpoint (our se
 from __future__ import annotations
 
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import AutoGLMError
 from ..grammar import TOKEN_CONTROL, TOKEN_USER_DEFINED

@@ -20,10 +20,9 @@ import re
 import struct
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Callable
 
 from ..errors import AutoGLMError
 from .apps import HOME, describe_package, package_for

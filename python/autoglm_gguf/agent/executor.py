@@ -9,9 +9,8 @@ for the user ends the task with a message saying so.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 from ..actions import GRID_MAX, Action, Point
 from .apps import UnknownAppError

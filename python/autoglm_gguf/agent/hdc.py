@@ -21,9 +21,8 @@ import io
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
 
 from .apps import _PACKAGE_NAME, HOME, UnknownAppError, _key
 from .device import Device, DeviceError, Screenshot, _black_png, choose_target, run_tool

@@ -8,8 +8,8 @@ from the KV cache); the newest screenshot is the only image in the prompt.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..actions import Action, parse_answer
 from . import conversation as conv

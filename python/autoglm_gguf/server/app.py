@@ -10,12 +10,23 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .engine import Engine, Job
 from .predict import predict_request, predict_response
-from .protocol import (APIError, bad_request, chat_chunk, chat_response, completion_chunk, completion_response,
-                       parse_chat, parse_completion, timings, usage)
+from .protocol import (
+    APIError,
+    bad_request,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    parse_chat,
+    parse_completion,
+    timings,
+    usage,
+)
 from .settings import ServerSettings
 
 log = logging.getLogger("autoglm_gguf.server")

@@ -49,7 +49,7 @@ class Job:
     n_prompt: int                                # cells the prompt will take in the cache
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue | None = None
-    slot: "Slot | None" = None
+    slot: Slot | None = None
     started: float = field(default_factory=time.monotonic)
     progress: tuple[int, int] = (0, 0)           # prompt cells evaluated / to evaluate (not reused)
     n_pieces: int = 0                            # text pieces streamed so far

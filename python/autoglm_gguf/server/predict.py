@@ -16,7 +16,6 @@ from ..agent.conversation import AGENT_MAX_TOKENS, AGENT_SAMPLING
 from .protocol import GenerationRequest, bad_request, parse_chat, timings, usage
 
 
-
 def predict_request(body: Any) -> GenerationRequest:
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
