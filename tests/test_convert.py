@@ -12,12 +12,12 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, quants
 
+from _tiny_configs import ALT_TEXT
 from autoglm_gguf._tiny.checkpoint import write_checkpoint
 from autoglm_gguf.cli import main as cli_main
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.errors import ConversionError
 from autoglm_gguf.gguf_info import field_value
-from conftest import ALT_TEXT
 
 
 def tensors(path: Path) -> dict:

@@ -24,11 +24,11 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from _llamacpp_logits import llamacpp_logits
+from _tiny_configs import ALT_TEXT, ALT_VISION
 from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
 from autoglm_gguf.quant_mix import PRESETS
 from autoglm_gguf.quantize import quantize_gguf
-from conftest import ALT_TEXT, ALT_VISION
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.slow]  # every preset, ours and llama-quantize's: ~80 s
 

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from .errors import AutoGLMError
-from .quant_mix import PRESETS
+from .quant_mix import MMPROJ_OUTTYPES, PRESETS
 
 TEXT_OUTTYPES = tuple(PRESETS)
-MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
 
 
 def _version_text() -> str:

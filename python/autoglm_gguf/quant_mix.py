@@ -60,6 +60,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("iq1_m", 31, T.IQ1_M, "1.75 bpw (needs an importance matrix)"),
     Preset("iq1_s", 24, T.IQ1_S, "1.56 bpw (needs an importance matrix)"),
 ]}
+
+# The types the vision projector's matrices may be stored in (`convert --mmproj-outtype`): ggml's CPU,
+# CUDA and Vulkan matmuls all take these as the weight of a float activation.
+MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
 ALIASES = {"q4_k": "q4_k_m", "q5_k": "q5_k_m", "q3_k": "q3_k_m"}  # as llama-quantize's menu
 
 _IQ_LOW = {"iq2_xxs", "iq2_xs", "iq1_s", "iq2_s", "iq2_m", "iq1_m"}   # llama.cpp's "very low bit" group

@@ -16,15 +16,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import ConversionError
+from ..quant_mix import MMPROJ_OUTTYPES
 from .checkpoint import Checkpoint, load_checkpoint
 from .common import OUTTYPES
 from .gguf_out import GGUFPlan, OutputSet, write_gguf
 from .mmproj_gguf import plan_mmproj
 from .text_gguf import plan_text
 
-# The vision tower: its weight matrices in one type (no mix); q4_k is the 4-bit option (rows that do not
-# fit 256-blocks fall back to Q5_0), q4_0 the legacy one.
-MMPROJ_OUTTYPES = ("f16", "f32", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0")
+# The vision tower's weight matrices are in one type of MMPROJ_OUTTYPES (no mix); q4_k is the 4-bit
+# option (rows that do not fit 256-blocks fall back to Q5_0), q4_0 the legacy one.
 
 __all__ = ["MMPROJ_OUTTYPES", "OUTTYPES", "Checkpoint", "ConvertOptions", "convert_checkpoint",
            "convert_loaded", "load_checkpoint"]
