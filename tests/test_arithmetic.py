@@ -90,7 +90,7 @@ def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, co
 
 
 def test_profile_names_our_q4_0_gemm(tiny_checkpoint, convert_tiny):
-    if not _core._gemm_q4_0_available():
+    if not _core._gemm_available():
         pytest.skip("our Q4_0 GEMM needs AVX2")
     text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
     code = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=2)\n"

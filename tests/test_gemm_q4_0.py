@@ -5,14 +5,13 @@ both scales."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from _gemm_util import prompt_logits
 from autoglm_gguf import _core
 
-pytestmark = pytest.mark.skipif(not _core._gemm_q4_0_available(), reason="the kernel needs AVX2, FMA and F16C")
+pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
 
 
 def _reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -39,7 +38,7 @@ def test_matches_exact_integer_arithmetic(m, n, k, threads):
     a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
     a[0, :32] = 0.0  # an all-zero block: scale 0
     wq = _core.quantize(w, "q4_0")
-    got = _core._gemm_q4_0(wq, a, threads)
+    got = _core._gemm(wq, a, "q4_0", threads)
     ref = _reference(wq, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/32 blocks vs the exact sum
@@ -51,30 +50,10 @@ def test_matches_exact_integer_arithmetic(m, n, k, threads):
 
 def test_bad_shapes_are_refused():
     wq = _core.quantize(np.ones((8, 64), np.float32), "q4_0")
-    with pytest.raises(ValueError, match="multiple of 32|Q4_0 blocks"):
-        _core._gemm_q4_0(wq, np.ones((2, 48), np.float32))
-    with pytest.raises(ValueError, match="Q4_0 blocks"):
-        _core._gemm_q4_0(wq, np.ones((2, 96), np.float32))
-
-
-def _prompt_logits(path, env_gemm: str | None) -> np.ndarray:
-    import os
-    import subprocess
-    import sys
-
-    code = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
-            "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
-            "ids = [int(i) for i in np.random.default_rng(1).integers(5, 500, 77)]\n"
-            "out = _core.Session(m, n_ctx=256, kv_type='f32', n_batch=64).eval_tokens(ids, 'all')\n"
-            "np.save(sys.argv[2], out)\n")
-    out = Path(str(path) + f".{env_gemm or 'ours'}.npy")
-    env = {k: v for k, v in os.environ.items() if k != "AUTOGLM_GEMM"}
-    if env_gemm:
-        env["AUTOGLM_GEMM"] = env_gemm
-    proc = subprocess.run([sys.executable, "-c", code, str(path), str(out)], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return np.load(out)
+    with pytest.raises(ValueError, match="multiple of 32|q4_0 blocks"):
+        _core._gemm(wq, np.ones((2, 48), np.float32), "q4_0")
+    with pytest.raises(ValueError, match="q4_0 blocks"):
+        _core._gemm(wq, np.ones((2, 96), np.float32), "q4_0")
 
 
 @pytest.mark.parametrize("arch", ["tiny", "alt"])
@@ -83,7 +62,7 @@ def test_prompt_processing_with_our_gemm_equals_ggml(arch, tiny_checkpoint, alt_
     through ggml's kernel with AUTOGLM_GEMM=ggml: the same int8 dot products and F16-rounded scales, so
     the logits agree to float rounding (measured: identical)."""
     text, _ = convert_tiny(tiny_checkpoint if arch == "tiny" else alt_checkpoint, "q4_0", "f16")
-    ours, ggml = _prompt_logits(text, None), _prompt_logits(text, "ggml")
+    ours, ggml = prompt_logits(text, None), prompt_logits(text, "ggml")
     assert np.abs(ours - ggml).max() <= 1e-4 * np.abs(ggml).max()
 
 

@@ -6,16 +6,20 @@
 #include "build_info.h"
 #include "cpu_peak.h"
 #include "error.h"
-#include "gemm_q4_0.h"
+#include "gemm.h"
+#include "quantize.h"
 
 void bind_backends(py::module_ & m) {
     m.def(
-        "_gemm_q4_0",
-        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, int n_threads) {
-            if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm_q4_0: expected 2-D arrays");
+        "_gemm",
+        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, const std::string & type,
+           int n_threads) {
+            const ggml_type t = autoglm::parse_storage_type(type);
+            if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm: expected 2-D arrays");
             const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
-            if (k % autoglm::q4_0_block != 0 || w.shape(1) != (k / autoglm::q4_0_block) * (int64_t) autoglm::q4_0_block_bytes) {
-                throw autoglm::invalid_argument("_gemm_q4_0: w must be N rows of K/32 Q4_0 blocks (18 bytes each)");
+            if (k % ggml_blck_size(t) != 0 || (size_t) w.shape(1) != ggml_row_size(t, k)) {
+                throw autoglm::invalid_argument("_gemm: w must be N rows of K/" + std::to_string(ggml_blck_size(t)) + " " + type +
+                                                " blocks");
             }
             py::array_t<float> c({m, n});
             const uint8_t * wp = w.data();
@@ -23,14 +27,14 @@ void bind_backends(py::module_ & m) {
             float * cp = c.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                autoglm::gemm_q4_0(wp, n, k, ap, m, cp, n_threads);
+                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads);
             }
             return c;
         },
-        py::arg("w"), py::arg("a"), py::arg("n_threads") = 1,
-        "Experimental AVX2 Q4_0 GEMM (native/src/gemm_q4_0.h): a [M, K] float32 x w (N rows of Q4_0 blocks)^T ->\n"
-        "[M, N] float32, activations quantized to int8 per 32-block like ggml's Q8_0. For tests and bench_gemm.py.");
-    m.def("_gemm_q4_0_available", &autoglm::gemm_q4_0_available);
+        py::arg("w"), py::arg("a"), py::arg("type"), py::arg("n_threads") = 1,
+        "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
+        "float32, activations quantized to int8 as ggml's kernel for that type does. For tests and bench_gemm.py.");
+    m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def("backends", &autoglm::backend_names, "Names of the ggml backends compiled in, e.g. ['CPU', 'CUDA'].");
     m.def(
         "devices",

@@ -1,5 +1,5 @@
 // Horizontal reductions of one AVX register, shared by our AVX2 kernels (cpu_attention.cpp,
-// gemm_q4_0.cpp). Include only where x86 intrinsics are available; the functions carry their own
+// gemm_q4_0.cpp, gemm_q4_k.cpp). Include only where x86 intrinsics are available; the functions carry their own
 // target attribute, so the including file may be compiled for the baseline ISA.
 #pragma once
 

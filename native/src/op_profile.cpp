@@ -7,7 +7,7 @@
 
 #include "cpu_attention.h"
 #include "cpu_peak.h"
-#include "gemm_q4_0.h"
+#include "gemm.h"
 #include "ggml.h"
 
 namespace autoglm {
@@ -70,14 +70,9 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         r.family = "ATTENTION (ours)";
         r.ops = 4.0 * hd * heads * pairs;
         r.peak = "f32";
-    } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == gemm_q4_0_name) {
-        // our Q4_0 GEMM: dst [N, M]; its source holds M quantized rows of K int8 + K/32 x 8 bytes
-        const double k = (double) t->src[0]->ne[0] * q4_0_block / (q4_0_block + 8);
-        r.family = "GEMM q4_0 (ours)";
-        r.ops = 2.0 * k * (double) t->ne[0] * (double) t->ne[1];
-        r.peak = "int8";
-    } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == gemm_q4_0_quantize_name) {
-        r.family = "GEMM q4_0 rows to int8 (ours)";
+    } else if (const char * family = nullptr; gemm_node_info(t, &family, &r.ops)) {
+        r.family = family;
+        if (r.ops > 0) r.peak = "int8";
     }
     return r;
 }

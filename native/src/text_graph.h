@@ -33,7 +33,7 @@ struct text_graph_shape {
     // With flash_attn: our CPU kernel (cpu_attention.h) for micro-batches of >= 32 tokens on layers
     // whose cache is in host memory; none: always ggml's.
     attn_kernel cpu_attn = attn_kernel::none;
-    // Our Q4_0 prompt GEMM where it applies (gemm_q4_0.h); off while an importance matrix is collected,
+    // Our prompt GEMMs where they apply (gemm.h); off while an importance matrix is collected,
     // whose callback reads the activations of ggml's MUL_MAT nodes.
     bool own_gemm = true;
 

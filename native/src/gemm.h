@@ -1,0 +1,34 @@
+// Our prompt-processing GEMMs for quantized weights (issue #15), and the one place the decoder graph,
+// the profiler and the tests reach them through. Each kernel (gemm_q4_0.h, gemm_q4_k.h) multiplies
+// its weight type against int8-quantized activations on AVX2, reading ggml's repacked layout where
+// ggml repacked the weight; decode keeps ggml's matrix-vector kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "ggml.h"
+
+namespace autoglm {
+
+// True when this CPU can run our kernels (AVX2 + FMA + F16C).
+bool gemm_available();
+
+// Whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_mul_mat: a weight type we have a
+// kernel for, rows a multiple of its block, held on the CPU (a host buffer or ggml's repacked one), at
+// least 32 rows, an AVX2 CPU, and AUTOGLM_GEMM not set to "ggml" (which keeps ggml's kernels).
+bool gemm_applies(const ggml_tensor * w, int64_t n_rows);
+
+// ggml_mul_mat(w, x) as two custom ops on ggml's CPU threads: the rows of x (F32 [K, M], contiguous
+// rows) quantized, then the panels. w reaches the op through its user data, not as a source: ggml's
+// repacked buffer type would refuse any op but its own matmul. Falls back to ggml_mul_mat for other x.
+ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
+
+// For tests and benchmarks: c[M][N] = a[M][K] (F32, row-major) x w^T, w N rows of `type` blocks in the
+// GGUF layout, on n_threads threads. Throws autoglm::invalid_argument for a type without a kernel or a
+// K that is not a multiple of its block, autoglm::error on a CPU without AVX2.
+void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads);
+
+// For the profiler: a GEMM node's family name and operation count, or false for other nodes.
+bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops);
+
+}  // namespace autoglm

@@ -1,0 +1,120 @@
+// What our prompt GEMMs (gemm_q4_0.cpp, gemm_q4_k.cpp) share: when the graph may use them, where
+// their weights live, a 32-byte-aligned scratch buffer, and the 8 x 8 transpose of 32-bit groups that
+// turns 8 columns of unpacked nibbles into the vectors their vpmaddubsw kernels read.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#    define AUTOGLM_GEMM_X86 1
+#    include <immintrin.h>
+// a kernel's functions exist only where they can be compiled
+#    define AUTOGLM_GEMM_FN(f) f
+#else
+#    define AUTOGLM_GEMM_FN(f) nullptr
+#endif
+
+namespace autoglm::gemm {
+
+// AUTOGLM_GEMM=ggml keeps ggml's kernels everywhere (for comparisons).
+inline bool disabled_by_env() {
+    static const bool off = [] {
+        const char * v = std::getenv("AUTOGLM_GEMM");
+        return v && std::strcmp(v, "ggml") == 0;
+    }();
+    return off;
+}
+
+// The weight sits in ggml's repacked CPU buffer (CPU_REPACK: 8 columns interleaved per block).
+inline bool is_repacked(const ggml_tensor * w) {
+    return w->buffer && std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") == 0;
+}
+
+// A 2-D weight in CPU memory (a plain host buffer, or the repacked one, which does not call itself
+// host) that a micro-batch of n_rows >= 32 multiplies: the common part of both GEMMs' rule.
+inline bool weight_on_cpu(const ggml_tensor * w, int64_t n_rows) {
+    if (disabled_by_env() || n_rows < 32 || !w->buffer || ggml_n_dims(w) != 2) return false;
+    if (!ggml_backend_buffer_is_host(w->buffer) && !is_repacked(w)) return false;
+    return !is_repacked(w) || w->ne[1] % 8 == 0;  // ggml repacks only whole groups of 8 rows
+}
+
+// Bytes aligned to 32 by hand (std::vector<__m256i> would rely on over-aligned allocation).
+struct aligned_bytes {
+    std::vector<uint8_t> raw;
+    explicit aligned_bytes(size_t n) : raw(n + 32) {}
+    template <class T>
+    T * as() {
+        return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(raw.data()) + 31) & ~uintptr_t(31));
+    }
+};
+
+// The loop every GEMM runs: panels [p0, p1) of 8 columns, each unpacked once (unpack(c0)) and then
+// multiplied by every row, 4 rows at a time (kernel4(rows, out): the bottom edge repeats the last row).
+template <class Unpack, class Kernel4>
+inline void panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack,
+                       Kernel4 kernel4) {
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c0 = p * 8, nc = n - c0 < 8 ? n - c0 : 8;
+        unpack(c0);
+        for (int64_t m0 = 0; m0 < m; m0 += 4) {
+            int64_t rows[4];
+            for (int r = 0; r < 4; ++r) rows[r] = m0 + r < m ? m0 + r : m - 1;
+            float out[4][8];
+            kernel4(rows, out);
+            for (int r = 0; r < 4 && m0 + r < m; ++r)
+                std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
+        }
+    }
+}
+
+#if AUTOGLM_GEMM_X86
+// v[c] holds 32 byte values of column c in k order; out[j] gets k = 4j .. 4j+3 of column c in its
+// 32-bit lane c (an 8 x 8 transpose of 32-bit groups).
+__attribute__((target("avx2"))) inline void transpose_columns(const __m256i v[8], __m256i out[8]) {
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    out[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    out[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    out[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    out[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    out[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    out[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    out[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    out[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+#endif
+
+}  // namespace autoglm::gemm
+
+namespace autoglm::gemm {
+
+// One of our prompt GEMMs, as the dispatcher (gemm.h) drives it: activations are quantized row by row
+// into row_bytes(K) bytes, then each thread computes a range of 8-column panels for every row.
+struct kernel {
+    ggml_type type;             // the weight type it multiplies
+    int block;                  // elements per weight block: K must be a multiple
+    size_t act_block_bytes;     // bytes of quantized activations per block of K
+    const char * name;             // the GEMM node's name in graphs
+    const char * quantize_name;    // the row quantizer node's name
+    const char * family;           // the profiler's family names for both
+    const char * quantize_family;
+    void (*quantize)(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q);
+    // panels [p0, p1) of 8 columns for all m rows; `repacked`: w is in ggml's CPU_REPACK layout
+    void (*panels)(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
+                   int64_t c_row_stride, int64_t p0, int64_t p1);
+    size_t row_bytes(int64_t k) const { return (size_t) (k / block) * act_block_bytes; }
+};
+
+}  // namespace autoglm::gemm

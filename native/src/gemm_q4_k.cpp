@@ -1,0 +1,238 @@
+// ref: ggml-quants.c quantize_row_q8_K_ref (activations: q = nearest(x * -127 / x_maxabs), d = 1 / that
+//      scale) and dequantize_row_q4_K / get_scale_min_k4 (weights); ggml-cpu repack.cpp
+//      make_block_q4_Kx8 (the repacked layout read here) and ggml_vec_dot_q4_K_q8_K (the arithmetic).
+#include "gemm_q4_k.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "error.h"
+#include "gemm_panel.h"
+#include "ggml.h"
+
+#if AUTOGLM_GEMM_X86
+#    include "avx2_reduce.h"
+#endif
+
+namespace autoglm {
+
+#if AUTOGLM_GEMM_X86
+#    pragma GCC push_options
+#    pragma GCC target("avx2,fma,f16c")
+namespace {
+
+constexpr int sub_blocks = 8;  // sub-blocks of 32 per super-block
+
+// Quantized activations, one row per token: q[k] int8 | d[nb] F32 (per 256) | sums[k/32] int16 (the
+// sub-blocks' sums of q: the mins' share).
+struct q8k_rows {
+    uint8_t * base;
+    int64_t k, nb;
+    size_t row_bytes() const { return q8_k_row_bytes(k); }
+    int8_t * q(int64_t r) const { return (int8_t *) (base + r * row_bytes()); }
+    float * d(int64_t r) const { return (float *) (base + r * row_bytes() + k); }
+    int16_t * sums(int64_t r) const { return (int16_t *) (base + r * row_bytes() + k + nb * 4); }
+};
+
+// Rows [r0, r1) of a as ggml's quantize_row_q8_K_ref: the scale comes from the first element of largest
+// magnitude, sign included, and q rounds half to even.
+void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
+    const q8k_rows out{q_bytes, k, k / q4_k_block};
+    const int64_t nb = k / q4_k_block;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float * row = (const float *) ((const uint8_t *) a + r * a_row_stride);
+        for (int64_t b = 0; b < nb; ++b) {
+            const float * x = row + b * q4_k_block;
+            int8_t * q = out.q(r) + b * q4_k_block;
+            int16_t * sums = out.sums(r) + b * sub_blocks;
+            __m256 amax_v = _mm256_setzero_ps();
+            for (int i = 0; i < q4_k_block; i += 8)
+                amax_v = _mm256_max_ps(amax_v, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+            const float amax = avx2::hmax(amax_v);
+            float max = 0.0f;
+            for (int j = 0; j < q4_k_block && amax > 0.0f; ++j) {
+                if (std::fabs(x[j]) == amax) {
+                    max = x[j];
+                    break;
+                }
+            }
+            if (max == 0.0f) {  // an all-zero block (or one that is not a number): ggml's zero scale
+                std::memset(q, 0, q4_k_block);
+                std::memset(sums, 0, sub_blocks * sizeof(int16_t));
+                out.d(r)[b] = 0.0f;
+                continue;
+            }
+            const float iscale = -127.0f / max;
+            const __m256 is = _mm256_set1_ps(iscale);
+            for (int g = 0; g < sub_blocks; ++g) {
+                __m256i qi[4];
+                __m256i sum = _mm256_setzero_si256();
+                for (int i = 0; i < 4; ++i) {
+                    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * i), is);
+                    qi[i] = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                    sum = _mm256_add_epi32(sum, qi[i]);
+                }
+                // |q| <= 127 (|x| <= amax), so the saturating packs change nothing: ggml's MIN(127, v)
+                __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+                _mm256_storeu_si256((__m256i *) (q + 32 * g), _mm256_permutevar8x32_epi32(p, order));
+                sums[g] = (int16_t) avx2::hsum(sum);
+            }
+            out.d(r)[b] = 1.0f / iscale;
+        }
+    }
+}
+
+// One super-block of a panel of 8 columns.
+struct panel_block {
+    __m256i q[sub_blocks * 8];  // sub-block j: vectors 8j .. 8j+7, vector t = k 4t .. 4t+3 of each column
+    __m256i sc[sub_blocks];     // sub-block j: int16 lanes 2c, 2c+1 = column c's scale
+    __m256i mins[sub_blocks / 2];  // sub-blocks 2p, 2p+1: int16 lane 2c = column c's min of 2p, 2c+1 of 2p+1
+    float d[8], dmin[8];
+};
+static_assert(sizeof(panel_block) % 32 == 0, "panel blocks must keep 32-byte alignment");
+
+// ggml's get_scale_min_k4: 8 (scale, min) pairs of 6 bits in 12 bytes.
+inline void scale_min(int j, const uint8_t * s, int16_t & sc, int16_t & m) {
+    if (j < 4) {
+        sc = s[j] & 63;
+        m = s[j + 4] & 63;
+    } else {
+        sc = (int16_t) ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4));
+        m = (int16_t) ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+}
+
+// Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales). `repacked`: ggml's
+// CPU_REPACK layout for Q4_K on x86 (block_q4_Kx8 per 8 columns and super-block: 8 d, 8 dmin, then per
+// sub-block 12 bytes holding the 8 columns' (scale, min) in Q4_K's own 6-bit packing, then the nibble
+// bytes in chunks of 8: bytes 8i .. 8i+7 of columns 0..7, for i = 0..15); else the GGUF layout.
+void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool repacked, panel_block * panel) {
+    constexpr size_t x8_bytes = 16 * 2 + 96 + 1024;  // one block_q4_Kx8
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; ++b) {
+        panel_block & P = panel[b];
+        const uint8_t * x8 = w + ((c0 / 8) * nb + b) * x8_bytes;
+        auto block = [&](int c) { return w + ((c0 + c) * nb + b) * q4_k_block_bytes; };
+        // bytes 32cc .. 32cc+31 of a column: low nibbles are sub-block 2cc, high ones 2cc+1
+        for (int cc = 0; cc < 4; ++cc) {
+            __m256i lo[8], hi[8];
+            for (int c = 0; c < 8; ++c) {
+                __m256i bytes = _mm256_setzero_si256();
+                if (c0 + c < n) {
+                    if (repacked) {
+                        const uint8_t * qs = x8 + 128 + 8 * c;
+                        int64_t part[4];
+                        for (int i = 0; i < 4; ++i) std::memcpy(&part[i], qs + 64 * (4 * cc + i), 8);
+                        bytes = _mm256_setr_epi64x(part[0], part[1], part[2], part[3]);
+                    } else {
+                        bytes = _mm256_loadu_si256((const __m256i *) (block(c) + 16 + 32 * cc));
+                    }
+                }
+                lo[c] = _mm256_and_si256(bytes, low);
+                hi[c] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+            }
+            gemm::transpose_columns(lo, P.q + 8 * (2 * cc));
+            gemm::transpose_columns(hi, P.q + 8 * (2 * cc + 1));
+        }
+        alignas(32) int16_t sc[sub_blocks][16] = {}, mins[sub_blocks / 2][16] = {};
+        for (int c = 0; c < 8; ++c) {
+            P.d[c] = P.dmin[c] = 0.0f;
+            if (c0 + c >= n) continue;
+            uint16_t hd, hm;
+            std::memcpy(&hd, repacked ? x8 + 2 * c : block(c), 2);
+            std::memcpy(&hm, repacked ? x8 + 16 + 2 * c : block(c) + 2, 2);
+            P.d[c] = ggml_fp16_to_fp32(hd);
+            P.dmin[c] = ggml_fp16_to_fp32(hm);
+            for (int j = 0; j < sub_blocks; ++j) {
+                int16_t s, m;
+                if (repacked) {
+                    scale_min(c, x8 + 32 + 12 * j, s, m);
+                } else {
+                    scale_min(j, block(c) + 4, s, m);
+                }
+                sc[j][2 * c] = sc[j][2 * c + 1] = s;
+                mins[j / 2][2 * c + (j % 2)] = m;
+            }
+        }
+        for (int j = 0; j < sub_blocks; ++j) P.sc[j] = _mm256_load_si256((const __m256i *) sc[j]);
+        for (int p = 0; p < sub_blocks / 2; ++p) P.mins[p] = _mm256_load_si256((const __m256i *) mins[p]);
+    }
+}
+
+// Four rows (rows[0..3], possibly repeated at the bottom edge) x one panel -> out[4][8].
+//
+// The F32 steps are ggml's (ggml_gemm_q4_K_8x8_q8_K), so that the results equal its kernel's bit for
+// bit (the integer sums are the same): per pair of sub-blocks one fmadd of the scaled sums and one of
+// the mins' into two accumulators, subtracted at the end. Summed per super-block instead, a float
+// difference of 1e-6 flipped one activation's int8 rounding a layer later and moved a logit by 0.46
+// on a test model: quantized paths amplify any difference.
+inline void kernel_4x8(const panel_block * panel, int64_t nb, const q8k_rows & a, const int64_t * rows, float out[4][8]) {
+    const int8_t * q[4];
+    for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc_min[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; ++b) {
+        const panel_block & P = panel[b];
+        const __m256 dw = _mm256_loadu_ps(P.d), dm = _mm256_loadu_ps(P.dmin);
+        for (int p = 0; p < sub_blocks / 2; ++p) {
+            __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int j = 2 * p; j < 2 * p + 2; ++j) {
+                __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                const int64_t k0 = b * q4_k_block + 32 * j;
+                for (int t = 0; t < 8; ++t) {
+                    const __m256i wv = _mm256_load_si256(P.q + 8 * j + t);
+                    for (int r = 0; r < 4; ++r) {
+                        int32_t a4;
+                        std::memcpy(&a4, q[r] + k0 + 4 * t, 4);
+                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4)));
+                        // keep the sum a chain: GCC otherwise reassociates the 8 adds into a tree whose
+                        // partial sums spill to the stack (measured: half the speed)
+                        asm("" : "+x"(s[r]));
+                    }
+                }
+                // widen with the sub-block scales as the multipliers: sc * (pair0 + pair1) per column
+                for (int r = 0; r < 4; ++r) isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], P.sc[j]));
+            }
+            for (int r = 0; r < 4; ++r) {
+                const __m256 dy = _mm256_set1_ps(a.d(rows[r])[b]);
+                int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
+                std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
+                const __m256i ms = _mm256_madd_epi16(P.mins[p], _mm256_set1_epi32(pair));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, dy), acc[r]);
+                acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dm, dy), acc_min[r]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], _mm256_sub_ps(acc[r], acc_min[r]));
+}
+
+// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats).
+void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
+    const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
+    const int64_t nb = k / q4_k_block;
+    gemm::aligned_bytes panel_bytes((size_t) nb * sizeof(panel_block));
+    auto * panel = panel_bytes.as<panel_block>();
+    gemm::panel_loop(
+        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, repacked, panel); },
+        [&](const int64_t * rows, float out[4][8]) { kernel_4x8(panel, nb, a, rows, out); });
+}
+
+}  // namespace
+#    pragma GCC pop_options
+#endif  // AUTOGLM_GEMM_X86
+
+const gemm::kernel & gemm_q4_k_kernel() {
+    static const gemm::kernel k{
+        GGML_TYPE_Q4_K,         q4_k_block,         q8_k_row_bytes(q4_k_block),      "gemm_q4_K",
+        "gemm_q4_K_quantize",   "GEMM q4_K (ours)", "GEMM q4_K rows to int8 (ours)", AUTOGLM_GEMM_FN(quantize),
+        AUTOGLM_GEMM_FN(panels)};
+    return k;
+}
+
+}  // namespace autoglm
