@@ -1,10 +1,10 @@
-"""Our prompt GEMMs (native/src/gemm.h: Q4_0 and Q4_K) against ggml's kernels on one decoder layer's
+"""Our prompt GEMMs (native/src/gemm.h: Q4_0, Q4_K, Q5_0, Q8_0) against ggml's kernels on one decoder layer's
 weights, in GOP/s and as a share of this machine's int8 peak.
 
     python bench/bench_gemm.py MODEL.gguf [--tokens 512] [--threads 2] [--reps 3] [--json OUT]
 
-ggml's rate per weight type is what AUTOGLM_PROFILE=1 reports for its `MUL_MAT <type> CPU_REPACK`
-family (its repacked AVX2 kernels, the ones llama.cpp uses) while a child process prefills `--tokens`
+ggml's rate per weight type is what AUTOGLM_PROFILE=1 reports for its `MUL_MAT <type>` family (the
+kernels llama.cpp uses: repacked for Q4_0/Q4_K, llamafile's tinyBLAS for Q5_0/Q8_0) while a child process prefills `--tokens`
 tokens through the model with AUTOGLM_GEMM=ggml; so give a model with few layers
 (bench/make_synthetic.py --layers 1, then `autoglm-gguf quantize` for the K-quant mixes) for a quick
 run. Ours is timed in this process on the same layer's matrices of each type with the same number of
@@ -36,7 +36,8 @@ s.eval_tokens(np.random.default_rng(0).integers(10, 4000, int(sys.argv[2])).toli
 """
 
 #: the weight types we have a GEMM for: our name -> (GGUF type, ggml's name in the profile)
-KERNELS = {"q4_0": (GGMLQuantizationType.Q4_0, "q4_0"), "q4_k": (GGMLQuantizationType.Q4_K, "q4_K")}
+KERNELS = {"q4_0": (GGMLQuantizationType.Q4_0, "q4_0"), "q4_k": (GGMLQuantizationType.Q4_K, "q4_K"),
+           "q5_0": (GGMLQuantizationType.Q5_0, "q5_0"), "q8_0": (GGMLQuantizationType.Q8_0, "q8_0")}
 
 
 def ggml_rates(model: str, tokens: int, threads: int) -> dict[str, float]:

@@ -10,13 +10,16 @@
 #include "gemm_panel.h"
 #include "gemm_q4_0.h"
 #include "gemm_q4_k.h"
+#include "gemm_q5_0.h"
+#include "gemm_q8_0.h"
 
 namespace autoglm {
 
 namespace {
 
 const std::vector<const gemm::kernel *> & kernels() {
-    static const std::vector<const gemm::kernel *> all = {&gemm_q4_0_kernel(), &gemm_q4_k_kernel()};
+    static const std::vector<const gemm::kernel *> all = {&gemm_q4_0_kernel(), &gemm_q4_k_kernel(), &gemm_q5_0_kernel(),
+                                                          &gemm_q8_0_kernel()};
     return all;
 }
 
@@ -56,7 +59,8 @@ bool gemm_available() {
 
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows) {
     const gemm::kernel * kern = kernel_for(w->type);
-    return kern && kern->panels && w->ne[0] % kern->block == 0 && gemm::weight_on_cpu(w, n_rows) && gemm_available();
+    if (!kern || !kern->panels || w->ne[0] % kern->block != 0 || !gemm::weight_on_cpu(w, n_rows)) return false;
+    return (kern->reads_repacked || !gemm::is_repacked(w)) && gemm_available();
 }
 
 ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {

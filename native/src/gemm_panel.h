@@ -106,6 +106,7 @@ struct kernel {
     ggml_type type;             // the weight type it multiplies
     int block;                  // elements per weight block: K must be a multiple
     size_t act_block_bytes;     // bytes of quantized activations per block of K
+    bool reads_repacked;        // it reads ggml's CPU_REPACK layout of this type (else only the GGUF one)
     const char * name;             // the GEMM node's name in graphs
     const char * quantize_name;    // the row quantizer node's name
     const char * family;           // the profiler's family names for both

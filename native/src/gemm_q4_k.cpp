@@ -228,10 +228,16 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_
 #endif  // AUTOGLM_GEMM_X86
 
 const gemm::kernel & gemm_q4_k_kernel() {
-    static const gemm::kernel k{
-        GGML_TYPE_Q4_K,         q4_k_block,         q8_k_row_bytes(q4_k_block),      "gemm_q4_K",
-        "gemm_q4_K_quantize",   "GEMM q4_K (ours)", "GEMM q4_K rows to int8 (ours)", AUTOGLM_GEMM_FN(quantize),
-        AUTOGLM_GEMM_FN(panels)};
+    static const gemm::kernel k{GGML_TYPE_Q4_K,
+                                q4_k_block,
+                                q8_k_row_bytes(q4_k_block),
+                                true,
+                                "gemm_q4_K",
+                                "gemm_q4_K_quantize",
+                                "GEMM q4_K (ours)",
+                                "GEMM q4_K rows to int8 (ours)",
+                                AUTOGLM_GEMM_FN(quantize),
+                                AUTOGLM_GEMM_FN(panels)};
     return k;
 }
 

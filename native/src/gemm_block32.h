@@ -1,0 +1,86 @@
+// The kernel our block-32 GEMMs share (Q4_0, Q5_0, Q8_0 weights against Q8_0 activations,
+// gemm_q8_act.h): a panel of 8 weight columns unpacked once into unsigned bytes u = w + offset, one
+// 32-byte vector per 4 consecutive k of the 8 columns (4 bytes per column), reused for every row of
+// the micro-batch. Each vpmaddubsw (u unsigned, 4 activation bytes broadcast) makes 8 columns x 2
+// pairs; `quads_per_widen` of them are summed in 16 bits before one vpmaddwd widens them, as far as
+// the bound allows (|sum| <= quads x 2 x u_max x 127 < 2^15), and the offset comes off as offset x
+// sum(q) per row and block. A weight type whose u does not fit in 4 or 5 bits (Q8_0) is split into
+// planes: u = 16 * hi + lo, each plane a panel of its own, weighted 16 and 1 when widened.
+// Include only where AUTOGLM_GEMM_X86 (gemm_panel.h) is set.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "gemm_panel.h"
+#include "gemm_q8_act.h"
+
+namespace autoglm::gemm {
+
+// The panel of 8 columns: per block, `planes` x 8 vectors (plane p's vector t at [b][p * 8 + t]), and
+// the columns' F32 scales dw[b * 8 + c].
+template <int planes>
+struct block32_panel {
+    __m256i * v;
+    float * dw;
+    const __m256i * block(int64_t b) const { return v + b * planes * 8; }
+};
+
+// Four rows (rows[0..3]) x one panel -> out[4][8]: C = sum_b da * dw * (sum_k q * u - offset * sum(q)),
+// accumulated per block in F32 as ggml's block kernels do (one fmadd per block and row).
+template <int planes, int quads_per_widen, int offset>
+__attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const block32_panel<planes> & panel, int64_t nb,
+                                                                        const q8_0_rows & a, const int64_t * rows,
+                                                                        float out[4][8]) {
+    static_assert(8 % quads_per_widen == 0, "a block is 8 quads");
+    const __m256i weight[2] = {_mm256_set1_epi16(planes == 2 ? 16 : 1), _mm256_set1_epi16(1)};
+    const int8_t * q[4];
+    for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i * wv = panel.block(b);
+        __m256i dot[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int t0 = 0; t0 < 8; t0 += quads_per_widen) {
+            __m256i s[planes][4];
+            for (int p = 0; p < planes; ++p)
+                for (int r = 0; r < 4; ++r) s[p][r] = _mm256_setzero_si256();
+            for (int t = t0; t < t0 + quads_per_widen; ++t) {
+                __m256i w[planes];
+                for (int p = 0; p < planes; ++p) w[p] = _mm256_load_si256(wv + p * 8 + t);
+                for (int r = 0; r < 4; ++r) {
+                    // one broadcast of 4 activation bytes serves every plane
+                    const __m256i x = _mm256_set1_epi32(quad(q[r] + b * q8_0_block + 4 * t));
+                    for (int p = 0; p < planes; ++p) {
+                        s[p][r] = _mm256_add_epi16(s[p][r], _mm256_maddubs_epi16(w[p], x));
+                        // keep the sum a chain: GCC otherwise reassociates the adds into a tree whose
+                        // partial sums spill to the stack (measured: half the speed)
+                        asm("" : "+x"(s[p][r]));
+                    }
+                }
+            }
+            for (int p = 0; p < planes; ++p)
+                for (int r = 0; r < 4; ++r)
+                    dot[r] = _mm256_add_epi32(dot[r], _mm256_madd_epi16(s[p][r], weight[planes == 2 ? p : 1]));
+        }
+        const __m256 dwv = _mm256_loadu_ps(panel.dw + b * 8);
+        for (int r = 0; r < 4; ++r) {
+            const __m256i d = _mm256_sub_epi32(dot[r], _mm256_set1_epi32(offset * a.sum(rows[r])[b]));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
+}
+
+// A panel's memory for K/32 blocks.
+template <int planes>
+struct block32_panel_storage {
+    aligned_bytes v_bytes;
+    std::vector<float> dw;
+    block32_panel<planes> panel;
+    explicit block32_panel_storage(int64_t nb)
+        : v_bytes((size_t) nb * planes * 8 * sizeof(__m256i)), dw((size_t) nb * 8), panel{v_bytes.as<__m256i>(), dw.data()} {}
+};
+
+}  // namespace autoglm::gemm

@@ -1,0 +1,87 @@
+// ref: ggml-cpu quants.c ggml_vec_dot_q8_0_q8_0 (the arithmetic) and ggml-common.h block_q8_0 (d, 32 int8).
+#include "gemm_q8_0.h"
+
+#include <cstring>
+
+#include "ggml.h"
+
+#if AUTOGLM_GEMM_X86
+#    include "gemm_block32.h"
+#endif
+
+namespace autoglm {
+
+namespace {
+constexpr int block = 32;
+constexpr size_t block_bytes = 34;  // F16 d, 32 int8
+}  // namespace
+
+#if AUTOGLM_GEMM_X86
+#    pragma GCC push_options
+#    pragma GCC target("avx2,fma,f16c")
+namespace {
+
+using gemm::q8_0_rows;
+
+void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
+    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / block});
+}
+
+// Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales) as u = w + 128 in two
+// planes, u = 16 * hi + lo: vectors 0..7 of a block hold hi, 8..15 lo.
+void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<2> & panel) {
+    for (int64_t b = 0; b < nb; ++b) {
+        alignas(32) uint8_t hi[8][block] = {}, lo[8][block] = {};
+        for (int c = 0; c < 8; ++c) {
+            panel.dw[b * 8 + c] = 0.0f;
+            if (c0 + c >= n) continue;
+            const uint8_t * blk = w + ((c0 + c) * nb + b) * block_bytes;
+            uint16_t h;
+            std::memcpy(&h, blk, 2);
+            panel.dw[b * 8 + c] = ggml_fp16_to_fp32(h);
+            for (int j = 0; j < block; ++j) {
+                const uint8_t u = (uint8_t) ((int) (int8_t) blk[2 + j] + 128);
+                hi[c][j] = u >> 4;
+                lo[c][j] = u & 0x0F;
+            }
+        }
+        __m256i v[8];
+        for (int c = 0; c < 8; ++c) v[c] = _mm256_load_si256((const __m256i *) hi[c]);
+        gemm::transpose_columns(v, panel.v + b * 16);
+        for (int c = 0; c < 8; ++c) v[c] = _mm256_load_si256((const __m256i *) lo[c]);
+        gemm::transpose_columns(v, panel.v + b * 16 + 8);
+    }
+}
+
+void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
+    const int64_t nb = k / block;
+    const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
+    gemm::block32_panel_storage<2> st(nb);
+    gemm::panel_loop(
+        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, st.panel); },
+        [&](const int64_t * rows, float out[4][8]) {
+            // each plane in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
+            gemm::block32_kernel_4x8<2, 8, 128>(st.panel, nb, a, rows, out);
+        });
+}
+
+}  // namespace
+#    pragma GCC pop_options
+#endif  // AUTOGLM_GEMM_X86
+
+const gemm::kernel & gemm_q8_0_kernel() {
+    static const gemm::kernel k{GGML_TYPE_Q8_0,
+                                block,
+                                block + 8,  // gemm_q8_act.h: int8 q, F32 scale, int32 sum per block
+                                false,
+                                "gemm_q8_0",
+                                "gemm_q8_0_quantize",
+                                "GEMM q8_0 (ours)",
+                                "GEMM q8_0 rows to int8 (ours)",
+                                AUTOGLM_GEMM_FN(quantize),
+                                AUTOGLM_GEMM_FN(panels)};
+    return k;
+}
+
+}  // namespace autoglm
