@@ -27,3 +27,32 @@ def prompt_logits(path: Path, env_gemm: str | None) -> np.ndarray:
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return np.load(out)
+
+
+def check_against_ggml(quantized: Path, reference: Path, mirrors_ggml_order: bool) -> None:
+    """A quantized decoder's prompt logits through our GEMMs against ggml's kernels (AUTOGLM_GEMM=ggml).
+
+    The integer dot products are always ggml's. Where our F32 steps also follow ggml's kernel
+    (`mirrors_ggml_order`: Q4_0 and Q4_K against ggml's AVX2 kernels, ggml_avx2_kernels()), the logits
+    are equal. Otherwise the sums differ in rounding, and on these random models a
+    float difference can flip an activation's int8 rounding a layer later, which the chaotic network
+    amplifies (measured: up to 1.3% of the largest logit). Then: as accurate as ggml's against the
+    unquantized `reference` file, and the difference a small part of the quantization error itself
+    (measured: at most a tenth), where a misread block would be comparable to it."""
+    ours, ggml = prompt_logits(quantized, None), prompt_logits(quantized, "ggml")
+    if mirrors_ggml_order:
+        assert np.array_equal(ours, ggml), f"max |diff| {np.abs(ours - ggml).max():.3g}"
+        return
+    ref = prompt_logits(reference, None)
+    err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()
+    assert err_ours <= 1.1 * err_ggml + 1e-3 * np.abs(ref).max()
+    assert np.abs(ours - ggml).max() <= 0.25 * err_ggml
+
+
+def ggml_avx2_kernels() -> bool:
+    """ggml's CPU kernels in this process are its AVX2 build (no AVX-512 or AVX-VNNI paths compiled in),
+    whose Q4_0/Q4_K kernels our F32 order mirrors."""
+    from autoglm_gguf import _core
+
+    features = set(_core.cpu_features())
+    return "AVX2" in features and not any(f.startswith(("AVX512", "AVX_VNNI", "AMX")) for f in features)

@@ -13,7 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
-from _gemm_util import prompt_logits
+from _gemm_util import check_against_ggml, ggml_avx2_kernels
 from autoglm_gguf import _core
 from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
@@ -100,9 +100,9 @@ def test_bad_shapes_are_refused():
 
 
 @pytest.fixture(scope="module")
-def q4_k_m_model(tmp_path_factory) -> Path:
-    """A 2-layer decoder 256 wide (Q4_K needs rows of 256), quantized with the q4_k_m preset: Q4_K
-    matrices, held by ggml's repacked buffer, plus Q6_K ones."""
+def k256_models(tmp_path_factory) -> tuple[Path, Path]:
+    """(F16, Q4_K_M) files of a 2-layer decoder 256 wide (Q4_K needs rows of 256): the Q4_K matrices are
+    held by ggml's repacked buffer, next to Q6_K ones."""
     out = tmp_path_factory.mktemp("k256")
     text = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
             "num_key_value_heads": 2}
@@ -113,15 +113,15 @@ def q4_k_m_model(tmp_path_factory) -> Path:
     quantize_gguf(f16, q, "q4_k_m", progress=False)
     types = {t.tensor_type for t in GGUFReader(q).tensors if t.name.startswith("blk.")}
     assert GGMLQuantizationType.Q4_K in types
-    return q
+    return f16, q
 
 
-def test_prompt_processing_with_our_gemm_matches_ggml(q4_k_m_model):
+def test_prompt_processing_with_our_gemm_matches_ggml(k256_models):
     """The 64-row micro-batch runs through our Q4_K GEMM, reading ggml's repacked layout, and through
-    ggml's kernel with AUTOGLM_GEMM=ggml: the same Q8_K activations, integer sums and F32 operations in
-    the same order (gemm_q4_k.cpp), so the logits are equal. With the F32 steps per super-block instead,
-    a float difference of 1e-6 in layer 0 flipped one activation's int8 rounding in layer 1 and moved a
-    logit by 0.46: quantized paths amplify any difference, and this test saw it."""
-    ours, ggml = prompt_logits(q4_k_m_model, None), prompt_logits(q4_k_m_model, "ggml")
-    assert ours.shape == ggml.shape and ours.shape[0] == 77
-    assert np.abs(ours - ggml).max() <= 1e-6 * np.abs(ggml).max()
+    ggml's kernel with AUTOGLM_GEMM=ggml: the same Q8_K activations and integer sums, and against ggml's
+    AVX2 kernel the same F32 operations in the same order (gemm_q4_k.cpp), so the logits are equal. With
+    the F32 steps per super-block instead, a float difference of 1e-6 in layer 0 flipped one
+    activation's int8 rounding in layer 1 and moved a logit by 0.46: quantized paths amplify any
+    difference, and this test saw it."""
+    f16, q = k256_models
+    check_against_ggml(q, f16, mirrors_ggml_order=ggml_avx2_kernels())
