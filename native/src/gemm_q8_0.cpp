@@ -30,26 +30,23 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales) as u = w + 128 in two
 // planes, u = 16 * hi + lo: vectors 0..7 of a block hold hi, 8..15 lo.
 void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<2> & panel) {
+    const __m256i low = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char) 0x80);
     for (int64_t b = 0; b < nb; ++b) {
-        alignas(32) uint8_t hi[8][block] = {}, lo[8][block] = {};
+        __m256i hi[8], lo[8];
         for (int c = 0; c < 8; ++c) {
             panel.dw[b * 8 + c] = 0.0f;
+            hi[c] = lo[c] = _mm256_setzero_si256();
             if (c0 + c >= n) continue;
             const uint8_t * blk = w + ((c0 + c) * nb + b) * block_bytes;
             uint16_t h;
             std::memcpy(&h, blk, 2);
             panel.dw[b * 8 + c] = ggml_fp16_to_fp32(h);
-            for (int j = 0; j < block; ++j) {
-                const uint8_t u = (uint8_t) ((int) (int8_t) blk[2 + j] + 128);
-                hi[c][j] = u >> 4;
-                lo[c][j] = u & 0x0F;
-            }
+            const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (blk + 2)), flip);  // w + 128
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(u, 4), low);
+            lo[c] = _mm256_and_si256(u, low);
         }
-        __m256i v[8];
-        for (int c = 0; c < 8; ++c) v[c] = _mm256_load_si256((const __m256i *) hi[c]);
-        gemm::transpose_columns(v, panel.v + b * 16);
-        for (int c = 0; c < 8; ++c) v[c] = _mm256_load_si256((const __m256i *) lo[c]);
-        gemm::transpose_columns(v, panel.v + b * 16 + 8);
+        gemm::transpose_columns(hi, panel.v + b * 16);
+        gemm::transpose_columns(lo, panel.v + b * 16 + 8);
     }
 }
 
