@@ -30,7 +30,8 @@ def prompt_logits(path: Path, env_gemm: str | None) -> np.ndarray:
 
 
 def check_against_ggml(quantized: Path, reference: Path, mirrors_ggml_order: bool) -> None:
-    """A quantized decoder's prompt logits through our GEMMs against ggml's kernels (AUTOGLM_GEMM=ggml).
+    """A quantized decoder's prompt logits through our GEMMs (AUTOGLM_GEMM=all: also below a kernel's
+    break-even K) against ggml's kernels (AUTOGLM_GEMM=ggml).
 
     The integer dot products are always ggml's. Where our F32 steps also follow ggml's kernel
     (`mirrors_ggml_order`: Q4_0 and Q4_K against ggml's AVX2 kernels, ggml_avx2_kernels()), the logits
@@ -39,7 +40,7 @@ def check_against_ggml(quantized: Path, reference: Path, mirrors_ggml_order: boo
     amplifies (measured: up to 1.3% of the largest logit). Then: as accurate as ggml's against the
     unquantized `reference` file, and the difference a small part of the quantization error itself
     (measured: at most a tenth), where a misread block would be comparable to it."""
-    ours, ggml = prompt_logits(quantized, None), prompt_logits(quantized, "ggml")
+    ours, ggml = prompt_logits(quantized, "all"), prompt_logits(quantized, "ggml")  # "all": ours at any K
     if mirrors_ggml_order:
         assert np.array_equal(ours, ggml), f"max |diff| {np.abs(ours - ggml).max():.3g}"
         return

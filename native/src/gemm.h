@@ -14,8 +14,9 @@ namespace autoglm {
 bool gemm_available();
 
 // Whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_mul_mat: a weight type we have a
-// kernel for, rows a multiple of its block, held on the CPU (a host buffer or ggml's repacked one), at
-// least 32 rows, an AVX2 CPU, and AUTOGLM_GEMM not set to "ggml" (which keeps ggml's kernels).
+// kernel for, rows a multiple of its block and at least the kernel's measured break-even K, held on
+// the CPU (a host buffer or ggml's repacked one), at least 32 rows, an AVX2 CPU, and AUTOGLM_GEMM not
+// set to "ggml" (which keeps ggml's kernels; "all" ignores the break-even, for tests).
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows);
 
 // ggml_mul_mat(w, x) as two custom ops on ggml's CPU threads: the rows of x (F32 [K, M], contiguous

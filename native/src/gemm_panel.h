@@ -22,14 +22,14 @@
 
 namespace autoglm::gemm {
 
-// AUTOGLM_GEMM=ggml keeps ggml's kernels everywhere (for comparisons).
-inline bool disabled_by_env() {
-    static const bool off = [] {
-        const char * v = std::getenv("AUTOGLM_GEMM");
-        return v && std::strcmp(v, "ggml") == 0;
-    }();
-    return off;
+// AUTOGLM_GEMM=ggml keeps ggml's kernels everywhere (for comparisons); AUTOGLM_GEMM=all uses ours
+// wherever they can run, also below a kernel's measured break-even (kernel::min_k; for tests).
+inline const char * env_setting() {
+    static const char * v = std::getenv("AUTOGLM_GEMM");
+    return v ? v : "";
 }
+inline bool disabled_by_env() { return std::strcmp(env_setting(), "ggml") == 0; }
+inline bool forced_by_env() { return std::strcmp(env_setting(), "all") == 0; }
 
 // The weight sits in ggml's repacked CPU buffer (CPU_REPACK: 8 columns interleaved per block).
 inline bool is_repacked(const ggml_tensor * w) {
@@ -107,6 +107,7 @@ struct kernel {
     int block;                  // elements per weight block: K must be a multiple
     size_t act_block_bytes;     // bytes of quantized activations per block of K
     bool reads_repacked;        // it reads ggml's CPU_REPACK layout of this type (else only the GGUF one)
+    int64_t min_k;              // the graph uses it from this K on (where it was measured faster than ggml's)
     const char * name;             // the GEMM node's name in graphs
     const char * quantize_name;    // the row quantizer node's name
     const char * family;           // the profiler's family names for both

@@ -91,6 +91,7 @@ const gemm::kernel & gemm_q4_0_kernel() {
                                 q4_0_block,
                                 gemm::q8_0_rows::block_bytes,
                                 true,
+                                0,
                                 "gemm_q4_0",
                                 "gemm_q4_0_quantize",
                                 "GEMM q4_0 (ours)",

@@ -232,6 +232,7 @@ const gemm::kernel & gemm_q4_k_kernel() {
                                 q4_k_block,
                                 q8_k_row_bytes(q4_k_block),
                                 true,
+                                0,
                                 "gemm_q4_K",
                                 "gemm_q4_K_quantize",
                                 "GEMM q4_K (ours)",

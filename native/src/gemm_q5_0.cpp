@@ -81,6 +81,7 @@ const gemm::kernel & gemm_q5_0_kernel() {
                                 block,
                                 block + 8,  // gemm_q8_act.h: int8 q, F32 scale, int32 sum per block
                                 false,
+                                0,
                                 "gemm_q5_0",
                                 "gemm_q5_0_quantize",
                                 "GEMM q5_0 (ours)",
