@@ -2,15 +2,9 @@
 //      both blocks' scales); activations as gemm_q8_act.h.
 #include "gemm_q4_0.h"
 
-#include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <thread>
-#include <vector>
 
-#include "error.h"
 #include "gemm_panel.h"
-#include "ggml-backend.h"
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86

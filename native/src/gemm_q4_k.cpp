@@ -3,13 +3,9 @@
 //      make_block_q4_Kx8 (the repacked layout read here) and ggml_vec_dot_q4_K_q8_K (the arithmetic).
 #include "gemm_q4_k.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <thread>
-#include <vector>
 
-#include "error.h"
 #include "gemm_panel.h"
 #include "ggml.h"
 
