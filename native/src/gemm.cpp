@@ -59,7 +59,8 @@ bool gemm_available() {
 
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows) {
     const gemm::kernel * kern = kernel_for(w->type);
-    if (!kern || !kern->panels || w->ne[0] % kern->block != 0 || (w->ne[0] < kern->min_k && !gemm::forced_by_env()) || !gemm::weight_on_cpu(w, n_rows)) {
+    if (!kern || !kern->panels || w->ne[0] % kern->block != 0 || (w->ne[0] < kern->min_k && !gemm::forced_by_env()) ||
+        !gemm::weight_on_cpu(w, n_rows)) {
         return false;
     }
     return (kern->reads_repacked || !gemm::is_repacked(w)) && gemm_available();

@@ -83,4 +83,19 @@ struct block32_panel_storage {
         : v_bytes((size_t) nb * planes * 8 * sizeof(__m256i)), dw((size_t) nb * 8), panel{v_bytes.as<__m256i>(), dw.data()} {}
 };
 
+// Panels [p0, p1) of 8 columns for every row of the quantized activations q (gemm_q8_act.h), each
+// panel filled by unpack(c0, panel): the `panels` function of every block-32 kernel.
+template <int planes, int quads_per_widen, int offset, class Unpack>
+__attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
+                                                             int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
+    const int64_t nb = k / q8_0_block;
+    const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
+    block32_panel_storage<planes> st(nb);
+    panel_loop(
+        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
+        [&](const int64_t * rows, float out[4][8]) {
+            block32_kernel_4x8<planes, quads_per_widen, offset>(st.panel, nb, a, rows, out);
+        });
+}
+
 }  // namespace autoglm::gemm

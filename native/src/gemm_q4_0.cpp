@@ -66,14 +66,10 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
 void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
             int64_t p0, int64_t p1) {
     const int64_t nb = k / q4_0_block;
-    const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
-    gemm::block32_panel_storage<1> st(nb);
-    gemm::panel_loop(
-        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, repacked, st.panel.v, st.panel.dw); },
-        [&](const int64_t * rows, float out[4][8]) {
-            // u = w + 8 in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
-            gemm::block32_kernel_4x8<1, 8, 8>(st.panel, nb, a, rows, out);
-        });
+    // u = w + 8 in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
+    gemm::block32_panels<1, 8, 8>(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, const gemm::block32_panel<1> & panel) {
+        unpack_panel(w, n, nb, c0, repacked, panel.v, panel.dw);
+    });
 }
 
 }  // namespace

@@ -62,14 +62,9 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const ge
 void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
             int64_t p0, int64_t p1) {
     const int64_t nb = k / block;
-    const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
-    gemm::block32_panel_storage<1> st(nb);
-    gemm::panel_loop(
-        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, st.panel); },
-        [&](const int64_t * rows, float out[4][8]) {
-            // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
-            gemm::block32_kernel_4x8<1, 4, 16>(st.panel, nb, a, rows, out);
-        });
+    // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
+    gemm::block32_panels<1, 4, 16>(n, k, q, m, c, c_row_stride, p0, p1,
+                                   [&](int64_t c0, const gemm::block32_panel<1> & panel) { unpack_panel(w, n, nb, c0, panel); });
 }
 
 }  // namespace
