@@ -66,7 +66,7 @@ def layer_matrices(model: str) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def our_rate(kind: str, mats: list[np.ndarray], tokens: int, threads: int, rng) -> float:
+def our_rate(kind: str, mats: list[np.ndarray], tokens: int, threads: int, rng, isa: str = "") -> float:
     qtype = KERNELS[kind][0]
     block, size = GGML_QUANT_SIZES[qtype]
     ops, secs = 0.0, 0.0
@@ -74,7 +74,7 @@ def our_rate(kind: str, mats: list[np.ndarray], tokens: int, threads: int, rng) 
         k = w.shape[1] // size * block
         a = rng.standard_normal((tokens, k)).astype(np.float32)
         t0 = time.perf_counter()
-        _core._gemm(w, a, kind, threads)
+        _core._gemm(w, a, kind, threads, isa)
         secs += time.perf_counter() - t0
         ops += 2.0 * tokens * k * w.shape[0]
     return ops / secs / 1e9
@@ -86,21 +86,24 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--isa", default="", help="our kernels' instruction set (default: the best, as the graph uses): "
+                    "one of _core._gemm_isas()")
     ap.add_argument("--json")
     a = ap.parse_args()
+    isa = a.isa or _core._gemm_isa()
     if not _core._gemm_available():
         raise SystemExit("this CPU has no AVX2/FMA/F16C: the kernel cannot run")
     mats = layer_matrices(a.model)
     rng = np.random.default_rng(0)
     for kind, ms in mats.items():
-        our_rate(kind, ms, 32, a.threads, rng)  # warm-up
+        our_rate(kind, ms, 32, a.threads, rng, isa)  # warm-up
     ours: dict[str, list[float]] = {kind: [] for kind in mats}
     theirs: dict[str, list[float]] = {kind: [] for kind in mats}
     for rep in range(a.reps):
         for side in (("ours", "ggml") if rep % 2 == 0 else ("ggml", "ours")):
             if side == "ours":
                 for kind, ms in mats.items():
-                    ours[kind].append(our_rate(kind, ms, a.tokens, a.threads, rng))
+                    ours[kind].append(our_rate(kind, ms, a.tokens, a.threads, rng, isa))
             else:
                 rates = ggml_rates(a.model, a.tokens, a.threads)
                 for kind in mats:
@@ -108,8 +111,10 @@ def main() -> None:
             got = {k: round((ours if side == "ours" else theirs)[k][-1], 1) for k in mats}
             print(f"[rep {rep}] {side}: {got} GOP/s", file=sys.stderr)
     peak = _core.cpu_peak(a.threads)
-    res = {"tokens": a.tokens, "threads": a.threads, "cpu_variant": _core.cpu_variant(), "clock_ghz": peak["clock_ghz"],
-           "int8_peak_gops": peak["int8_gops"], "types": {}}
+    res = {"tokens": a.tokens, "threads": a.threads, "cpu_variant": _core.cpu_variant(), "gemm_isa": isa,
+           "clock_ghz": peak["clock_ghz"], "int8_peak_gops": peak["int8_gops"], "types": {}}
+    print(f"ggml's CPU variant {_core.cpu_variant()}, our kernels {isa}, clock {peak['clock_ghz']:.2f} GHz, "
+          f"int8 peak {peak['int8_gops']:.0f} GOP/s ({peak['int8_isa']})")
     print(f"| weights | ggml (GOP/s, median of {a.reps}) | ours | ratio | shares of the int8 peak ({peak['int8_gops']:.0f}) |")
     print("|---|---|---|---|---|")
     for kind in mats:

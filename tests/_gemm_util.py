@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 _CHILD = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
           "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
@@ -17,12 +18,15 @@ _CHILD = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
           "np.save(sys.argv[2], out)\n")
 
 
-def prompt_logits(path: Path, env_gemm: str | None) -> np.ndarray:
-    """All logits of a 77-token prompt in micro-batches of 64 and 13 rows (ours applies to the first only)."""
-    out = Path(str(path) + f".{env_gemm or 'ours'}.npy")
-    env = {k: v for k, v in os.environ.items() if k != "AUTOGLM_GEMM"}
+def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None) -> np.ndarray:
+    """All logits of a 77-token prompt in micro-batches of 64 and 13 rows (ours applies to the first only),
+    with our kernels of `isa` (AUTOGLM_GEMM_ISA; None: the best this machine runs)."""
+    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.npy")
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA")}
     if env_gemm:
         env["AUTOGLM_GEMM"] = env_gemm
+    if isa:
+        env["AUTOGLM_GEMM_ISA"] = isa
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out)], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -57,3 +61,26 @@ def ggml_avx2_kernels() -> bool:
 
     features = set(_core.cpu_features())
     return "AVX2" in features and not any(f.startswith(("AVX512", "AVX_VNNI", "AMX")) for f in features)
+
+
+ISAS = ("avx2", "avx512_vnni")  # every variant of our kernels (native/src/gemm.h: gemm_isa)
+
+
+def need_isa(isa: str) -> None:
+    """Skip, with the reason, where this machine does not run `isa`."""
+    from autoglm_gguf import _core
+
+    if isa not in _core._gemm_isas():
+        pytest.skip(f"this CPU (or its OS) does not run {isa}; it runs {_core._gemm_isas()}")
+
+
+def check_isas_agree(quantized: Path) -> None:
+    """The decoder's prompt logits through our kernels are the same bits whichever instruction set the
+    graph picked (AUTOGLM_GEMM_ISA=avx2 against the machine's best)."""
+    from autoglm_gguf import _core
+
+    if _core._gemm_isas() == ["avx2"]:
+        pytest.skip("this CPU runs only the AVX2 variant of our kernels")
+    best = prompt_logits(quantized, "all")
+    avx2 = prompt_logits(quantized, "all", isa="avx2")
+    assert np.array_equal(best, avx2), np.abs(best - avx2).max()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _gemm_util import check_against_ggml, ggml_avx2_kernels
+from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
 
@@ -48,17 +48,19 @@ def _reference(wq: np.ndarray, qtype: str, a: np.ndarray) -> np.ndarray:
     return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
 @pytest.mark.parametrize("m,n,k", [(1, 8, 32), (3, 13, 96), (5, 72, 256), (64, 40, 512), (130, 24, 160)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_matches_exact_integer_arithmetic(qtype, m, n, k, threads):
+def test_matches_exact_integer_arithmetic(isa, qtype, m, n, k, threads):
+    need_isa(isa)
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[-1, :32] = np.linspace(-1, 1, 32)  # the extremes of the integer range: -127/127 (Q8_0), -16/15 (Q5_0)
     a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
     a[0, :32] = 0.0  # an all-zero block: scale 0
     wq = _core.quantize(w, qtype)
-    got = _core._gemm(wq, a, qtype, threads)
+    got = _core._gemm(wq, a, qtype, threads, isa)
     ref = _reference(wq, qtype, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/32 blocks vs the exact sum
@@ -67,6 +69,34 @@ def test_matches_exact_integer_arithmetic(qtype, m, n, k, threads):
     wi, dw = _weights(wq, qtype, k)
     deq = (wi * dw[:, :, None]).reshape(n, k)
     assert np.abs(got - a @ deq.T).max() <= 0.02 * np.abs(a @ deq.T).max()
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "avx2"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa, qtype):
+    """The wider variants compute the same integer block sums and the same F32 operations in the same
+    order, so a model's logits do not depend on the machine's instruction set. The shapes cross every
+    edge: column counts that leave a part of a 16-column group (or a thread's share) empty, row counts
+    that leave a part of a row tile, 1 to 3 threads, K from one block to many."""
+    need_isa(isa)
+    rng = np.random.default_rng(7)
+    for m, n, k in [(1, 8, 32), (7, 13, 96), (9, 24, 160), (33, 40, 512), (130, 17, 256), (8, 72, 4096), (40, 56, 64)]:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
+        a[0, :32] = 0.0
+        wq = _core.quantize(w, qtype)
+        for threads in (1, 2, 3):
+            want = _core._gemm(wq, a, qtype, threads, "avx2")
+            got = _core._gemm(wq, a, qtype, threads, isa)
+            assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
+
+
+def test_an_isa_this_machine_lacks_is_refused():
+    wq = _core.quantize(np.ones((8, 64), np.float32), "q4_0")
+    with pytest.raises(ValueError, match="cannot run the 'avx9000' kernels"):
+        _core._gemm(wq, np.ones((2, 64), np.float32), "q4_0", 1, "avx9000")
+    # the graph's choice is the best this machine has, unless AUTOGLM_GEMM_ISA=avx2 asked for AVX2
+    assert _core._gemm_isa() in _core._gemm_isas()
 
 
 def test_bad_shapes_are_refused():
@@ -91,6 +121,14 @@ def test_prompt_processing_with_our_gemm_matches_ggml(qtype, arch, tiny_checkpoi
     q = tmp_path / f"{qtype}.gguf"
     quantize_gguf(f32, q, qtype, progress=False)
     check_against_ggml(q, f32, mirrors_ggml_order=qtype == "q4_0" and ggml_avx2_kernels())
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+def test_a_models_logits_do_not_depend_on_the_instruction_set(qtype, tiny_checkpoint, convert_tiny, tmp_path):
+    f32, _ = convert_tiny(tiny_checkpoint, "f32", "f16")
+    q = tmp_path / f"{qtype}.gguf"
+    quantize_gguf(f32, q, qtype, progress=False)
+    check_isas_agree(q)
 
 
 def test_importance_matrix_sees_every_matmul_of_a_q4_0_model(tiny_checkpoint, convert_tiny):

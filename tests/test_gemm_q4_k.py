@@ -1,4 +1,4 @@
-"""The AVX2 Q4_K prompt GEMM (native/src/gemm_q4_k.h) against exact integer arithmetic: Q4_K weights
+"""The Q4_K prompt GEMM (native/src/gemm_q4_k.h, every instruction-set variant) against exact integer arithmetic: Q4_K weights
 from ggml's own quantizer, activations quantized per 256 as ggml's Q8_K (scale from the first element of
 largest magnitude, sign included; q = round-half-even(x * -127 / that element); d = 1 / that scale in
 F32), int32 sums per 32-element sub-block weighted by the 6-bit scales and mins, scaled by the F16
@@ -13,7 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
-from _gemm_util import check_against_ggml, ggml_avx2_kernels
+from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa
 from autoglm_gguf import _core
 from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
@@ -66,9 +66,11 @@ def _reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.einsum("mb,mnb->mn", da, isum * d[None] - msum * dmin[None])
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m,n,k", [(1, 8, 256), (3, 13, 512), (5, 72, 256), (64, 40, 1024), (130, 24, 768)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_matches_exact_integer_arithmetic(m, n, k, threads):
+def test_matches_exact_integer_arithmetic(isa, m, n, k, threads):
+    need_isa(isa)
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     w = (rng.standard_normal((n, k)) * rng.uniform(0.2, 3, (n, 1))).astype(np.float32)
     w[0, :64] += 4.0  # a lopsided sub-block pair: large mins
@@ -77,7 +79,7 @@ def test_matches_exact_integer_arithmetic(m, n, k, threads):
     if m > 1:
         a[1, 7] = -50.0  # the largest magnitude negative: the other sign of the scale
     wq = _core.quantize(w, "q4_k")
-    got = _core._gemm(wq, a, "q4_k", threads)
+    got = _core._gemm(wq, a, "q4_k", threads, isa)
     ref = _reference(wq, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/256 super-blocks vs the exact sum
@@ -89,6 +91,22 @@ def test_matches_exact_integer_arithmetic(m, n, k, threads):
     half_step = np.abs(a).reshape(m, k // 256, 256).max(axis=2) / 254
     bound = np.einsum("mb,nb->mn", half_step, np.abs(deq).reshape(n, k // 256, 256).sum(axis=2))
     assert (np.abs(got - prod) <= bound * 1.001 + 1e-5 * np.abs(prod).max()).all()
+
+
+@pytest.mark.parametrize("isa", [i for i in ISAS if i != "avx2"])
+def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa):
+    """The same integers and F32 steps on every instruction set (see test_gemm_block32.py), over the
+    edges of the 16-column groups, the row tiles and the threads' shares."""
+    need_isa(isa)
+    rng = np.random.default_rng(11)
+    for m, n, k in [(1, 8, 256), (5, 13, 512), (9, 24, 256), (33, 40, 1024), (130, 17, 256), (8, 72, 2048)]:
+        w = (rng.standard_normal((n, k)) * rng.uniform(0.2, 3, (n, 1))).astype(np.float32)
+        a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
+        wq = _core.quantize(w, "q4_k")
+        for threads in (1, 2, 3):
+            want = _core._gemm(wq, a, "q4_k", threads, "avx2")
+            got = _core._gemm(wq, a, "q4_k", threads, isa)
+            assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
 
 
 def test_bad_shapes_are_refused():
@@ -125,3 +143,7 @@ def test_prompt_processing_with_our_gemm_matches_ggml(k256_models):
     difference, and this test saw it."""
     f16, q = k256_models
     check_against_ggml(q, f16, mirrors_ggml_order=ggml_avx2_kernels())
+
+
+def test_a_models_logits_do_not_depend_on_the_instruction_set(k256_models):
+    check_isas_agree(k256_models[1])

@@ -13,7 +13,7 @@ void bind_backends(py::module_ & m) {
     m.def(
         "_gemm",
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, const std::string & type,
-           int n_threads) {
+           int n_threads, const std::string & isa) {
             const ggml_type t = autoglm::parse_storage_type(type);
             if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm: expected 2-D arrays");
             const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
@@ -27,14 +27,26 @@ void bind_backends(py::module_ & m) {
             float * cp = c.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads);
+                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads, isa.c_str());
             }
             return c;
         },
-        py::arg("w"), py::arg("a"), py::arg("type"), py::arg("n_threads") = 1,
+        py::arg("w"), py::arg("a"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
         "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
-        "float32, activations quantized to int8 as ggml's kernel for that type does. For tests and bench_gemm.py.");
+        "float32, activations quantized to int8 as ggml's kernel for that type does, with the kernels of `isa` (one of\n"
+        "_gemm_isas(); empty: the best, as the graph uses). For tests and bench_gemm.py.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
+    m.def(
+        "_gemm_isas",
+        [] {
+            std::vector<std::string> out;
+            for (autoglm::gemm_isa isa : autoglm::gemm_isas()) out.emplace_back(autoglm::gemm_isa_name(isa));
+            return out;
+        },
+        "The instruction sets of our prompt GEMMs this machine runs, e.g. ['avx2', 'avx512_vnni'].");
+    m.def(
+        "_gemm_isa", [] { return std::string(autoglm::gemm_isa_name(autoglm::gemm_best_isa())); },
+        "The instruction set the graph's prompt GEMMs use here (the best; AUTOGLM_GEMM_ISA=avx2 keeps AVX2).");
     m.def("backends", &autoglm::backend_names, "Names of the ggml backends compiled in, e.g. ['CPU', 'CUDA'].");
     m.def(
         "devices",

@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -37,30 +38,82 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * user) {
     kern->quantize((const float *) x->data, x->nb[1], k, m * ith / nth, m * (ith + 1) / nth, (uint8_t *) dst->data);
 }
 
+bool cpu_has(gemm_isa isa) {
+#if AUTOGLM_GEMM_X86
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    switch (isa) {
+        case gemm_isa::avx2: return avx2;
+        // libgcc sets the AVX-512 bits only where the OS saves the 512-bit state (XCR0)
+        case gemm_isa::avx512_vnni:
+            return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    }
+#endif
+    (void) isa;
+    return false;
+}
+
+// The variant of a kernel for an ISA (falling back to AVX2 where the kernel has no other), and how
+// many 8-column panels it works on at a time.
+struct variant {
+    gemm::kernel::panels_fn panels;
+    int64_t panels_per_step;
+    int64_t min_k;  // the graph uses it from this K on
+};
+variant variant_for(const gemm::kernel & kern, gemm_isa isa) {
+    // AVX-512 VNNI has no break-even: measured 3-5x ggml's kernels at every K of the 9B shape, Q8_0
+    // included (bench/README.md)
+    if (isa == gemm_isa::avx512_vnni && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
+    return {kern.panels, 1, kern.min_k};
+}
+
+// Thread ith's share of n_panels panels, in whole steps of the variant.
+void thread_panels(int64_t n_panels, int64_t per_step, int ith, int nth, int64_t & p0, int64_t & p1) {
+    const int64_t steps = (n_panels + per_step - 1) / per_step;
+    p0 = std::min(n_panels, steps * ith / nth * per_step);
+    p1 = std::min(n_panels, steps * (ith + 1) / nth * per_step);
+}
+
 void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
     const auto * w = static_cast<const ggml_tensor *>(user);
-    const gemm::kernel * kern = kernel_for(w->type);
+    const variant v = variant_for(*kernel_for(w->type), gemm_best_isa());
     const ggml_tensor * xq = dst->src[0];
-    const int64_t n = w->ne[1], n_panels = (n + 7) / 8;
-    kern->panels((const uint8_t *) w->data, gemm::is_repacked(w), n, w->ne[0], (const uint8_t *) xq->data, xq->ne[1],
-                 (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), n_panels * ith / nth, n_panels * (ith + 1) / nth);
+    const int64_t n = w->ne[1];
+    int64_t p0, p1;
+    thread_panels((n + 7) / 8, v.panels_per_step, ith, nth, p0, p1);
+    if (p0 >= p1) return;
+    v.panels((const uint8_t *) w->data, gemm::is_repacked(w), n, w->ne[0], (const uint8_t *) xq->data, xq->ne[1],
+             (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
 }
 
 }  // namespace
 
-bool gemm_available() {
-#if AUTOGLM_GEMM_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-    return false;
-#endif
+const char * gemm_isa_name(gemm_isa isa) { return isa == gemm_isa::avx512_vnni ? "avx512_vnni" : "avx2"; }
+
+std::vector<gemm_isa> gemm_isas() {
+    std::vector<gemm_isa> out;
+    for (gemm_isa isa : {gemm_isa::avx2, gemm_isa::avx512_vnni}) {
+        if (cpu_has(isa)) out.push_back(isa);
+    }
+    return out;
 }
+
+gemm_isa gemm_best_isa() {
+    static const gemm_isa best = [] {
+        const char * pick = std::getenv("AUTOGLM_GEMM_ISA");
+        if (pick && std::strcmp(pick, "avx2") == 0) return gemm_isa::avx2;
+        return cpu_has(gemm_isa::avx512_vnni) ? gemm_isa::avx512_vnni : gemm_isa::avx2;
+    }();
+    return best;
+}
+
+bool gemm_available() { return cpu_has(gemm_isa::avx2); }
 
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows) {
     const gemm::kernel * kern = kernel_for(w->type);
-    if (!kern || !kern->panels || w->ne[0] % kern->block != 0 || (w->ne[0] < kern->min_k && !gemm::forced_by_env()) ||
-        !gemm::weight_on_cpu(w, n_rows)) {
+    if (!kern || !kern->panels || w->ne[0] % kern->block != 0 ||
+        (w->ne[0] < variant_for(*kern, gemm_best_isa()).min_k && !gemm::forced_by_env()) || !gemm::weight_on_cpu(w, n_rows)) {
         return false;
     }
     return (kern->reads_repacked || !gemm::is_repacked(w)) && gemm_available();
@@ -82,7 +135,8 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
     return out;
 }
 
-void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads) {
+void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
+              const char * isa_name) {
     const gemm::kernel * kern = kernel_for(type);
     if (!kern) throw invalid_argument(std::string("gemm: no kernel for ") + ggml_type_name(type) + " weights");
     if (k % kern->block != 0 || n <= 0 || m <= 0) {
@@ -90,6 +144,17 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
                                std::to_string(kern->block) + ", M and N positive");
     }
     if (!gemm_available() || !kern->panels) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
+    gemm_isa isa = gemm_best_isa();
+    if (isa_name && *isa_name) {
+        const std::vector<gemm_isa> have = gemm_isas();
+        auto it =
+            std::find_if(have.begin(), have.end(), [&](gemm_isa i) { return std::strcmp(gemm_isa_name(i), isa_name) == 0; });
+        if (it == have.end()) {
+            throw invalid_argument(std::string("gemm: this CPU cannot run the '") + isa_name + "' kernels (see _gemm_isas())");
+        }
+        isa = *it;
+    }
+    const variant v = variant_for(*kern, isa);
     const int nt = std::max(1, n_threads);
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
     std::vector<std::thread> pool;
@@ -98,10 +163,12 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
     }
     for (auto & th : pool) th.join();
     pool.clear();
-    const int64_t n_panels = (n + 7) / 8;
     for (int t = 0; t < nt; ++t) {
-        pool.emplace_back(
-            [&, t] { kern->panels(w, false, n, k, q.data(), m, c, n, n_panels * t / nt, n_panels * (t + 1) / nt); });
+        pool.emplace_back([&, t] {
+            int64_t p0, p1;
+            thread_panels((n + 7) / 8, v.panels_per_step, t, nt, p0, p1);
+            if (p0 < p1) v.panels(w, false, n, k, q.data(), m, c, n, p0, p1);
+        });
     }
     for (auto & th : pool) th.join();
 }

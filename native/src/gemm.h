@@ -1,10 +1,13 @@
 // Our prompt-processing GEMMs for quantized weights (issue #15), and the one place the decoder graph,
 // the profiler and the tests reach them through. Each kernel (gemm_q4_0.h, gemm_q4_k.h) multiplies
-// its weight type against int8-quantized activations on AVX2, reading ggml's repacked layout where
-// ggml repacked the weight; decode keeps ggml's matrix-vector kernels.
+// its weight type against int8-quantized activations, reading ggml's repacked layout where ggml
+// repacked the weight; decode keeps ggml's matrix-vector kernels. Each kernel comes in an AVX2
+// variant and an AVX-512 VNNI one (16 columns per vpdpbusd), which give the same bits; the best the
+// CPU and the OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "ggml.h"
 
@@ -13,8 +16,15 @@ namespace autoglm {
 // True when this CPU can run our kernels (AVX2 + FMA + F16C).
 bool gemm_available();
 
+// The instruction sets our kernels come in, chosen at run time by what the CPU and the OS allow.
+enum class gemm_isa { avx2, avx512_vnni };
+const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni"
+std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order
+// The best of them, which the graph uses; AUTOGLM_GEMM_ISA=avx2 keeps AVX2 (for comparisons).
+gemm_isa gemm_best_isa();
+
 // Whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_mul_mat: a weight type we have a
-// kernel for, rows a multiple of its block and at least the kernel's measured break-even K, held on
+// kernel for, rows a multiple of its block and at least the variant's measured break-even K, held on
 // the CPU (a host buffer or ggml's repacked one), at least 32 rows, an AVX2 CPU, and AUTOGLM_GEMM not
 // set to "ggml" (which keeps ggml's kernels; "all" ignores the break-even, for tests).
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows);
@@ -25,9 +35,11 @@ bool gemm_applies(const ggml_tensor * w, int64_t n_rows);
 ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 
 // For tests and benchmarks: c[M][N] = a[M][K] (F32, row-major) x w^T, w N rows of `type` blocks in the
-// GGUF layout, on n_threads threads. Throws autoglm::invalid_argument for a type without a kernel or a
-// K that is not a multiple of its block, autoglm::error on a CPU without AVX2.
-void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads);
+// GGUF layout, on n_threads threads, with the kernels of `isa` (a gemm_isa_name; empty: the best).
+// Throws autoglm::invalid_argument for a type without a kernel, a K that is not a multiple of its
+// block or an ISA this machine lacks, autoglm::error on a CPU without AVX2.
+void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
+              const char * isa = "");
 
 // For the profiler: a GEMM node's family name and operation count, or false for other nodes.
 bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops);

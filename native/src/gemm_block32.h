@@ -4,7 +4,7 @@
 // the micro-batch. Each vpmaddubsw (u unsigned, 4 activation bytes broadcast) makes 8 columns x 2
 // pairs; `quads_per_widen` of them are summed in 16 bits before one vpmaddwd widens them, as far as
 // the bound allows (|sum| <= quads x 2 x u_max x 127 < 2^15), and the offset comes off as offset x
-// sum(q) per row and block. A weight type whose u does not fit in 4 or 5 bits (Q8_0) is split into
+// sum(q) per row and block (q8_0_rows::corr). A weight type whose u does not fit in 4 or 5 bits (Q8_0) is split into
 // planes: u = 16 * hi + lo, each plane a panel of its own, weighted 16 and 1 when widened.
 // Include only where AUTOGLM_GEMM_X86 (gemm_panel.h) is set.
 #pragma once
@@ -28,9 +28,9 @@ struct block32_panel {
     const __m256i * block(int64_t b) const { return v + b * planes * 8; }
 };
 
-// Four rows (rows[0..3]) x one panel -> out[4][8]: C = sum_b da * dw * (sum_k q * u - offset * sum(q)),
+// Four rows (rows[0..3]) x one panel -> out[4][8]: C = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q),
 // accumulated per block in F32 as ggml's block kernels do (one fmadd per block and row).
-template <int planes, int quads_per_widen, int offset>
+template <int planes, int quads_per_widen>
 __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const block32_panel<planes> & panel, int64_t nb,
                                                                         const q8_0_rows & a, const int64_t * rows,
                                                                         float out[4][8]) {
@@ -41,7 +41,8 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const bl
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; ++b) {
         const __m256i * wv = panel.block(b);
-        __m256i dot[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256i dot[4];  // each starts from the offset's share
+        for (int r = 0; r < 4; ++r) dot[r] = _mm256_set1_epi32(a.corr(rows[r])[b]);
         for (int t0 = 0; t0 < 8; t0 += quads_per_widen) {
             __m256i s[planes][4];
             for (int p = 0; p < planes; ++p)
@@ -66,8 +67,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const bl
         }
         const __m256 dwv = _mm256_loadu_ps(panel.dw + b * 8);
         for (int r = 0; r < 4; ++r) {
-            const __m256i d = _mm256_sub_epi32(dot[r], _mm256_set1_epi32(offset * a.sum(rows[r])[b]));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
         }
     }
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
@@ -85,17 +85,15 @@ struct block32_panel_storage {
 
 // Panels [p0, p1) of 8 columns for every row of the quantized activations q (gemm_q8_act.h), each
 // panel filled by unpack(c0, panel): the `panels` function of every block-32 kernel.
-template <int planes, int quads_per_widen, int offset, class Unpack>
+template <int planes, int quads_per_widen, class Unpack>
 __attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                              int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
     const int64_t nb = k / q8_0_block;
     const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
     block32_panel_storage<planes> st(nb);
-    panel_loop(
+    panel_loop<4, 8>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
-        [&](const int64_t * rows, float out[4][8]) {
-            block32_kernel_4x8<planes, quads_per_widen, offset>(st.panel, nb, a, rows, out);
-        });
+        [&](const int64_t * rows, float out[4][8]) { block32_kernel_4x8<planes, quads_per_widen>(st.panel, nb, a, rows, out); });
 }
 
 }  // namespace autoglm::gemm

@@ -16,6 +16,8 @@
 #    include <immintrin.h>
 // a kernel's functions exist only where they can be compiled
 #    define AUTOGLM_GEMM_FN(f) f
+// the AVX-512 VNNI variants (chosen at run time: gemm.cpp)
+#    define AUTOGLM_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #else
 #    define AUTOGLM_GEMM_FN(f) nullptr
 #endif
@@ -54,20 +56,23 @@ struct aligned_bytes {
     }
 };
 
-// The loop every GEMM runs: panels [p0, p1) of 8 columns, each unpacked once (unpack(c0)) and then
-// multiplied by every row, 4 rows at a time (kernel4(rows, out): the bottom edge repeats the last row).
-template <class Unpack, class Kernel4>
+// The loop every GEMM runs: the columns of panels [p0, p1) of 8 (c0 = 8 p0 up to min(n, 8 p1)), W at a
+// time, each group unpacked once (unpack(c0)) and then multiplied by every row, R rows at a time
+// (kernel(rows, out): the bottom edge repeats the last row). A group of W = 16 may reach past 8 p1 into
+// another thread's panels: those columns are computed but not written.
+template <int R, int W, class Unpack, class Kernel>
 inline void panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack,
-                       Kernel4 kernel4) {
-    for (int64_t p = p0; p < p1; ++p) {
-        const int64_t c0 = p * 8, nc = n - c0 < 8 ? n - c0 : 8;
+                       Kernel kernel) {
+    const int64_t c_end = n < p1 * 8 ? n : p1 * 8;
+    for (int64_t c0 = p0 * 8; c0 < c_end; c0 += W) {
+        const int64_t nc = c_end - c0 < W ? c_end - c0 : W;
         unpack(c0);
-        for (int64_t m0 = 0; m0 < m; m0 += 4) {
-            int64_t rows[4];
-            for (int r = 0; r < 4; ++r) rows[r] = m0 + r < m ? m0 + r : m - 1;
-            float out[4][8];
-            kernel4(rows, out);
-            for (int r = 0; r < 4 && m0 + r < m; ++r)
+        for (int64_t m0 = 0; m0 < m; m0 += R) {
+            int64_t rows[R];
+            for (int r = 0; r < R; ++r) rows[r] = m0 + r < m ? m0 + r : m - 1;
+            float out[R][W];
+            kernel(rows, out);
+            for (int r = 0; r < R && m0 + r < m; ++r)
                 std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
         }
     }
@@ -107,15 +112,19 @@ struct kernel {
     int block;                  // elements per weight block: K must be a multiple
     size_t act_block_bytes;     // bytes of quantized activations per block of K
     bool reads_repacked;        // it reads ggml's CPU_REPACK layout of this type (else only the GGUF one)
-    int64_t min_k;              // the graph uses it from this K on (where it was measured faster than ggml's)
+    int64_t min_k;              // the graph uses the AVX2 variant from this K on (where it was measured faster than ggml's)
     const char * name;             // the GEMM node's name in graphs
     const char * quantize_name;    // the row quantizer node's name
     const char * family;           // the profiler's family names for both
     const char * quantize_family;
     void (*quantize)(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q);
     // panels [p0, p1) of 8 columns for all m rows; `repacked`: w is in ggml's CPU_REPACK layout
-    void (*panels)(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
-                   int64_t c_row_stride, int64_t p0, int64_t p1);
+    using panels_fn = void (*)(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
+                               int64_t c_row_stride, int64_t p0, int64_t p1);
+    panels_fn panels;  // AVX2 (+ FMA, F16C)
+    // The same product on AVX-512 VNNI (vpdpbusd on 16 columns at a time), bit for bit: the integer
+    // sums are exact on both and the F32 steps the same. nullptr where a kernel has none.
+    panels_fn panels_avx512_vnni = nullptr;
     size_t row_bytes(int64_t k) const { return (size_t) (k / block) * act_block_bytes; }
 };
 

@@ -8,7 +8,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32.h"
+#    include "gemm_block32_vnni.h"
 #endif
 
 namespace autoglm {
@@ -21,7 +21,7 @@ namespace {
 using gemm::q8_0_rows;
 
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
-    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / q4_0_block});
+    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / q4_0_block}, 8);
 }
 
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights, zero scale) as unsigned nibble
@@ -29,7 +29,9 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 // ggml's CPU_REPACK layout for Q4_0 on x86 (block_q4_0x8 per 8 columns and block: the 8 F16 scales,
 // then the columns' nibble bytes in chunks of 8 (bytes 0-7 of columns 0..7, then bytes 8-15), each
 // byte XOR 0x88); else the GGUF layout (N rows of 18-byte blocks).
-void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool repacked, __m256i * panel, float * dw) {
+void unpack_panel(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<1> & panel) {
+    __m256i * v_out = panel.v;
+    float * dw = panel.dw;
     const __m128i low = _mm_set1_epi8(0x0F);
     const __m128i flip = _mm_set1_epi8((char) 0x88);
     constexpr size_t x8_bytes = 8 * 2 + 8 * 16;  // one block_q4_0x8
@@ -58,19 +60,12 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
             // elements 0..15 are the low nibbles, 16..31 the high ones
             v[c] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
         }
-        gemm::transpose_columns(v, panel + b * 8);
+        gemm::transpose_columns(v, v_out + b * 8);
     }
 }
 
-// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats).
-void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
-    const int64_t nb = k / q4_0_block;
-    // u = w + 8 in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
-    gemm::block32_panels<1, 8, 8>(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, const gemm::block32_panel<1> & panel) {
-        unpack_panel(w, n, nb, c0, repacked, panel.v, panel.dw);
-    });
-}
+// u = w + 8 in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
+using entry = gemm::block32_entry<1, 8, unpack_panel>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -87,7 +82,8 @@ const gemm::kernel & gemm_q4_0_kernel() {
                                 "GEMM q4_0 (ours)",
                                 "GEMM q4_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
-                                AUTOGLM_GEMM_FN(panels)};
+                                AUTOGLM_GEMM_FN(entry::panels),
+                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
     return k;
 }
 

@@ -1,4 +1,4 @@
-// A prompt-processing GEMM for Q4_0 weights against int8-quantized activations (issue #15), AVX2,
+// A prompt-processing GEMM for Q4_0 weights against int8-quantized activations (issue #15), AVX2 and AVX-512 VNNI,
 // reached through gemm.h. It reads ggml's repacked layout (CPU_REPACK) or the GGUF's. Checked against
 // exact integer arithmetic and against ggml's kernel (tests/test_gemm_q4_0.py), timed by
 // bench/bench_gemm.py.

@@ -11,6 +11,7 @@
 
 #if AUTOGLM_GEMM_X86
 #    include "avx2_reduce.h"
+#    include "gemm_q8_act.h"  // gemm::quad
 #endif
 
 namespace autoglm {
@@ -214,9 +215,104 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_
     const int64_t nb = k / q4_k_block;
     gemm::aligned_bytes panel_bytes((size_t) nb * sizeof(panel_block));
     auto * panel = panel_bytes.as<panel_block>();
-    gemm::panel_loop(
+    gemm::panel_loop<4, 8>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, repacked, panel); },
         [&](const int64_t * rows, float out[4][8]) { kernel_4x8(panel, nb, a, rows, out); });
+}
+
+// The AVX-512 VNNI form: 16 columns, two of the panels above joined per super-block. vpdpbusd sums a
+// sub-block's 8 quads straight into int32 (no 16-bit bound), so the scales cannot ride on a widening
+// multiply: each sub-block's sum is multiplied by its scale in int32 (vpmulld), giving the same
+// integers as vpmaddwd does on AVX2; the F32 steps are kernel_4x8's, so both produce the same bits.
+struct wide_block {
+    __m512i q[sub_blocks * 8];     // as panel_block::q, columns 0-7 in the low 256 bits
+    __m512i sc[sub_blocks];        // int32 lane c: column c's scale
+    __m512i mins[sub_blocks / 2];  // as panel_block::mins, 16 columns
+    float d[16], dmin[16];
+};
+static_assert(sizeof(wide_block) % 64 == 0, "wide blocks must keep 64-byte alignment");
+
+AUTOGLM_TARGET_AVX512_VNNI void join_panels(const panel_block * lo_cols, const panel_block * hi_cols, int64_t nb,
+                                            wide_block * wide) {
+    auto join = [](__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); };
+    const __m512i low16 = _mm512_set1_epi32(0xFFFF);  // sc holds each scale twice, as two int16
+    for (int64_t b = 0; b < nb; ++b) {
+        const panel_block &L = lo_cols[b], &H = hi_cols[b];
+        wide_block & W = wide[b];
+        for (int i = 0; i < sub_blocks * 8; ++i) W.q[i] = join(L.q[i], H.q[i]);
+        for (int j = 0; j < sub_blocks; ++j) W.sc[j] = _mm512_and_si512(join(L.sc[j], H.sc[j]), low16);
+        for (int p = 0; p < sub_blocks / 2; ++p) W.mins[p] = join(L.mins[p], H.mins[p]);
+        std::memcpy(W.d, L.d, sizeof L.d);
+        std::memcpy(W.d + 8, H.d, sizeof H.d);
+        std::memcpy(W.dmin, L.dmin, sizeof L.dmin);
+        std::memcpy(W.dmin + 8, H.dmin, sizeof H.dmin);
+    }
+}
+
+// R rows x 16 columns, the arithmetic of kernel_4x8.
+template <int R>
+AUTOGLM_TARGET_AVX512_VNNI inline void kernel_vnni(const wide_block * panel, int64_t nb, const q8k_rows & a, const int64_t * rows,
+                                                   float out[R][16]) {
+    const int8_t * q[R];
+    for (int r = 0; r < R; ++r) q[r] = a.q(rows[r]);
+    __m512 acc[R], acc_min[R];
+    for (int r = 0; r < R; ++r) acc[r] = acc_min[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const wide_block & P = panel[b];
+        const __m512 dw = _mm512_load_ps(P.d), dm = _mm512_load_ps(P.dmin);
+        __m512 dw_dy[R], dm_dy[R];
+        for (int r = 0; r < R; ++r) {
+            const __m512 dy = _mm512_set1_ps(a.d(rows[r])[b]);
+            dw_dy[r] = _mm512_mul_ps(dw, dy);
+            dm_dy[r] = _mm512_mul_ps(dm, dy);
+        }
+        for (int p = 0; p < sub_blocks / 2; ++p) {
+            // both sub-blocks of the pair at once: 2R independent chains of vpdpbusd (latency 5,
+            // two per cycle) where one sub-block at a time left the core waiting on R chains
+            const int64_t k0 = b * q4_k_block + 64 * p;
+            __m512i dot[2][R];
+            for (int h = 0; h < 2; ++h)
+                for (int r = 0; r < R; ++r) dot[h][r] = _mm512_setzero_si512();
+            for (int t = 0; t < 8; ++t) {
+                for (int h = 0; h < 2; ++h) {
+                    const __m512i wv = _mm512_load_si512(P.q + 8 * (2 * p + h) + t);
+                    for (int r = 0; r < R; ++r)
+                        dot[h][r] = _mm512_dpbusd_epi32(dot[h][r], wv, _mm512_set1_epi32(gemm::quad(q[r] + k0 + 32 * h + 4 * t)));
+                }
+            }
+            __m512i isum[R];
+            for (int r = 0; r < R; ++r)
+                isum[r] =
+                    _mm512_add_epi32(_mm512_mullo_epi32(dot[0][r], P.sc[2 * p]), _mm512_mullo_epi32(dot[1][r], P.sc[2 * p + 1]));
+            for (int r = 0; r < R; ++r) {
+                int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
+                std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
+                const __m512i ms = _mm512_madd_epi16(P.mins[p], _mm512_set1_epi32(pair));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), dw_dy[r], acc[r]);
+                acc_min[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ms), dm_dy[r], acc_min[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(out[r], _mm512_sub_ps(acc[r], acc_min[r]));
+}
+
+AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                            float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
+    constexpr int rows_per_tile = 4;
+    const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
+    const int64_t nb = k / q4_k_block;
+    gemm::aligned_bytes lo_bytes((size_t) nb * sizeof(panel_block)), hi_bytes((size_t) nb * sizeof(panel_block));
+    gemm::aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block) + 32);
+    auto *lo = lo_bytes.as<panel_block>(), *hi = hi_bytes.as<panel_block>();
+    auto * wide = reinterpret_cast<wide_block *>((reinterpret_cast<uintptr_t>(wide_bytes.as<uint8_t>()) + 63) & ~uintptr_t(63));
+    gemm::panel_loop<rows_per_tile, 16>(
+        n, m, c, c_row_stride, p0, p1,
+        [&](int64_t c0) {
+            unpack_panel(w, n, nb, c0, repacked, lo);
+            unpack_panel(w, n, nb, c0 + 8, repacked, hi);
+            join_panels(lo, hi, nb, wide);
+        },
+        [&](const int64_t * rows, float out[rows_per_tile][16]) { kernel_vnni<rows_per_tile>(wide, nb, a, rows, out); });
 }
 
 }  // namespace
@@ -234,7 +330,8 @@ const gemm::kernel & gemm_q4_k_kernel() {
                                 "GEMM q4_K (ours)",
                                 "GEMM q4_K rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
-                                AUTOGLM_GEMM_FN(panels)};
+                                AUTOGLM_GEMM_FN(panels),
+                                AUTOGLM_GEMM_FN(panels_vnni)};
     return k;
 }
 

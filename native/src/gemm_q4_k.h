@@ -1,5 +1,5 @@
 // A prompt-processing GEMM for Q4_K weights (the bulk of a Q4_K_M file) against int8-quantized
-// activations (issue #15), AVX2, reached through gemm.h. It reads ggml's repacked layout (CPU_REPACK)
+// activations (issue #15), AVX2 and AVX-512 VNNI, reached through gemm.h. It reads ggml's repacked layout (CPU_REPACK)
 // or the GGUF's. Checked against exact integer arithmetic and against ggml's kernel
 // (tests/test_gemm_q4_k.py).
 //

@@ -7,7 +7,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32.h"
+#    include "gemm_block32_vnni.h"
 #endif
 
 namespace autoglm {
@@ -25,11 +25,11 @@ namespace {
 using gemm::q8_0_rows;
 
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
-    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / block});
+    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / block}, 16);
 }
 
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales) as u = w + 16.
-void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<1> & panel) {
+void unpack_panel(const uint8_t * w, bool, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<1> & panel) {
     const __m128i low = _mm_set1_epi8(0x0F);
     // byte j of a vector takes byte j / 8 of qh (shuffles stay in 128-bit lanes: qh is in both), then
     // tests its bit j % 8
@@ -59,13 +59,8 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const ge
     }
 }
 
-void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
-    const int64_t nb = k / block;
-    // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
-    gemm::block32_panels<1, 4, 16>(n, k, q, m, c, c_row_stride, p0, p1,
-                                   [&](int64_t c0, const gemm::block32_panel<1> & panel) { unpack_panel(w, n, nb, c0, panel); });
-}
+// u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
+using entry = gemm::block32_entry<1, 4, unpack_panel>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -82,7 +77,8 @@ const gemm::kernel & gemm_q5_0_kernel() {
                                 "GEMM q5_0 (ours)",
                                 "GEMM q5_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
-                                AUTOGLM_GEMM_FN(panels)};
+                                AUTOGLM_GEMM_FN(entry::panels),
+                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
     return k;
 }
 

@@ -6,7 +6,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32.h"
+#    include "gemm_block32_vnni.h"
 #endif
 
 namespace autoglm {
@@ -24,12 +24,12 @@ namespace {
 using gemm::q8_0_rows;
 
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
-    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / block});
+    gemm::quantize_q8_0_rows(a, a_row_stride, r0, r1, q8_0_rows{q_bytes, k, k / block}, 128);
 }
 
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales) as u = w + 128 in two
 // planes, u = 16 * hi + lo: vectors 0..7 of a block hold hi, 8..15 lo.
-void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<2> & panel) {
+void unpack_panel(const uint8_t * w, bool, int64_t n, int64_t nb, int64_t c0, const gemm::block32_panel<2> & panel) {
     const __m256i low = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char) 0x80);
     for (int64_t b = 0; b < nb; ++b) {
         __m256i hi[8], lo[8];
@@ -50,13 +50,9 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, const ge
     }
 }
 
-void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
-    const int64_t nb = k / block;
-    // each plane in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
-    gemm::block32_panels<2, 8, 128>(n, k, q, m, c, c_row_stride, p0, p1,
-                                    [&](int64_t c0, const gemm::block32_panel<2> & panel) { unpack_panel(w, n, nb, c0, panel); });
-}
+// each plane in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15); the VNNI
+// variant joins the planes back into u = w + 128 (vpdpbusd has no 16-bit bound)
+using entry = gemm::block32_entry<2, 8, unpack_panel>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -73,7 +69,8 @@ const gemm::kernel & gemm_q8_0_kernel() {
                                 "GEMM q8_0 (ours)",
                                 "GEMM q8_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
-                                AUTOGLM_GEMM_FN(panels)};
+                                AUTOGLM_GEMM_FN(entry::panels),
+                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
     return k;
 }
 

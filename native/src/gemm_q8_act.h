@@ -15,8 +15,9 @@ namespace autoglm::gemm {
 
 constexpr int q8_0_block = 32;
 
-// One row per token: q[k] int8 | d[nb] F32 (the blocks' scales, F16-rounded) | sum[nb] int32 (each
-// block's sum of q: the share of a weight type's offset, e.g. Q4_0's -8).
+// One row per token: q[k] int8 | d[nb] F32 (the blocks' scales, F16-rounded) | corr[nb] int32 (each
+// block's -offset x sum(q): what a weight type's offset adds to the dot product with u = w + offset,
+// e.g. Q4_0's 8, stored ready to start the block's integer sum from).
 struct q8_0_rows {
     uint8_t * base;
     int64_t k, nb;
@@ -24,12 +25,12 @@ struct q8_0_rows {
     size_t row_bytes() const { return (size_t) nb * block_bytes; }
     int8_t * q(int64_t r) const { return (int8_t *) (base + r * row_bytes()); }
     float * d(int64_t r) const { return (float *) (base + r * row_bytes() + k); }
-    int32_t * sum(int64_t r) const { return (int32_t *) (base + r * row_bytes() + k + nb * 4); }
+    int32_t * corr(int64_t r) const { return (int32_t *) (base + r * row_bytes() + k + nb * 4); }
 };
 
-// Rows [r0, r1) of a (rows a_row_stride bytes apart) into out.
+// Rows [r0, r1) of a (rows a_row_stride bytes apart) into out, for weights stored as u = w + offset.
 __attribute__((target("avx2,fma,f16c"))) inline void quantize_q8_0_rows(const float * a, size_t a_row_stride, int64_t r0,
-                                                                        int64_t r1, const q8_0_rows & out) {
+                                                                        int64_t r1, const q8_0_rows & out, int offset) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t r = r0; r < r1; ++r) {
@@ -55,7 +56,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void quantize_q8_0_rows(const fl
             p = _mm256_permutevar8x32_epi32(p, order);
             _mm256_storeu_si256((__m256i *) (out.q(r) + b * q8_0_block), p);
             out.d(r)[b] = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
-            out.sum(r)[b] = avx2::hsum(sum);
+            out.corr(r)[b] = -offset * avx2::hsum(sum);
         }
     }
 }
