@@ -222,11 +222,13 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_
 
 // The AVX-512 VNNI form: 16 columns, two of the panels above joined per super-block. vpdpbusd sums a
 // sub-block's 8 quads straight into int32 (no 16-bit bound), so the scales cannot ride on a widening
-// multiply: each sub-block's sum is multiplied by its scale in int32 (vpmulld), giving the same
-// integers as vpmaddwd does on AVX2; the F32 steps are kernel_4x8's, so both produce the same bits.
+// multiply. They are applied in F32, exactly: |sum| <= 32 x 15 x 127 and scale <= 63, so each product
+// and the pair's total stay below 2^24, and cvt(s0) * sc0 + cvt(s1) * sc1 is the integer that
+// vpmaddwd gives on AVX2 (two conversions, a multiply and an fmadd where vpmulld would take 4 uops
+// and still need the add and the conversion). The other F32 steps are kernel_4x8's: the same bits.
 struct wide_block {
     __m512i q[sub_blocks * 8];     // as panel_block::q, columns 0-7 in the low 256 bits
-    __m512i sc[sub_blocks];        // int32 lane c: column c's scale
+    __m512 sc[sub_blocks];         // lane c: column c's scale, in F32
     __m512i mins[sub_blocks / 2];  // as panel_block::mins, 16 columns
     float d[16], dmin[16];
 };
@@ -240,7 +242,7 @@ AUTOGLM_TARGET_AVX512_VNNI void join_panels(const panel_block * lo_cols, const p
         const panel_block &L = lo_cols[b], &H = hi_cols[b];
         wide_block & W = wide[b];
         for (int i = 0; i < sub_blocks * 8; ++i) W.q[i] = join(L.q[i], H.q[i]);
-        for (int j = 0; j < sub_blocks; ++j) W.sc[j] = _mm512_and_si512(join(L.sc[j], H.sc[j]), low16);
+        for (int j = 0; j < sub_blocks; ++j) W.sc[j] = _mm512_cvtepi32_ps(_mm512_and_si512(join(L.sc[j], H.sc[j]), low16));
         for (int p = 0; p < sub_blocks / 2; ++p) W.mins[p] = join(L.mins[p], H.mins[p]);
         std::memcpy(W.d, L.d, sizeof L.d);
         std::memcpy(W.d + 8, H.d, sizeof H.d);
@@ -280,15 +282,14 @@ AUTOGLM_TARGET_AVX512_VNNI inline void kernel_vnni(const wide_block * panel, int
                         dot[h][r] = _mm512_dpbusd_epi32(dot[h][r], wv, _mm512_set1_epi32(gemm::quad(q[r] + k0 + 32 * h + 4 * t)));
                 }
             }
-            __m512i isum[R];
-            for (int r = 0; r < R; ++r)
-                isum[r] =
-                    _mm512_add_epi32(_mm512_mullo_epi32(dot[0][r], P.sc[2 * p]), _mm512_mullo_epi32(dot[1][r], P.sc[2 * p + 1]));
             for (int r = 0; r < R; ++r) {
+                const __m512 isum =  // exact (see above)
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[1][r]), P.sc[2 * p + 1],
+                                    _mm512_mul_ps(_mm512_cvtepi32_ps(dot[0][r]), P.sc[2 * p]));
                 int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
                 std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
                 const __m512i ms = _mm512_madd_epi16(P.mins[p], _mm512_set1_epi32(pair));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), dw_dy[r], acc[r]);
+                acc[r] = _mm512_fmadd_ps(isum, dw_dy[r], acc[r]);
                 acc_min[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ms), dm_dy[r], acc_min[r]);
             }
         }

@@ -91,6 +91,8 @@ def _devices_text() -> str:
     runnable = [v["name"] for v in _core.cpu_variants() if v["runnable"]]
     variants = f" (runnable here: {', '.join(runnable)})" if runnable else ""
     lines.append(f"CPU kernels: {_core.cpu_variant()}{variants}; features: {' '.join(_core.cpu_features())}")
+    if _core._gemm_available():
+        lines.append(f"prompt GEMMs (ours): {_core._gemm_isa()} (runnable here: {', '.join(_core._gemm_isas())})")
     for d in _core.devices():
         mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
         lines.append(f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend{mem})")
@@ -108,7 +110,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
             print(json.dumps({"backends": _core.backends(), "devices": _core.devices(),
                               "cpu_variant": _core.cpu_variant(), "cpu_variants": _core.cpu_variants(),
-                              "cpu_features": _core.cpu_features()}, indent=2))
+                              "cpu_features": _core.cpu_features(),
+                              "gemm_isa": _core._gemm_isa() if _core._gemm_available() else None,
+                              "gemm_isas": _core._gemm_isas()}, indent=2))
         else:
             print(_devices_text())
         return 0
