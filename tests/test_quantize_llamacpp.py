@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from _llamacpp_logits import llamacpp_logits
+from _llamacpp_logits import llamacpp_logits, llamacpp_runs_avx2_kernels
 from _tiny_configs import ALT_TEXT, ALT_VISION
 from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
 from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
@@ -137,13 +137,16 @@ def test_presets_with_imatrix_are_byte_identical(arch, f16_models, tmp_path):
 # differ only by summation order; measured: identical logits (max |Δ| = 0) for every preset here. The
 # bound, 5e-3 of the largest logit, leaves room for another SIMD path and is far below what a misread
 # block or a wrong type gives (these random-weight models' quantization error against the F16 file is
-# O(10) on logits of O(100)); and ours must be as close to the F16 logits as llama.cpp's.
+# O(10) on logits of O(100)); and ours must be as close to the F16 logits as llama.cpp's. Against a
+# peer built natively for AVX-512 (other summation orders, which these chaotic random models amplify)
+# only the accuracy is compared, both ways, so that a misread file on either side still fails.
 @pytest.mark.parametrize("arch,presets", [("k256", ["q4_k_m", "q5_k_s", "q6_k", "q3_k_l", "q2_k", "iq4_xs", "iq3_s"]),
                                           ("alt", ["q4_k_m", "q3_k_m", "iq4_nl"])])
 def test_llamacpp_reads_our_files_with_the_same_logits(arch, presets, f16_models, tmp_path, capsys):
     from autoglm_gguf import _core
 
     src = f16_models[arch]
+    same_order = llamacpp_runs_avx2_kernels()
     n_vocab = int(gguf.GGUFReader(src).fields["tokenizer.ggml.tokens"].data.__len__())
     ids = [int(i) for i in np.random.default_rng(3).integers(0, min(n_vocab, 300), 40)]
     f16 = _core.Session(_core.TextModel(str(src), n_threads=2), n_ctx=256, kv_type="f32").eval_tokens(ids, "all")
@@ -157,5 +160,8 @@ def test_llamacpp_reads_our_files_with_the_same_logits(arch, presets, f16_models
         q_ours, q_theirs = float(np.abs(ours - f16).max()), float(np.abs(theirs - f16).max())
         with capsys.disabled():
             print(f"\n[{arch} {name}] ours vs llama.cpp max rel {rel:.2e}; vs F16: ours {q_ours:.3f}, llama.cpp {q_theirs:.3f}")
-        assert rel <= 5e-3, (name, rel)
+        if same_order:
+            assert rel <= 5e-3, (name, rel)
+        else:
+            assert q_theirs <= 1.1 * q_ours + 0.05, (name, q_ours, q_theirs)
         assert q_ours <= 1.1 * q_theirs + 0.05, (name, q_ours, q_theirs)
