@@ -5,6 +5,10 @@ int32 dot products per block, scaled by both scales; and in decoder graphs again
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -97,6 +101,24 @@ def test_an_isa_this_machine_lacks_is_refused():
         _core._gemm(wq, np.ones((2, 64), np.float32), "q4_0", 1, "avx9000")
     # the graph's choice is the best this machine has, unless AUTOGLM_GEMM_ISA=avx2 asked for AVX2
     assert _core._gemm_isa() in _core._gemm_isas()
+
+
+@pytest.mark.parametrize("value,message", [("avx9000", "is unknown: expected avx2 or avx512_vnni"),
+                                           ("AVX2", "is unknown: expected avx2 or avx512_vnni")])
+def test_a_bad_AUTOGLM_GEMM_ISA_is_a_clear_error(value, message, tiny_checkpoint, convert_tiny):
+    """The setting is read once per process, so each case runs in a child: a session that could use our
+    GEMMs refuses to start with the message (as ValueError; its graphs are planned when it is made), and
+    the process does not crash."""
+    text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
+    child = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=1)\n"
+             "try:\n    _core.Session(m, n_ctx=256, kv_type='f32').eval_tokens(list(range(5, 85)), 'last')\n"
+             "except ValueError as e:\n    print('ValueError:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGLM_GEMM"}
+    env["AUTOGLM_GEMM_ISA"] = value
+    proc = subprocess.run([sys.executable, "-c", child, str(text)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "ValueError:" in proc.stdout and message in proc.stdout and f"AUTOGLM_GEMM_ISA={value}" in proc.stdout
 
 
 def test_bad_shapes_are_refused():

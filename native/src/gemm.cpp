@@ -100,10 +100,21 @@ std::vector<gemm_isa> gemm_isas() {
 }
 
 gemm_isa gemm_best_isa() {
+    // a bad setting throws from the first call, which is at graph build (gemm_applies) or in gemm_run,
+    // never inside a running op (those come only after a successful one); it is read once per process
     static const gemm_isa best = [] {
-        const char * pick = std::getenv("AUTOGLM_GEMM_ISA");
-        if (pick && std::strcmp(pick, "avx2") == 0) return gemm_isa::avx2;
-        return cpu_has(gemm_isa::avx512_vnni) ? gemm_isa::avx512_vnni : gemm_isa::avx2;
+        const std::string pick = std::getenv("AUTOGLM_GEMM_ISA") ? std::getenv("AUTOGLM_GEMM_ISA") : "";
+        const gemm_isa top = cpu_has(gemm_isa::avx512_vnni) ? gemm_isa::avx512_vnni : gemm_isa::avx2;
+        if (pick.empty()) return top;
+        for (gemm_isa isa : {gemm_isa::avx2, gemm_isa::avx512_vnni}) {
+            if (pick != gemm_isa_name(isa)) continue;
+            if (!cpu_has(isa) && cpu_has(gemm_isa::avx2)) {
+                throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick + ": this CPU (or its OS) cannot run it; it runs " +
+                                       gemm_isa_name(top) + " at best (unset the variable to use that)");
+            }
+            return isa;
+        }
+        throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick + " is unknown: expected avx2 or avx512_vnni, or unset for the best");
     }();
     return best;
 }

@@ -84,6 +84,16 @@ def _quantize_epilog() -> str:
     return "types:\n" + "\n".join(f"  {p.name:8s} {p.about}" for p in PRESETS.values())
 
 
+def _gemm_isa_text() -> str:
+    """The instruction set of our prompt GEMMs, or why AUTOGLM_GEMM_ISA leaves none."""
+    from . import _core
+
+    try:
+        return _core._gemm_isa()
+    except ValueError as e:
+        return f"none: {e}"
+
+
 def _devices_text() -> str:
     from . import _core
 
@@ -92,7 +102,7 @@ def _devices_text() -> str:
     variants = f" (runnable here: {', '.join(runnable)})" if runnable else ""
     lines.append(f"CPU kernels: {_core.cpu_variant()}{variants}; features: {' '.join(_core.cpu_features())}")
     if _core._gemm_available():
-        lines.append(f"prompt GEMMs (ours): {_core._gemm_isa()} (runnable here: {', '.join(_core._gemm_isas())})")
+        lines.append(f"prompt GEMMs (ours): {_gemm_isa_text()} (runnable here: {', '.join(_core._gemm_isas())})")
     for d in _core.devices():
         mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
         lines.append(f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend{mem})")
@@ -111,7 +121,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps({"backends": _core.backends(), "devices": _core.devices(),
                               "cpu_variant": _core.cpu_variant(), "cpu_variants": _core.cpu_variants(),
                               "cpu_features": _core.cpu_features(),
-                              "gemm_isa": _core._gemm_isa() if _core._gemm_available() else None,
+                              "gemm_isa": _gemm_isa_text() if _core._gemm_available() else None,
                               "gemm_isas": _core._gemm_isas()}, indent=2))
         else:
             print(_devices_text())
