@@ -4,12 +4,12 @@
 // vpdpbusd multiplies 4 unsigned weight bytes by 4 signed activation bytes and adds the four products
 // into a 32-bit lane. That replaces vpmaddubsw + vpaddw + vpmaddwd and has no 16-bit bound, so every
 // weight type needs one plane: u = w + offset in 0..255 (Q8_0's two 4-bit planes become 16 hi + lo
-// again). The activation quad is the instruction's broadcast memory operand.
+// again). The 4 activation bytes of a quad are broadcast to every lane.
 //
 // A group of 16 columns is two of gemm_block32.h's 8-column panels, unpacked by the weight type's own
 // AVX2 code and then joined, so the layouts are written once. The integer block sums are exact in
-// both kernels and the F32 steps are the same (one fmadd of da x dw per block and row, offset
-// subtracted in int32 first), so both produce the same bits.
+// both kernels and the F32 steps are the same (each block's int32 sum starts from the offset's share,
+// then one fmadd of da x dw per block and row), so both produce the same bits.
 // Include only where AUTOGLM_GEMM_X86 (gemm_panel.h) is set.
 #pragma once
 
@@ -29,12 +29,8 @@ namespace autoglm::gemm {
 struct block32_wide_panel {
     aligned_bytes v_bytes;
     std::vector<float> dw;
-    explicit block32_wide_panel(int64_t nb) : v_bytes((size_t) nb * 8 * 64 + 32), dw((size_t) nb * 16) {}
-    // 64-byte aligned: v_bytes is 32-aligned and 32 bytes longer than needed
-    __m512i * v() {
-        auto * p = v_bytes.as<uint8_t>();
-        return reinterpret_cast<__m512i *>(p + ((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63));
-    }
+    explicit block32_wide_panel(int64_t nb) : v_bytes((size_t) nb * 8 * sizeof(__m512i)), dw((size_t) nb * 16) {}
+    __m512i * v() { return v_bytes.as<__m512i>(); }
 };
 
 // Joins two 8-column panels (columns c0 .. c0+7 and c0+8 .. c0+15) into the wide one; a two-plane
@@ -122,10 +118,6 @@ AUTOGLM_TARGET_AVX512_VNNI void block32_vnni_panels(int64_t n, int64_t k, const 
             block32_vnni_kernel<rows_per_tile>(v, wide.dw.data(), nb, a, rows, out);
         });
 }
-
-}  // namespace autoglm::gemm
-
-namespace autoglm::gemm {
 
 // Both `panels` entry points of a block-32 weight type (kernel::panels and kernel::panels_avx512_vnni)
 // from its panel unpacker: unpack(w, repacked, n, nb, c0, panel) fills columns [c0, c0 + 8).

@@ -1,5 +1,5 @@
 // What our prompt GEMMs (gemm_q4_0.cpp, gemm_q4_k.cpp) share: when the graph may use them, where
-// their weights live, a 32-byte-aligned scratch buffer, and the 8 x 8 transpose of 32-bit groups that
+// their weights live, a 64-byte-aligned scratch buffer, and the 8 x 8 transpose of 32-bit groups that
 // turns 8 columns of unpacked nibbles into the vectors their vpmaddubsw kernels read.
 #pragma once
 
@@ -46,13 +46,14 @@ inline bool weight_on_cpu(const ggml_tensor * w, int64_t n_rows) {
     return !is_repacked(w) || w->ne[1] % 8 == 0;  // ggml repacks only whole groups of 8 rows
 }
 
-// Bytes aligned to 32 by hand (std::vector<__m256i> would rely on over-aligned allocation).
+// Bytes aligned to 64 by hand, enough for AVX-512 loads (std::vector<__m512i> would rely on
+// over-aligned allocation).
 struct aligned_bytes {
     std::vector<uint8_t> raw;
-    explicit aligned_bytes(size_t n) : raw(n + 32) {}
+    explicit aligned_bytes(size_t n) : raw(n + 64) {}
     template <class T>
     T * as() {
-        return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(raw.data()) + 31) & ~uintptr_t(31));
+        return reinterpret_cast<T *>((reinterpret_cast<uintptr_t>(raw.data()) + 63) & ~uintptr_t(63));
     }
 };
 

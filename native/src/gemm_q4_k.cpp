@@ -303,9 +303,9 @@ AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool repacked, in
     const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
     const int64_t nb = k / q4_k_block;
     gemm::aligned_bytes lo_bytes((size_t) nb * sizeof(panel_block)), hi_bytes((size_t) nb * sizeof(panel_block));
-    gemm::aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block) + 32);
+    gemm::aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block));
     auto *lo = lo_bytes.as<panel_block>(), *hi = hi_bytes.as<panel_block>();
-    auto * wide = reinterpret_cast<wide_block *>((reinterpret_cast<uintptr_t>(wide_bytes.as<uint8_t>()) + 63) & ~uintptr_t(63));
+    auto * wide = wide_bytes.as<wide_block>();
     gemm::panel_loop<rows_per_tile, 16>(
         n, m, c, c_row_stride, p0, p1,
         [&](int64_t c0) {
