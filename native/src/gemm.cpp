@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "error.h"
+#include "gemm_float.h"
 #include "gemm_panel.h"
 #include "gemm_q4_0.h"
 #include "gemm_q4_k.h"
@@ -87,6 +88,17 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
              (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
 }
 
+// The ISA a test or benchmark names (empty: the best).
+gemm_isa isa_by_name(const char * isa_name) {
+    if (!isa_name || !*isa_name) return gemm_best_isa();
+    const std::vector<gemm_isa> have = gemm_isas();
+    auto it = std::find_if(have.begin(), have.end(), [&](gemm_isa i) { return std::strcmp(gemm_isa_name(i), isa_name) == 0; });
+    if (it == have.end()) {
+        throw invalid_argument(std::string("gemm: this CPU cannot run the '") + isa_name + "' kernels (see _gemm_isas())");
+    }
+    return *it;
+}
+
 }  // namespace
 
 const char * gemm_isa_name(gemm_isa isa) { return isa == gemm_isa::avx512_vnni ? "avx512_vnni" : "avx2"; }
@@ -148,6 +160,9 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
               const char * isa_name) {
+    if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
+        return float_gemm_run(type, w, n, k, a, m, c, n_threads, isa_by_name(isa_name));
+    }
     const gemm::kernel * kern = kernel_for(type);
     if (!kern) throw invalid_argument(std::string("gemm: no kernel for ") + ggml_type_name(type) + " weights");
     if (k % kern->block != 0 || n <= 0 || m <= 0) {
@@ -155,17 +170,7 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
                                std::to_string(kern->block) + ", M and N positive");
     }
     if (!gemm_available() || !kern->panels) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
-    gemm_isa isa = gemm_best_isa();
-    if (isa_name && *isa_name) {
-        const std::vector<gemm_isa> have = gemm_isas();
-        auto it =
-            std::find_if(have.begin(), have.end(), [&](gemm_isa i) { return std::strcmp(gemm_isa_name(i), isa_name) == 0; });
-        if (it == have.end()) {
-            throw invalid_argument(std::string("gemm: this CPU cannot run the '") + isa_name + "' kernels (see _gemm_isas())");
-        }
-        isa = *it;
-    }
-    const variant v = variant_for(*kern, isa);
+    const variant v = variant_for(*kern, isa_by_name(isa_name));
     const int nt = std::max(1, n_threads);
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
     std::vector<std::thread> pool;
@@ -184,8 +189,11 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
     for (auto & th : pool) th.join();
 }
 
-bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops) {
+bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak) {
     if (t->op != GGML_OP_CUSTOM) return false;
+    *peak = "f32";
+    if (float_gemm_node_info(t, family, ops)) return true;
+    *peak = "int8";
     for (const gemm::kernel * kern : kernels()) {
         if (std::strcmp(ggml_get_name(t), kern->name) == 0) {
             // dst [N, M]; its source holds M quantized rows of row_bytes(K)

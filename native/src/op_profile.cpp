@@ -70,9 +70,9 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         r.family = "ATTENTION (ours)";
         r.ops = 4.0 * hd * heads * pairs;
         r.peak = "f32";
-    } else if (const char * family = nullptr; gemm_node_info(t, &family, &r.ops)) {
+    } else if (const char * family = nullptr, *peak = nullptr; gemm_node_info(t, &family, &r.ops, &peak)) {
         r.family = family;
-        if (r.ops > 0) r.peak = "int8";
+        if (r.ops > 0) r.peak = peak;
     }
     return r;
 }

@@ -5,20 +5,27 @@
 
 #include <cmath>
 
+#include "gemm_float.h"
 #include "graph_util.h"
 
 namespace autoglm {
 
 namespace {
 
+// y = W x (+ b), W one of the tower's matrices: our float GEMM where it applies (gemm_float.h).
+ggml_tensor * matrix(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, bool own_gemm) {
+    ggml_tensor * y = own_gemm && float_gemm_applies(w, x) ? float_gemm_mul_mat(ctx, w, x) : ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
 // down(silu(gate(x)) * up(x)): Glm4VisionMlp and the merger's tail. silu and mul as two ops rather
 // than ggml_swiglu_split: the allocator runs both in place over gate's buffer (a fused GLU gets a
 // buffer of its own), which at 12,432 patches saves 200 MB of peak compute memory.
 ggml_tensor * swiglu_mlp(ggml_context * ctx, ggml_tensor * x, ggml_tensor * gate, ggml_tensor * gate_b, ggml_tensor * up,
-                         ggml_tensor * up_b, ggml_tensor * down, ggml_tensor * down_b) {
-    ggml_tensor * g = linear(ctx, gate, x, gate_b);
-    ggml_tensor * u = linear(ctx, up, x, up_b);
-    return linear(ctx, down, ggml_mul(ctx, ggml_silu(ctx, g), u), down_b);
+                         ggml_tensor * up_b, ggml_tensor * down, ggml_tensor * down_b, bool own_gemm) {
+    ggml_tensor * g = matrix(ctx, gate, x, gate_b, own_gemm);
+    ggml_tensor * u = matrix(ctx, up, x, up_b, own_gemm);
+    return matrix(ctx, down, ggml_mul(ctx, ggml_silu(ctx, g), u), down_b, own_gemm);
 }
 
 }  // namespace
@@ -50,7 +57,7 @@ size_t vision_graph_ctx_size(const vision_hparams & hp) {
 }
 
 vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, const vision_weights & w, int32_t grid_h,
-                                int32_t grid_w, attn_kernel attn) {
+                                int32_t grid_w, attn_kernel attn, bool own_gemm) {
     const int64_t n_embd = hp.n_embd, n_head = hp.n_head, head_dim = n_embd / n_head;
     const int64_t n_patches = (int64_t) grid_h * grid_w;
     const int64_t m = hp.merge_size, n_tokens = n_patches / (m * m);
@@ -62,7 +69,7 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
     // --- patch embedding (Glm4vVisionPatchEmbed): one matmul, rows of the input are patches ---
     g.inp_patches = named(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, patch_dim, n_patches), "v_inp_patches");
     ggml_set_input(g.inp_patches);
-    ggml_tensor * cur = named(linear(ctx, w.patch_w, g.inp_patches, w.patch_b), "v_patch_embd");
+    ggml_tensor * cur = named(matrix(ctx, w.patch_w, g.inp_patches, w.patch_b, own_gemm), "v_patch_embd");
     if (w.norm_embd) cur = named(rms_norm(ctx, cur, w.norm_embd, hp.eps), "v_norm_embd");  // post_conv_layernorm
 
     // --- absolute position embedding (Glm4vVisionEmbeddings, spec B.4) ---
@@ -107,7 +114,7 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
 
         // --- attention: full and bidirectional over the image's patches ---
         ggml_tensor * x = named(rms_norm(ctx, cur, L.ln1, hp.eps), "v_attn_norm", il);
-        ggml_tensor * qkv = named(linear(ctx, L.qkv, x, L.qkv_b), "v_qkv", il);  // [3*n_embd, n_patches]
+        ggml_tensor * qkv = named(matrix(ctx, L.qkv, x, L.qkv_b, own_gemm), "v_qkv", il);  // [3*n_embd, n_patches]
         const size_t es = ggml_element_size(qkv);
         auto head_view = [&](int part) {  // [head_dim, n_head, n_patches] view of q (0), k (1) or v (2)
             return ggml_view_3d(ctx, qkv, head_dim, n_head, n_patches, head_dim * es, qkv->nb[1], part * n_embd * es);
@@ -130,11 +137,11 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
             ggml_prec_set_acc(o, GGML_PREC_F32);
         }
         o = named(ggml_reshape_2d(ctx, o, n_embd, n_patches), "v_kqv_out", il);
-        cur = named(ggml_add(ctx, cur, linear(ctx, L.out, o, L.out_b)), "v_attn_residual", il);
+        cur = named(ggml_add(ctx, cur, matrix(ctx, L.out, o, L.out_b, own_gemm)), "v_attn_residual", il);
 
         // --- MLP: down(silu(gate(n)) * up(n)), n = norm2(x) ---
         x = named(rms_norm(ctx, cur, L.ln2, hp.eps), "v_ffn_norm", il);
-        x = swiglu_mlp(ctx, x, L.ffn_gate, L.ffn_gate_b, L.ffn_up, L.ffn_up_b, L.ffn_down, L.ffn_down_b);
+        x = swiglu_mlp(ctx, x, L.ffn_gate, L.ffn_gate_b, L.ffn_up, L.ffn_up_b, L.ffn_down, L.ffn_down_b, own_gemm);
         cur = named(ggml_add(ctx, cur, x), "v_l_out", il);
     }
     cur = named(rms_norm(ctx, cur, w.post_ln, hp.eps), "v_post_ln");
@@ -149,17 +156,17 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
         x = ggml_cont(ctx, ggml_permute(ctx, x, 1, 0, 2, 3));                  // [m*m, C, n_tokens]
         x = ggml_reshape_2d(ctx, x, m * m * n_embd, n_tokens);
         ggml_tensor * k = ggml_reshape_2d(ctx, w.merge_w, m * m * n_embd, w.merge_w->ne[3]);
-        cur = named(linear(ctx, k, x, w.merge_b), "v_downsample");            // [n_out, n_tokens]
+        cur = named(matrix(ctx, k, x, w.merge_b, own_gemm), "v_downsample");            // [n_out, n_tokens]
     }
     // Windows come block row by block row, so the merged tokens are already in raster order.
 
     // --- merger (Glm4vVisionPatchMerger): fc -> LayerNorm (eps 1e-5) -> exact GELU -> SwiGLU ---
-    cur = linear(ctx, w.fc, cur, w.fc_b);
+    cur = matrix(ctx, w.fc, cur, w.fc_b, own_gemm);
     cur = ggml_norm(ctx, cur, 1e-5f);
     cur = ggml_mul(ctx, cur, w.post_norm);
     if (w.post_norm_b) cur = ggml_add(ctx, cur, w.post_norm_b);
     cur = named(ggml_gelu_erf(ctx, cur), "v_merger_act");  // nn.GELU() is the erf form
-    cur = named(swiglu_mlp(ctx, cur, w.gate, w.gate_b, w.up, w.up_b, w.down, w.down_b), "v_out");
+    cur = named(swiglu_mlp(ctx, cur, w.gate, w.gate_b, w.up, w.up_b, w.down, w.down_b, own_gemm), "v_out");
 
     g.out = cur;
     ggml_set_output(g.out);

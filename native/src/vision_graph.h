@@ -24,9 +24,10 @@ struct vision_graph {
 void merge_window_coords(int32_t grid_h, int32_t grid_w, int32_t merge, std::vector<int32_t> & rows, std::vector<int32_t> & cols);
 
 // attn: the CPU attention kernel to use (cpu_attention.h), or none for ggml_flash_attn_ext (any
-// backend; what a GPU-resident tower uses).
+// backend; what a GPU-resident tower uses). own_gemm: the matrices run as our float GEMM
+// (gemm_float.h) where it applies; false keeps ggml's matmul (a GPU-resident tower).
 vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, const vision_weights & w, int32_t grid_h,
-                                int32_t grid_w, attn_kernel attn);
+                                int32_t grid_w, attn_kernel attn, bool own_gemm);
 size_t vision_graph_max_nodes(const vision_hparams & hp);
 size_t vision_graph_ctx_size(const vision_hparams & hp);
 

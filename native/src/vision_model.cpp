@@ -281,7 +281,7 @@ size_t vision_model::compute_bytes(int32_t grid_h, int32_t grid_w) {
     std::lock_guard<std::mutex> lock(mu_);
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, grid_h, grid_w, attn_);
+    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, grid_h, grid_w, attn_, !backends_->gpu());
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) throw out_of_memory("cannot plan compute buffers for this grid");
     size_t total = 0;
@@ -323,7 +323,7 @@ std::vector<float> vision_model::encode(const pixel_patches & px) {
     std::lock_guard<std::mutex> lock(mu_);
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
-    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, px.grid_h, px.grid_w, attn_);
+    vision_graph g = build_vision_graph(ctx.get(), hp_, w_, px.grid_h, px.grid_w, attn_, !backends_->gpu());
 
     // Compute buffers follow the graph: the scheduler grows them for a larger image and keeps them.
     ggml_backend_sched_reset(sched_.get());
