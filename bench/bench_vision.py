@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-gpu", action="store_true")
+    ap.add_argument("--vision-type", default="file", help="the matrices' type: file, auto, f32, f16, bf16")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -68,7 +69,7 @@ def main() -> None:
     gh, gw = (int(v) for v in args.grid.lower().split("x"))
 
     t0 = time.perf_counter()
-    vm = _core.VisionModel(str(mmproj), n_threads=args.threads, use_gpu=not args.no_gpu)
+    vm = _core.VisionModel(str(mmproj), n_threads=args.threads, use_gpu=not args.no_gpu, matmul_type=args.vision_type)
     t_load = time.perf_counter() - t0
     hp = vm.hparams
     p = hp["patch_size"]
@@ -82,7 +83,7 @@ def main() -> None:
     assert out.shape == (gh * gw // 4, hp["n_out"]) and np.isfinite(out).all()
     res = {
         "mmproj": str(mmproj), "hparams": hp, "devices": vm.devices, "weight_bytes": vm.weight_bytes,
-        "grid": [gh, gw], "n_patches": gh * gw, "n_tokens": gh * gw // 4, "threads": args.threads,
+        "matmul_type": vm.matmul_type, "grid": [gh, gw], "n_patches": gh * gw, "n_tokens": gh * gw // 4, "threads": args.threads,
         "load_s": round(t_load, 2), "encode_s": [round(t, 2) for t in times],
         "patches_per_s": round(gh * gw / min(times), 1),
         "max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

@@ -62,7 +62,8 @@ class Ours:
         a = self.a
         w, h = parse_size(a.image_size)
         t0 = time.perf_counter()
-        enc = ImageEncoder(a.mmproj, n_threads=a.threads, use_gpu=a.gpu_layers > 0)  # no text model: the tower's RSS
+        enc = ImageEncoder(a.mmproj, n_threads=a.threads, use_gpu=a.gpu_layers > 0,  # no text model: the tower's RSS
+                           matmul_type=a.vision_type)
         load = time.perf_counter() - t0
         t = time_image_encode(enc, random_image(w, h, 1), min_pixels=1, max_pixels=2 * w * h)
         patch = enc.hparams["patch_size"]
@@ -78,7 +79,7 @@ class Ours:
         w, h = parse_size(a.image_size)
         t0 = time.perf_counter()
         llm = AutoGLM(a.model, mmproj_path=a.mmproj, n_ctx=a.ctx, n_batch=a.batch, n_threads=a.threads,
-                      n_gpu_layers=a.gpu_layers, progress=False)
+                      n_gpu_layers=a.gpu_layers, progress=False, vision_matmul_type=a.vision_type)
         load = time.perf_counter() - t0
         system = system_prompt(llm.tokenize, a.system_tokens)
         res = {"load_s": load}
@@ -228,6 +229,7 @@ def main() -> None:
     ap.add_argument("--kv", default="f16", choices=["f16", "f32"])
     ap.add_argument("--image-size", default="1036x2352", help="WxH of the already-resized screenshot")
     ap.add_argument("--system-tokens", type=int, default=1500)
+    ap.add_argument("--vision-type", default="file", help="ours: the tower's matrices' type (file, auto, f32, f16, bf16)")
     a = ap.parse_args()
     runner = Ours(a) if a.runtime == "ours" else LlamaCpp(a)
     res = getattr(runner, a.figure)()

@@ -46,7 +46,7 @@ def worker(runtime: str, figure: str, a, **extra) -> dict:
     cmd = [sys.executable, str(HERE / "bench_worker.py"), runtime, figure, "--model", a.model, "--threads",
            str(a.threads), "--batch", str(a.batch), "--kv", a.kv, "--gpu-layers", str(a.gpu_layers)]
     if a.mmproj:
-        cmd += ["--mmproj", a.mmproj]
+        cmd += ["--mmproj", a.mmproj, "--vision-type", a.vision_type]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return timed(cmd)
@@ -121,6 +121,8 @@ def main() -> None:
                                                "(default --model; a 1-layer model of the same width keeps its RSS "
                                                "the tower's alone)")
     ap.add_argument("--system-tokens", type=int, default=1500)
+    ap.add_argument("--vision-type", default="file", help="image, agent: our tower's matrices' type (file, auto, "
+                                                             "f32, f16, bf16); llama.cpp's are as stored")
     ap.add_argument("--checkpoint", type=Path, help="HF checkpoint for the convert figure")
     ap.add_argument("--convert-out", type=Path, default=Path("bench-convert-out"))
     ap.add_argument("--json", type=Path)
@@ -128,7 +130,7 @@ def main() -> None:
     a = ap.parse_args()
     figs = [f.strip() for f in a.figures.split(",") if f.strip()]
 
-    res: dict = {"model": a.model, "mmproj": a.mmproj, "threads": a.threads, "batch": a.batch, "kv_type": a.kv,
+    res: dict = {"model": a.model, "mmproj": a.mmproj, "vision_type": a.vision_type, "threads": a.threads, "batch": a.batch, "kv_type": a.kv,
                  "gpu_layers": a.gpu_layers, "reps": a.reps, "machine": machine_info(), "figures": {}, "raw": {}}
     if a.keep:  # resume: the figures measured before stay, the ones asked for now are (re)measured
         old = json.loads(a.keep.read_text())

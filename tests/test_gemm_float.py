@@ -3,7 +3,9 @@
 Each output is one F32 FMA chain over k in order, whatever the blocking, the threads or the
 instruction set, so: exact on integer data (every product and partial sum representable), the same
 bits on every ISA, within F32 rounding of a float64 product otherwise; and in the tower, the image
-embeddings stay within the F32/F16 bounds against ggml's matmul (AUTOGLM_GEMM=ggml)."""
+embeddings stay within the F32/F16 bounds against ggml's matmul (AUTOGLM_GEMM=ggml).
+The exception: BF16 weights on the avx512_bf16 variant (vdpbf16ps) round the activations to BF16 too,
+so there the product is that of the rounded activations, within F32 rounding."""
 
 from __future__ import annotations
 
@@ -28,6 +30,13 @@ SHAPES = [(1, 1, 1), (5, 7, 3), (13, 33, 17), (97, 45, 513), (200, 70, 1100), (3
 def _bf16_bytes(x: np.ndarray) -> np.ndarray:
     """x (float32, exactly representable in bf16) as bf16 bytes: the upper halves."""
     return (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+
+
+def _round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> nearest bf16 (ties to even), as float32 (finite inputs)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
 
 
 def _weights(w: np.ndarray, wtype: str) -> np.ndarray:
@@ -60,7 +69,8 @@ def test_every_isa_gives_the_same_bits(wtype):
     w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
     if wtype == "bf16":
         w = (w.view(np.uint32) & 0xFFFF0000).view(np.float32)
-    outs = {isa: _core._gemm(_weights(w, wtype), a, wtype, 2, isa) for isa in _core._gemm_isas()}
+    isas = [i for i in _core._gemm_isas() if not (wtype == "bf16" and i == "avx512_bf16")]  # (next test)
+    outs = {isa: _core._gemm(_weights(w, wtype), a, wtype, 2, isa) for isa in isas}
     first = next(iter(outs.values()))
     for isa, got in outs.items():
         assert np.array_equal(got, first), isa
@@ -72,6 +82,26 @@ def test_every_isa_gives_the_same_bits(wtype):
     assert np.abs(first - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_bf16_dot_products_round_the_activations(threads):
+    """avx512_bf16 with BF16 weights: the activations rounded to nearest-even BF16, the products summed
+    in F32. Within F32 rounding of the float64 product of the rounded activations (K across several k
+    blocks, odd, rows and columns off the tiles), and measurably not the F32-activation product."""
+    need_isa("avx512_bf16")
+    rng = np.random.default_rng(11)
+    m, n, k = 131, 75, 1301
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = _round_to_bf16((rng.standard_normal((n, k)) * 0.05).astype(np.float32))
+    got = _core._gemm(_weights(w, "bf16"), a, "bf16", threads, "avx512_bf16")
+    a16 = _round_to_bf16(a).astype(np.float64)
+    ref = a16 @ w.astype(np.float64).T
+    scale = np.abs(a16) @ np.abs(w.astype(np.float64)).T
+    assert np.all(np.abs(got - ref) <= k * 2.0**-24 * scale + 1e-30), np.abs(got - ref).max()
+    fma = _core._gemm(_weights(w, "bf16"), a, "bf16", threads, "avx512_vnni")
+    exact = a.astype(np.float64) @ w.astype(np.float64).T
+    assert np.abs(fma - exact).max() < np.abs(got - exact).max() <= 2.0**-8 * scale.max()
+
+
 def test_bad_arguments_are_clear_errors():
     a = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="N rows"):
@@ -81,19 +111,19 @@ def test_bad_arguments_are_clear_errors():
 
 
 _ENCODE = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
-           "v = _core.VisionModel(sys.argv[1], n_threads=2, use_gpu=False)\n"
+           "v = _core.VisionModel(sys.argv[1], n_threads=2, use_gpu=False, matmul_type=sys.argv[3])\n"
            "p = np.random.default_rng(3).standard_normal((24 * 20, 3 * 14 * 14)).astype(np.float32)\n"
            "np.save(sys.argv[2], v.encode(p, 24, 20))\n")
 
 
-def _embeddings(mmproj, tmp_path, env_gemm: str | None, profile: bool = False):
-    out = tmp_path / f"emb.{mmproj.stem}.{env_gemm or 'ours'}.npy"
+def _embeddings(mmproj, tmp_path, env_gemm: str | None, profile: bool = False, matmul_type: str = "file"):
+    out = tmp_path / f"emb.{mmproj.stem}.{env_gemm or 'ours'}.{matmul_type}.npy"
     env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_PROFILE")}
     if env_gemm:
         env["AUTOGLM_GEMM"] = env_gemm
     if profile:
         env["AUTOGLM_PROFILE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _ENCODE, str(mmproj), str(out)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", _ENCODE, str(mmproj), str(out), matmul_type], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return np.load(out), proc.stderr
@@ -121,3 +151,21 @@ def test_tower_with_our_gemm_against_ggml(tiny_checkpoint_f32, convert_tiny, tmp
     for text, family in ((err, "GEMM f32 (ours)"), (err16, "GEMM f16 (ours)")):
         line = next((ln for ln in text.splitlines() if ln.strip().startswith(family)), None)
         assert line is not None and "of f32 peak" in line, text
+
+
+def test_bf16_tower_with_our_dot_products_against_ggml(tiny_checkpoint_f32, convert_tiny, tmp_path):
+    """The tower with its matrices held in BF16 (vision matmul type "bf16", what "auto" picks on such a
+    CPU): our vdpbf16ps GEMM against ggml's BF16 matmul, which rounds the activations the same way and
+    sums in another order. Against the F32 embeddings, ours within the 3% the BF16 tower is allowed and
+    about as close as ggml's; the profile measures it against the bf16 peak."""
+    need_isa("avx512_bf16")
+    _, mm32 = convert_tiny(tiny_checkpoint_f32, "f32", "f32")
+    ref, _ = _embeddings(mm32, tmp_path, None)
+    ours, err = _embeddings(mm32, tmp_path, None, profile=True, matmul_type="bf16")
+    ggml, _ = _embeddings(mm32, tmp_path, "ggml", matmul_type="bf16")
+    scale = np.abs(ref).max()
+    e_ours, e_ggml = np.abs(ours - ref).max() / scale, np.abs(ggml - ref).max() / scale
+    print(f"bf16 against the f32 embeddings: ours {e_ours:.2e}, ggml {e_ggml:.2e}")
+    assert e_ours <= 0.03 and e_ours <= 1.5 * e_ggml
+    line = next((ln for ln in err.splitlines() if ln.strip().startswith("GEMM bf16 (ours)")), None)
+    assert line is not None and "of bf16 peak" in line, err

@@ -146,7 +146,7 @@ def test_every_attention_kernel_matches_hf(case, kernel):
 
 
 def test_unknown_attention_kernel_is_refused(case):
-    with pytest.raises(ValueError, match="unknown; expected auto, ggml, avx2 or avx512"):
+    with pytest.raises(ValueError, match="unknown; expected auto, ggml, avx2, avx512 or avx512_bf16"):
         _core.VisionModel(str(case.mmproj), attention="sse9")
 
 
@@ -219,6 +219,45 @@ def test_matrices_converted_to_bf16_at_load(case, capsys):
         assert err32 < err <= BF16_BOUND
 
 
+def _bf16_attention_or_skip(case, **kw):
+    try:
+        return _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, **kw)
+    except ValueError as e:
+        assert "not available on this CPU" in str(e)
+        pytest.skip(f"avx512_bf16 attention: {e}")
+
+
+def test_bf16_attention_matches_hf_within_bf16_bounds(case, capsys):
+    """attention='avx512_bf16' with F32 matrices: q, k, v and the softmax weights rounded to BF16, sums
+    in F32 (vdpbf16ps). Within BF16_BOUND of transformers in float64, and measurably not the F32 kernel
+    (which is within 1e-5). Grids that are not multiples of the 48-query / 256-key blocks and an odd
+    patch count per key block exercise every edge (the alt tower's head_dim 12 is below one vector)."""
+    vm = _bf16_attention_or_skip(case, attention="avx512_bf16")
+    f32 = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, attention="avx512")
+    assert (vm.attention, vm.matmul_type) == ("avx512_bf16", "f32")
+    for size in [(270, 600), (97, 131), (56, 56)]:
+        patches, gh, gw = case.patches(*size)
+        ref = case.reference(*size)
+        err, err32 = _rel_err(vm.encode(patches, gh, gw), ref), _rel_err(f32.encode(patches, gh, gw), ref)
+        with capsys.disabled():
+            print(f"\n[{case.name} bf16 attention {size[0]}x{size[1]}] rel err {err:.2e} (f32 {err32:.1e})")
+        assert err32 < err <= BF16_BOUND
+
+
+def test_a_bf16_tower_attends_in_bf16(case):
+    """With the matrices in BF16 the tower's 'auto' attention is BF16 too where the CPU has AVX512_BF16,
+    unless a kernel is named; within BF16_BOUND of transformers either way."""
+    if "avx512_bf16" not in _core._gemm_isas():
+        pytest.skip("this CPU (or its OS) has no AVX512_BF16")
+    vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, matmul_type="bf16")
+    named = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, matmul_type="bf16", attention="avx512")
+    assert (vm.attention, named.attention) == ("avx512_bf16", "avx512")
+    patches, gh, gw = case.patches(270, 600)
+    ref = case.reference(270, 600)
+    assert _rel_err(vm.encode(patches, gh, gw), ref) <= BF16_BOUND
+    assert _rel_err(named.encode(patches, gh, gw), ref) <= BF16_BOUND
+
+
 def test_f16_file_held_in_f32(case, convert_tiny):
     """matmul_type='f32' widens an F16 file's matrices: no activation rounding to F16 inside the matmuls,
     so the embeddings are at least as close to transformers as with the file's own F16 matrices."""
@@ -234,7 +273,8 @@ def test_f16_file_held_in_f32(case, convert_tiny):
 def test_auto_matmul_type_follows_the_cpu(case, convert_tiny):
     _, mmproj = convert_tiny(case.ckpt, "f32", "f16")
     vm = _core.VisionModel(str(mmproj), n_threads=1, use_gpu=False, matmul_type="auto")
-    assert vm.matmul_type == ("bf16" if "AVX512_BF16" in _core.cpu_features() else "f16")
+    bf16_dot = "AVX512_BF16" in _core.cpu_features() or _core._gemm_isa() == "avx512_bf16"  # ggml's or ours
+    assert vm.matmul_type == ("bf16" if bf16_dot else "f16")
     # quantized matrices stay as they are (the alt tower's 48-wide rows do not fit q8_0 blocks: f16 there)
     from gguf import GGUFReader
 

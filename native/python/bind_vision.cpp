@@ -20,14 +20,15 @@ void bind_vision(py::module_ & m) {
              py::arg("path"), py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::arg("attention") = "auto",
              py::arg("matmul_type") = "file",
              "Load an mmproj GGUF (architecture 'clip', projector 'glm4v'). use_gpu: encode on ggml's GPU when there is one.\n"
-             "attention: the CPU attention kernel, 'auto' (best available), 'ggml' (ggml_flash_attn_ext), 'avx2', 'avx512'.\n"
+             "attention: the CPU attention kernel, 'auto' (best available; BF16 when the matrices are), 'ggml'\n"
+             "(ggml_flash_attn_ext), 'avx2', 'avx512', 'avx512_bf16'.\n"
              "matmul_type: the type the tower's matrices are held in: 'file' (as stored), 'f32', 'f16', 'bf16', or 'auto'\n"
              "(bf16 where the CPU kernels have AVX512_BF16 and the tower runs on the CPU, else as stored).")
         .def_property_readonly("matmul_type", &autoglm::vision_model::matmul_type,
                                "The type the tower's matrices are held in ('f16', 'bf16', 'q8_0', ...).")
         .def_property_readonly(
             "attention", [](const autoglm::vision_model & vm) { return vm.attention_kernel(); },
-            "The attention kernel in use: 'ggml', 'avx2' or 'avx512'.")
+            "The attention kernel in use: 'ggml', 'avx2', 'avx512' or 'avx512_bf16'.")
         .def_property_readonly("hparams",
                                [](const autoglm::vision_model & vm) {
                                    const auto & h = vm.hparams();

@@ -64,6 +64,12 @@ inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, 
 #    include "cpu_attention_kernel.inc"
 #    pragma GCC pop_options
 
+// ------------------------------------------------------------------- AVX-512 BF16 (vision tower)
+#    pragma GCC push_options
+#    pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")
+#    include "cpu_attention_bf16.inc"
+#    pragma GCC pop_options
+
 // ------------------------------------------------------------------------------------ AVX2 + FMA
 #    pragma GCC push_options
 #    pragma GCC target("avx2,fma,f16c")
@@ -147,28 +153,106 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
+// K of one layer packed into BF16 pairs for kbf16 (dst I32 [n_kv, ceil(hd/2), n_head_kv], each head in
+// blocks of BLOCK_K keys: kbf16::attend_block); tasks are (head, W keys), W dividing BLOCK_K.
+void pack_k_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * k = dst->src[0];  // F32 [hd, n_head_kv, n_kv], rows contiguous
+    const int hd = (int) k->ne[0], n_kv = (int) k->ne[2], hp = (hd + 1) / 2;
+    const int blocks = (n_kv + kbf16::W - 1) / kbf16::W;
+    thread_local std::vector<uint32_t> tmp;
+    tmp.resize((size_t) kbf16::W * hp);
+    for (int t = ith; t < (int) k->ne[1] * blocks; t += nth) {
+        const int h = t / blocks, j0 = (t % blocks) * kbf16::W;
+        kbf16::pack_k_keys((const float *) ((const char *) k->data + h * k->nb[1]), k->nb[2] / sizeof(float), hd, n_kv, BLOCK_K,
+                           j0, std::min(kbf16::W, n_kv - j0), (uint32_t *) ((char *) dst->data + h * dst->nb[2]), tmp.data());
+    }
+}
+
+// V of one layer packed into BF16 pairs for kbf16 (dst I32 [hd, ceil(n_kv/2), n_head_kv]); tasks are
+// (head, key pair).
+void pack_v_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * v = dst->src[0];  // F32 [hd, n_head_kv, n_kv], rows contiguous
+    const int hd = (int) v->ne[0], n_kv = (int) v->ne[2], pairs = (int) dst->ne[1];
+    for (int t = ith; t < (int) v->ne[1] * pairs; t += nth) {
+        const int h = t / pairs, s = t % pairs;
+        kbf16::pack_v_pair((const float *) ((const char *) v->data + h * v->nb[1]), v->nb[2] / sizeof(float), hd, n_kv, s,
+                           (uint32_t *) ((char *) dst->data + h * dst->nb[2]));
+    }
+}
+
+void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * q = dst->src[0];
+    const ggml_tensor * kp = dst->src[1];
+    const ggml_tensor * vp = dst->src[2];
+    const int hd = (int) q->ne[0], n_head = (int) q->ne[1], n = (int) q->ne[2], hp = (hd + 1) / 2;
+    const int n_kv = (int) kp->ne[0], group = n_head / (int) kp->ne[2];
+    const float scale = 1.0f / std::sqrt((float) hd);
+    const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
+    thread_local std::vector<float> scratch;  // Qb, S, Pb, O, m, l (attend_block)
+    scratch.resize((size_t) BLOCK_Q * (hp + BLOCK_K + BLOCK_K / 2 + hd + 2));
+    for (int t = ith; t < n_head * n_qb; t += nth) {
+        const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
+        kbf16::attend_block(std::min(BLOCK_Q, n - q0), n_kv, hd, scale,
+                            (const float *) ((const char *) q->data + h * q->nb[1] + (size_t) q0 * q->nb[2]), q->nb[2] / 4,
+                            (const uint32_t *) ((const char *) kp->data + hk * kp->nb[2]),
+                            (const uint32_t *) ((const char *) vp->data + hk * vp->nb[2]),
+                            (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]), dst->nb[2] / 4,
+                            scratch.data(), BLOCK_K);
+    }
+}
+
 }  // namespace
 #endif  // AUTOGLM_X86_ATTN
 
+namespace {
+std::string resolved_request(const std::string & request) {
+    if (!request.empty() && request != "auto") return request;
+    const char * env = std::getenv("AUTOGLM_CPU_ATTN");
+    return env && *env ? env : "auto";
+}
+}  // namespace
+
+bool cpu_attention_is_auto(const std::string & request) { return resolved_request(request) == "auto"; }
+
 attn_kernel cpu_attention_kernel(const std::string & request) {
-    std::string want = request;
-    if (want.empty() || want == "auto") {
-        const char * env = std::getenv("AUTOGLM_CPU_ATTN");
-        want = env && *env ? env : "auto";
+    const std::string want = resolved_request(request);
+    if (want == "auto") {
+        return cpu_attention_has(attn_kernel::avx512) ? attn_kernel::avx512
+               : cpu_attention_has(attn_kernel::avx2) ? attn_kernel::avx2
+                                                      : attn_kernel::none;
     }
-#if AUTOGLM_X86_ATTN
-    const bool has512 = __builtin_cpu_supports("avx512f");
-    const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    const bool has512 = false, has2 = false;
-#endif
-    if (want == "auto") return has512 ? attn_kernel::avx512 : has2 ? attn_kernel::avx2 : attn_kernel::none;
     if (want == "ggml") return attn_kernel::none;
-    if (want == "avx2" || want == "avx512") {
-        if (want == "avx2" ? has2 : has512) return want == "avx2" ? attn_kernel::avx2 : attn_kernel::avx512;
+    for (attn_kernel kern : {attn_kernel::avx2, attn_kernel::avx512, attn_kernel::avx512_bf16}) {
+        if (want != attn_kernel_name(kern)) continue;
+        if (cpu_attention_has(kern)) return kern;
         throw invalid_argument("vision attention '" + want + "' is not available on this CPU/build; use 'auto' or 'ggml'");
     }
-    throw invalid_argument("vision attention '" + want + "' is unknown; expected auto, ggml, avx2 or avx512");
+    throw invalid_argument("vision attention '" + want + "' is unknown; expected auto, ggml, avx2, avx512 or avx512_bf16");
+}
+
+bool cpu_attention_has(attn_kernel kernel) {
+#if AUTOGLM_X86_ATTN
+    const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool has512 = has2 && __builtin_cpu_supports("avx512f");
+    switch (kernel) {
+        case attn_kernel::avx2: return has2;
+        case attn_kernel::avx512: return has512;
+        case attn_kernel::avx512_bf16:
+            return has512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                   __builtin_cpu_supports("avx512bf16");
+        case attn_kernel::none: return true;
+    }
+#endif
+    return kernel == attn_kernel::none;
+}
+
+const char * attn_kernel_name(attn_kernel kernel) {
+    switch (kernel) {
+        case attn_kernel::avx2: return "avx2";
+        case attn_kernel::avx512: return "avx512";
+        case attn_kernel::avx512_bf16: return "avx512_bf16";
+        default: return "ggml";
+    }
 }
 
 ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
@@ -181,7 +265,8 @@ ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
 #if AUTOGLM_X86_ATTN
     if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
     ggml_tensor * args[4] = {q, kt, v, mask};
-    ggml_custom_op_t fn = kernel == attn_kernel::avx512 ? attention_op<true> : attention_op<false>;
+    // (avx512_bf16 is the vision tower's, through cpu_attention_bf16; here it keeps F32 on AVX-512)
+    ggml_custom_op_t fn = kernel == attn_kernel::avx2 ? attention_op<false> : attention_op<true>;
     ggml_tensor * out =
         ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, fn, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, cpu_attention_name);  // what the profiler counts this op's work by
@@ -190,6 +275,33 @@ ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     (void) ctx;
     (void) kernel;
     throw error("cpu_attention: no CPU kernel on this platform");
+#endif
+}
+
+ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
+    const bool ok = q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
+                    q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && k->ne[0] == q->ne[0] &&
+                    v->ne[0] == q->ne[0] && k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && q->ne[1] % k->ne[1] == 0;
+    if (!ok) throw error("cpu_attention_bf16: unexpected tensor layout");
+#if AUTOGLM_X86_ATTN
+    if (!cpu_attention_has(attn_kernel::avx512_bf16)) throw error("cpu_attention_bf16: this CPU lacks AVX512_BF16");
+    const int64_t hd = q->ne[0], n_kv = k->ne[2], heads_kv = k->ne[1];
+    ggml_tensor * ks[1] = {k};
+    ggml_tensor * kp =
+        ggml_custom_4d(ctx, GGML_TYPE_I32, n_kv, (hd + 1) / 2, heads_kv, 1, ks, 1, pack_k_bf16_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(kp, "attention K as bf16 pairs");
+    ggml_tensor * vs[1] = {v};
+    ggml_tensor * vp =
+        ggml_custom_4d(ctx, GGML_TYPE_I32, hd, (n_kv + 1) / 2, heads_kv, 1, vs, 1, pack_v_bf16_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(vp, "attention V as bf16 pairs");
+    ggml_tensor * args[3] = {q, kp, vp};
+    ggml_tensor * out =
+        ggml_custom_4d(ctx, GGML_TYPE_F32, hd, q->ne[1], q->ne[2], 1, args, 3, attention_bf16_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(out, cpu_attention_bf16_name);
+    return out;
+#else
+    (void) ctx;
+    throw error("cpu_attention_bf16: no CPU kernel on this platform");
 #endif
 }
 

@@ -13,7 +13,7 @@
 // skipped. Decoding one token keeps ggml's kernel (its split-K path suits a single query).
 //
 // x86-64 with AVX2+FMA+F16C or AVX-512 (chosen at run time) under GCC; elsewhere cpu_attention_kernel()
-// returns none and the graphs use ggml_flash_attn_ext. AUTOGLM_CPU_ATTN=ggml|avx2|avx512 forces a
+// returns none and the graphs use ggml_flash_attn_ext. AUTOGLM_CPU_ATTN=ggml|avx2|avx512|avx512_bf16 forces a
 // path (tests and comparisons), as does vision_params::attention.
 #pragma once
 
@@ -23,12 +23,17 @@
 
 namespace autoglm {
 
-enum class attn_kernel { none, avx2, avx512 };
+// avx512_bf16: the vision tower's attention in BF16 (cpu_attention_bf16); never chosen by "auto",
+// which keeps F32 (the vision model picks it with its matrices in BF16: vision_model.h).
+enum class attn_kernel { none, avx2, avx512, avx512_bf16 };
 
-// The kernel for `request`: "auto" (or empty: AUTOGLM_CPU_ATTN, else the best this CPU has),
-// "ggml" (none: ggml_flash_attn_ext), "avx2", "avx512". Throws invalid_argument for an unknown name
-// or a kernel this CPU or build lacks.
+// The kernel for `request`: "auto" (or empty: AUTOGLM_CPU_ATTN, else the best F32 kernel this CPU has),
+// "ggml" (none: ggml_flash_attn_ext), "avx2", "avx512", "avx512_bf16". Throws invalid_argument for an
+// unknown name or a kernel this CPU or build lacks.
 attn_kernel cpu_attention_kernel(const std::string & request);
+bool cpu_attention_is_auto(const std::string & request);  // whether `request` leaves the choice to us
+bool cpu_attention_has(attn_kernel kernel);     // whether this CPU (and build) runs it
+const char * attn_kernel_name(attn_kernel kernel);  // "ggml", "avx2", "avx512", "avx512_bf16"
 
 // q: F32 [head_dim, n_head, n] (contiguous rows), kt: F32 [n_kv, head_dim, n_head_kv] contiguous (K
 // transposed), v: F32 [head_dim, n_head_kv, n_kv] with contiguous rows (any strides), n_head a multiple
@@ -37,5 +42,12 @@ attn_kernel cpu_attention_kernel(const std::string & request);
 ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
                             attn_kernel kernel);
 inline constexpr const char * cpu_attention_name = "cpu_attention";  // the op's node name
+
+// The vision tower's attention (no mask) with q, k, v and the softmax's weights rounded to BF16 and
+// the products summed in F32 by vdpbf16ps, as a bf16 ViT computes it, at twice the F32 kernel's peak.
+// q: F32 [hd, n_head, n]; k, v: F32 [hd, n_head_kv, n_kv], rows contiguous (any strides). K and V are
+// packed into BF16 pairs once (two ops), then one op attends. Needs cpu_attention_has(avx512_bf16).
+ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v);
+inline constexpr const char * cpu_attention_bf16_name = "cpu_attention_bf16";
 
 }  // namespace autoglm

@@ -39,6 +39,8 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * user) {
     kern->quantize((const float *) x->data, x->nb[1], k, m * ith / nth, m * (ith + 1) / nth, (uint8_t *) dst->data);
 }
 
+constexpr gemm_isa all_isas[] = {gemm_isa::avx2, gemm_isa::avx512_vnni, gemm_isa::avx512_bf16};  // in order
+
 bool cpu_has(gemm_isa isa) {
 #if AUTOGLM_GEMM_X86
     __builtin_cpu_init();
@@ -49,6 +51,7 @@ bool cpu_has(gemm_isa isa) {
         case gemm_isa::avx512_vnni:
             return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        case gemm_isa::avx512_bf16: return cpu_has(gemm_isa::avx512_vnni) && __builtin_cpu_supports("avx512bf16");
     }
 #endif
     (void) isa;
@@ -65,7 +68,7 @@ struct variant {
 variant variant_for(const gemm::kernel & kern, gemm_isa isa) {
     // AVX-512 VNNI has no break-even: measured 3-5x ggml's kernels at every K of the 9B shape, Q8_0
     // included (bench/README.md)
-    if (isa == gemm_isa::avx512_vnni && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
+    if (isa != gemm_isa::avx2 && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
     return {kern.panels, 1, kern.min_k};
 }
 
@@ -101,11 +104,17 @@ gemm_isa isa_by_name(const char * isa_name) {
 
 }  // namespace
 
-const char * gemm_isa_name(gemm_isa isa) { return isa == gemm_isa::avx512_vnni ? "avx512_vnni" : "avx2"; }
+const char * gemm_isa_name(gemm_isa isa) {
+    switch (isa) {
+        case gemm_isa::avx512_vnni: return "avx512_vnni";
+        case gemm_isa::avx512_bf16: return "avx512_bf16";
+        default: return "avx2";
+    }
+}
 
 std::vector<gemm_isa> gemm_isas() {
     std::vector<gemm_isa> out;
-    for (gemm_isa isa : {gemm_isa::avx2, gemm_isa::avx512_vnni}) {
+    for (gemm_isa isa : all_isas) {
         if (cpu_has(isa)) out.push_back(isa);
     }
     return out;
@@ -116,9 +125,10 @@ gemm_isa gemm_best_isa() {
     // never inside a running op (those come only after a successful one); it is read once per process
     static const gemm_isa best = [] {
         const std::string pick = std::getenv("AUTOGLM_GEMM_ISA") ? std::getenv("AUTOGLM_GEMM_ISA") : "";
-        const gemm_isa top = cpu_has(gemm_isa::avx512_vnni) ? gemm_isa::avx512_vnni : gemm_isa::avx2;
+        const std::vector<gemm_isa> have = gemm_isas();
+        const gemm_isa top = have.empty() ? gemm_isa::avx2 : have.back();
         if (pick.empty()) return top;
-        for (gemm_isa isa : {gemm_isa::avx2, gemm_isa::avx512_vnni}) {
+        for (gemm_isa isa : all_isas) {
             if (pick != gemm_isa_name(isa)) continue;
             if (!cpu_has(isa) && cpu_has(gemm_isa::avx2)) {
                 throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick + ": this CPU (or its OS) cannot run it; it runs " +
@@ -126,7 +136,8 @@ gemm_isa gemm_best_isa() {
             }
             return isa;
         }
-        throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick + " is unknown: expected avx2 or avx512_vnni, or unset for the best");
+        throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick +
+                               " is unknown: expected avx2, avx512_vnni or avx512_bf16, or unset for the best");
     }();
     return best;
 }
@@ -191,8 +202,7 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
 
 bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak) {
     if (t->op != GGML_OP_CUSTOM) return false;
-    *peak = "f32";
-    if (float_gemm_node_info(t, family, ops)) return true;
+    if (float_gemm_node_info(t, family, ops, peak)) return true;
     *peak = "int8";
     for (const gemm::kernel * kern : kernels()) {
         if (std::strcmp(ggml_get_name(t), kern->name) == 0) {

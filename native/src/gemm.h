@@ -17,8 +17,10 @@ namespace autoglm {
 bool gemm_available();
 
 // The instruction sets our kernels come in, chosen at run time by what the CPU and the OS allow.
-enum class gemm_isa { avx2, avx512_vnni };
-const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni"
+// avx512_bf16 is avx512_vnni plus AVX512_BF16: the same quantized kernels, and vdpbf16ps for BF16
+// weights in the float GEMM (gemm_float.h).
+enum class gemm_isa { avx2, avx512_vnni, avx512_bf16 };
+const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16"
 std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order
 // The best of them, which the graph uses; AUTOGLM_GEMM_ISA=avx2 keeps AVX2 (for comparisons).
 gemm_isa gemm_best_isa();

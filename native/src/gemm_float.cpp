@@ -71,20 +71,27 @@ void pack_b(const float_weights & w, int64_t j0, int64_t ncols, int P, int64_t k
     }
 }
 
-// Rows [m0, m0 + tiles*R) of a over k [k0, k0 + kc) as tiles ap[tile][k][R]; rows past m are zero.
-void pack_a(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int R, int64_t k0, int kc, float * ap) {
+// Rows [m0, m0 + tiles*R) of a from column k0 as tiles ap[tile][step][R] of `steps` packed elements per
+// row (one per k, or per pair of k); fill(dst, src) writes one row's elements R apart; rows past m are zero.
+template <class T, class Fill>
+inline void pack_a_tiles(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int R, int64_t k0, int steps, T * ap,
+                         Fill fill) {
     for (int t = 0; t < tiles; ++t) {
         for (int i = 0; i < R; ++i) {
-            float * dst = ap + (size_t) t * kc * R + i;
+            T * dst = ap + (size_t) t * steps * R + i;
             const int64_t row = m0 + (int64_t) t * R + i;
-            if (row >= m) {
-                for (int k = 0; k < kc; ++k) dst[k * R] = 0.0f;
-                continue;
-            }
-            const float * src = a + row * lda + k0;
-            for (int k = 0; k < kc; ++k) dst[k * R] = src[k];
+            if (row < m) fill(dst, a + row * lda + k0);
+            else
+                for (int k = 0; k < steps; ++k) dst[k * R] = T(0);
         }
     }
+}
+
+// Rows [m0, m0 + tiles*R) of a over k [k0, k0 + kc) as tiles ap[tile][k][R]; rows past m are zero.
+void pack_a(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int R, int64_t k0, int kc, float * ap) {
+    pack_a_tiles(a, lda, m, m0, tiles, R, k0, kc, ap, [&](float * dst, const float * src) {
+        for (int k = 0; k < kc; ++k) dst[k * R] = src[k];
+    });
 }
 
 }  // namespace
@@ -92,29 +99,104 @@ void pack_a(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int 
 #if AUTOGLM_GEMM_X86
 #    pragma GCC push_options
 #    pragma GCC target("avx512f,avx2,fma,f16c")
-#    define VF_NS    f512
-#    define VF_W     16
-#    define VF_R     12
-#    define vf       __m512
-#    define VF_LOAD  _mm512_loadu_ps
-#    define VF_STORE _mm512_storeu_ps
-#    define VF_SET1  _mm512_set1_ps
-#    define VF_ZERO  _mm512_setzero_ps()
-#    define VF_FMA   _mm512_fmadd_ps
+#    define VF_NS           f512
+#    define VF_W            16
+#    define VF_R            12
+#    define vf              __m512
+#    define VF_LOAD         _mm512_loadu_ps
+#    define VF_STORE        _mm512_storeu_ps
+#    define VF_ZERO         _mm512_setzero_ps()
+#    define VF_EL           float
+#    define VF_KPER         1
+#    define VF_BLOAD        _mm512_loadu_ps
+#    define VF_ABCAST       _mm512_set1_ps
+#    define VF_MAC(s, a, b) _mm512_fmadd_ps(a, b, s)
+#    define VF_PACK_B       pack_b
+#    define VF_PACK_A       pack_a
 #    include "gemm_float_kernel.inc"
 #    pragma GCC pop_options
 
 #    pragma GCC push_options
 #    pragma GCC target("avx2,fma,f16c")
-#    define VF_NS    f256
-#    define VF_W     8
-#    define VF_R     6
-#    define vf       __m256
-#    define VF_LOAD  _mm256_loadu_ps
-#    define VF_STORE _mm256_storeu_ps
-#    define VF_SET1  _mm256_set1_ps
-#    define VF_ZERO  _mm256_setzero_ps()
-#    define VF_FMA   _mm256_fmadd_ps
+#    define VF_NS           f256
+#    define VF_W            8
+#    define VF_R            6
+#    define vf              __m256
+#    define VF_LOAD         _mm256_loadu_ps
+#    define VF_STORE        _mm256_storeu_ps
+#    define VF_ZERO         _mm256_setzero_ps()
+#    define VF_EL           float
+#    define VF_KPER         1
+#    define VF_BLOAD        _mm256_loadu_ps
+#    define VF_ABCAST       _mm256_set1_ps
+#    define VF_MAC(s, a, b) _mm256_fmadd_ps(a, b, s)
+#    define VF_PACK_B       pack_b
+#    define VF_PACK_A       pack_a
+#    include "gemm_float_kernel.inc"
+#    pragma GCC pop_options
+
+// BF16 weights on AVX512_BF16: activations rounded to BF16 (round to nearest even, as ggml and the
+// production deployments' bf16 ViT do), products of pairs along k summed into F32 by vdpbf16ps, twice
+// the multiply-adds per instruction of an F32 FMA. Weights and activations are packed as pairs.
+#    pragma GCC push_options
+#    pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
+namespace {
+
+// Columns [j0, j0 + ncols) of BF16 w^T over k [k0, k0 + kc) as panels bp[panel][k/2][P] of pairs
+// (w[j][k] low, w[j][k+1] high: the halves vdpbf16ps multiplies in one F32 lane); an odd kc's last
+// pair and columns past w.n are zero.
+void pack_b_bf16_pairs(const float_weights & w, int64_t j0, int64_t ncols, int P, int64_t k0, int kc, uint32_t * bp) {
+    const int kp = (kc + 1) / 2, whole = kc / 2;
+    for (int64_t jj = 0; jj < ncols; ++jj) {
+        uint32_t * dst = bp + (size_t) (jj / P) * kp * P + jj % P;
+        const int64_t j = j0 + jj;
+        if (j >= w.n) {
+            for (int k = 0; k < kp; ++k) dst[(size_t) k * P] = 0;
+            continue;
+        }
+        const uint16_t * s = (const uint16_t *) (w.data + (size_t) j * w.row_bytes) + k0;
+        for (int k = 0; k < whole; ++k) {
+            uint32_t pair;
+            std::memcpy(&pair, s + 2 * k, sizeof pair);  // k0 is even: a pair never straddles two blocks
+            dst[(size_t) k * P] = pair;
+        }
+        if (kc % 2) dst[(size_t) whole * P] = s[kc - 1];
+    }
+}
+
+// Rows [m0, m0 + tiles*R) of a over k [k0, k0 + kc) rounded to BF16 as tiles ap[tile][k/2][R] of
+// pairs; an odd kc's last pair and rows past m are zero. vcvtne2ps2bf16 rounds to nearest even.
+void pack_a_bf16_pairs(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int R, int64_t k0, int kc, uint32_t * ap) {
+    pack_a_tiles(a, lda, m, m0, tiles, R, k0, (kc + 1) / 2, ap, [&](uint32_t * dst, const float * src) {
+        alignas(64) uint32_t pairs[16];
+        for (int k = 0; k < kc; k += 32) {  // 32 floats -> 16 pairs; the tail through masked loads
+            const int left = kc - k;
+            const __mmask16 lo = left >= 16 ? 0xFFFF : (__mmask16) ((1u << left) - 1);
+            const __mmask16 hi = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16) ((1u << (left - 16)) - 1);
+            const __m512 v0 = _mm512_maskz_loadu_ps(lo, src + k), v1 = _mm512_maskz_loadu_ps(hi, src + k + 16);
+            _mm512_store_si512(pairs, (__m512i) _mm512_cvtne2ps_pbh(v1, v0));  // v0 fills the low half
+            const int n = std::min(16, (left + 1) / 2);
+            for (int p = 0; p < n; ++p) dst[(k / 2 + p) * R] = pairs[p];
+        }
+    });
+}
+
+}  // namespace
+
+#    define VF_NS           fbf16
+#    define VF_W            16
+#    define VF_R            12
+#    define vf              __m512
+#    define VF_LOAD         _mm512_loadu_ps
+#    define VF_STORE        _mm512_storeu_ps
+#    define VF_ZERO         _mm512_setzero_ps()
+#    define VF_EL           uint32_t
+#    define VF_KPER         2
+#    define VF_BLOAD(p)     ((__m512bh) _mm512_loadu_si512(p))
+#    define VF_ABCAST(x)    ((__m512bh) _mm512_set1_epi32((int) (x)))
+#    define VF_MAC(s, a, b) _mm512_dpbf16_ps(s, a, b)
+#    define VF_PACK_B       pack_b_bf16_pairs
+#    define VF_PACK_A       pack_a_bf16_pairs
 #    include "gemm_float_kernel.inc"
 #    pragma GCC pop_options
 #endif
@@ -125,7 +207,7 @@ namespace {
 void float_gemm_thread(const float_weights & w, int64_t k, const float * a, int64_t lda, int64_t m, float * c, int64_t ldc,
                        gemm_isa isa, int ith, int nth) {
 #if AUTOGLM_GEMM_X86
-    const bool wide = isa == gemm_isa::avx512_vnni;
+    const bool wide = isa != gemm_isa::avx2, bf16_dot = isa == gemm_isa::avx512_bf16 && w.type == GGML_TYPE_BF16;
     const int P = wide ? f512::P : f256::P;
     const int64_t n_panels = (w.n + P - 1) / P;
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
@@ -136,7 +218,9 @@ void float_gemm_thread(const float_weights & w, int64_t k, const float * a, int6
     if (buf.size() < b_floats + a_floats + 16) buf.resize(b_floats + a_floats + 16);
     float * bp = (float *) (((uintptr_t) buf.data() + 63) & ~(uintptr_t) 63);
     float * ap = bp + b_floats;
-    if (wide) f512::panels(w, k, a, lda, m, c, ldc, p0, p1, bp, ap);
+    // (the BF16 pairs take no more room than the floats: half as many k steps of 4 bytes)
+    if (bf16_dot) fbf16::panels(w, k, a, lda, m, c, ldc, p0, p1, (uint32_t *) bp, (uint32_t *) ap);
+    else if (wide) f512::panels(w, k, a, lda, m, c, ldc, p0, p1, bp, ap);
     else f256::panels(w, k, a, lda, m, c, ldc, p0, p1, bp, ap);
 #else
     (void) w, (void) k, (void) a, (void) lda, (void) m, (void) c, (void) ldc, (void) isa, (void) ith, (void) nth;
@@ -161,15 +245,7 @@ const char * family_of(ggml_type t) {
 }  // namespace
 
 bool float_gemm_applies(const ggml_tensor * w, const ggml_tensor * x) {
-    // BF16 on a CPU with AVX512_BF16 stays with ggml's vdpbf16ps kernel, which does twice the work per
-    // instruction of an F32 FMA (activations rounded to BF16)
-    static const bool has_bf16_dot = [] {
-        const std::vector<std::string> f = cpu_features();
-        return std::find(f.begin(), f.end(), "AVX512_BF16") != f.end();
-    }();
-    if (!is_float_type(w->type) || (w->type == GGML_TYPE_BF16 && has_bf16_dot) || gemm::disabled_by_env() || x->ne[1] < 32) {
-        return false;
-    }
+    if (!is_float_type(w->type) || gemm::disabled_by_env() || x->ne[1] < 32) return false;
     const ggml_tensor * held = w->view_src ? w->view_src : w;  // the downsample kernel is a reshaped weight
     if (!held->buffer || !ggml_backend_buffer_is_host(held->buffer) || gemm::is_repacked(held)) return false;
     return ggml_n_dims(w) == 2 && ggml_is_contiguous(w) && x->type == GGML_TYPE_F32 && x->nb[0] == sizeof(float) &&
@@ -196,13 +272,15 @@ void float_gemm_run(ggml_type type, const void * w, int64_t n, int64_t k, const 
     for (auto & th : pool) th.join();
 }
 
-bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops) {
+bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak) {
     // ggml keeps a custom op's function first in its op_params (ggml_custom_op_params, ggml-impl.h).
     // The node's name cannot tell: the graphs rename it for tensor dumps.
     ggml_custom_op_t fn = float_gemm_op;
     if (t->op != GGML_OP_CUSTOM || std::memcmp(t->op_params, &fn, sizeof fn) != 0 || !t->src[1]) return false;
-    *family = family_of(t->src[1]->type);
+    const ggml_type type = t->src[1]->type;
+    *family = family_of(type);
     *ops = 2.0 * (double) t->src[1]->ne[0] * (double) t->ne[0] * (double) t->ne[1];
+    *peak = type == GGML_TYPE_BF16 && gemm_best_isa() == gemm_isa::avx512_bf16 ? "bf16" : "f32";
     return true;
 }
 

@@ -4,6 +4,9 @@
 // block and each output is one F32 FMA chain in k order, so the result is exactly
 // sum_k fmaf(a[k], w[k], s) whatever the blocking, the threads or the ISA (AVX2 or AVX-512, chosen at
 // run time like the quantized GEMMs: gemm.h).
+// The exception is BF16 weights where the CPU has AVX512_BF16 (gemm_isa::avx512_bf16): there the
+// activations are rounded to BF16 too and vdpbf16ps sums the products of pairs along k, at twice the
+// FMA rate; that is what a bf16 ViT computes (ggml's BF16 matmul, vLLM), within BF16's bounds.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +28,8 @@ ggml_tensor * float_gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tenso
 void float_gemm_run(ggml_type type, const void * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
                     gemm_isa isa);
 
-// For the profiler: a float GEMM node's family name and operation count, or false for other nodes.
-bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops);
+// For the profiler: a float GEMM node's family name, operation count and the peak it is measured
+// against ("bf16" where vdpbf16ps runs it, else "f32"), or false for other nodes.
+bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak);
 
 }  // namespace autoglm

@@ -70,6 +70,12 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         r.family = "ATTENTION (ours)";
         r.ops = 4.0 * hd * heads * pairs;
         r.peak = "f32";
+    } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_bf16_name) {
+        // q [hd, n_head, n], K packed [n_kv, ...]: every query sees every key
+        const ggml_tensor * q = t->src[0];
+        r.family = "ATTENTION bf16 (ours)";
+        r.ops = 4.0 * (double) q->ne[0] * (double) q->ne[1] * (double) q->ne[2] * (double) t->src[1]->ne[0];
+        r.peak = "bf16";
     } else if (const char * family = nullptr, *peak = nullptr; gemm_node_info(t, &family, &r.ops, &peak)) {
         r.family = family;
         if (r.ops > 0) r.peak = peak;

@@ -14,6 +14,8 @@ session::session(const text_model & model, const session_params & params)
     flash_attn_ = params_.flash_attn == session_params::flash::on ||
                   (params_.flash_attn == session_params::flash::automatic && params_.kv_type == GGML_TYPE_F16);
     cpu_attn_ = flash_attn_ ? cpu_attention_kernel(params_.attention) : attn_kernel::none;
+    // BF16 attention is the vision tower's (as a bf16 ViT computes); prompts keep F32 on AVX-512
+    if (cpu_attn_ == attn_kernel::avx512_bf16) cpu_attn_ = attn_kernel::avx512;
     auto backends = model_.backends().all();
     sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), graph_max_nodes(model_), false, true));
     if (!sched_) throw error("cannot create the backend scheduler");

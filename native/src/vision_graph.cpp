@@ -123,7 +123,9 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
         ggml_tensor * k = named(rope(head_view(1)), "v_k_rope", il);
         // softmax(QK^T)V without storing the N x N scores (N = 12,432 for a phone screenshot).
         ggml_tensor * o;
-        if (attn != attn_kernel::none) {
+        if (attn == attn_kernel::avx512_bf16) {
+            o = cpu_attention_bf16(ctx, q, k, head_view(2));  // [hd, n_head, N]; packs K and V itself
+        } else if (attn != attn_kernel::none) {
             // Our CPU kernel wants K transposed ([N, hd, n_head]); one copy per layer, far cheaper
             // than the attention itself.
             ggml_tensor * kt = named(ggml_cont(ctx, ggml_permute(ctx, k, 1, 2, 0, 3)), "v_kt", il);

@@ -11,6 +11,8 @@
 #include "arch.h"
 #include "backend_loader.h"
 #include "error.h"
+#include "gemm.h"
+#include "gemm_panel.h"
 #include "vision_graph.h"
 
 namespace autoglm {
@@ -149,8 +151,15 @@ void vision_model::init_backends(const vision_params & params) {
     if (mt == "f16") matmul_type_ = GGML_TYPE_F16;
     if (mt == "bf16") matmul_type_ = GGML_TYPE_BF16;
     if (mt == "auto" && !backends_->gpu()) {
+        // where vdpbf16ps runs the BF16 matrices: our float GEMM's avx512_bf16 variant, or ggml's kernels
         const auto feats = cpu_features();
-        if (std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type_ = GGML_TYPE_BF16;
+        const bool ours = gemm_available() && !gemm::disabled_by_env() && gemm_best_isa() == gemm_isa::avx512_bf16;
+        if (ours || std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type_ = GGML_TYPE_BF16;
+    }
+    // a BF16 tower computes its attention in BF16 too, unless a kernel was asked for by name
+    if (matmul_type_ == GGML_TYPE_BF16 && attn_ == attn_kernel::avx512 && cpu_attention_is_auto(params.attention) &&
+        cpu_attention_has(attn_kernel::avx512_bf16)) {
+        attn_ = attn_kernel::avx512_bf16;
     }
 }
 
@@ -259,9 +268,7 @@ std::string vision_model::matmul_type() const {
     const ggml_tensor * t = w_.layers.empty() ? w_.fc : w_.layers[0].qkv;
     return ggml_type_name(t->type);
 }
-std::string vision_model::attention_kernel() const {
-    return attn_ == attn_kernel::avx512 ? "avx512" : attn_ == attn_kernel::avx2 ? "avx2" : "ggml";
-}
+std::string vision_model::attention_kernel() const { return attn_kernel_name(attn_); }
 
 resize_params vision_model::resize(int64_t min_pixels, int64_t max_pixels) const {
     resize_params r;

@@ -79,11 +79,12 @@ struct vision_weights {
 struct vision_params {
     int n_threads = 0;
     bool use_gpu = true;  // encode on the GPU when ggml has one (mmproj_offload)
-    std::string attention = "auto";  // CPU attention kernel: auto, ggml, avx2, avx512 (cpu_attention.h)
+    std::string attention = "auto";  // CPU attention kernel: auto, ggml, avx2, avx512, avx512_bf16 (cpu_attention.h)
     // The type the ViT's and merger's matrices are held in: "file" (as stored), "f32", "f16", "bf16",
-    // or "auto": bf16 where the CPU kernels in use have AVX512_BF16 and the tower runs on the CPU (the
-    // production deployments of this model run the ViT in bf16), else as stored. Activations and
-    // accumulation stay F32; ggml rounds the activations to the weights' type inside each matmul.
+    // or "auto": bf16 where the CPU has AVX512_BF16 for our GEMM or ggml's, and the tower runs on the CPU (the
+    // production deployments of this model run the ViT in bf16), else as stored. Sums stay F32; the
+    // activations are rounded to BF16 inside BF16 matmuls, and a BF16 tower's attention ("auto") is
+    // BF16 too where the CPU has AVX512_BF16 (cpu_attention_bf16).
     std::string matmul_type = "file";
 };
 
@@ -97,7 +98,7 @@ public:
     std::string devices() const;   // e.g. "CPU (8 threads)"
     std::string weights_device() const;  // where the tower's weights are, read off their buffers ("CPU", "Vulkan0")
     size_t weight_bytes() const;   // backend memory held by the weights
-    std::string attention_kernel() const;  // "ggml", "avx2" or "avx512"
+    std::string attention_kernel() const;  // "ggml", "avx2", "avx512" or "avx512_bf16"
     std::string matmul_type() const;       // the matrices' type after the matmul_type choice ("f16", "bf16", ...)
     resize_params resize(int64_t min_pixels = 0, int64_t max_pixels = 0) const;  // 0: the file's values
 
