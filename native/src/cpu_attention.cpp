@@ -16,6 +16,7 @@
 #    include <immintrin.h>
 
 #    include "avx2_reduce.h"
+#    include "bf16_pairs.h"
 #endif
 
 namespace autoglm {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend_loader.h"
+#include "bf16_pairs.h"
 #include "error.h"
 #include "gemm_panel.h"
 
@@ -167,17 +168,11 @@ void pack_b_bf16_pairs(const float_weights & w, int64_t j0, int64_t ncols, int P
 // Rows [m0, m0 + tiles*R) of a over k [k0, k0 + kc) rounded to BF16 as tiles ap[tile][k/2][R] of
 // pairs; an odd kc's last pair and rows past m are zero. vcvtne2ps2bf16 rounds to nearest even.
 void pack_a_bf16_pairs(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int R, int64_t k0, int kc, uint32_t * ap) {
-    pack_a_tiles(a, lda, m, m0, tiles, R, k0, (kc + 1) / 2, ap, [&](uint32_t * dst, const float * src) {
-        alignas(64) uint32_t pairs[16];
-        for (int k = 0; k < kc; k += 32) {  // 32 floats -> 16 pairs; the tail through masked loads
-            const int left = kc - k;
-            const __mmask16 lo = left >= 16 ? 0xFFFF : (__mmask16) ((1u << left) - 1);
-            const __mmask16 hi = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16) ((1u << (left - 16)) - 1);
-            const __m512 v0 = _mm512_maskz_loadu_ps(lo, src + k), v1 = _mm512_maskz_loadu_ps(hi, src + k + 16);
-            _mm512_store_si512(pairs, (__m512i) _mm512_cvtne2ps_pbh(v1, v0));  // v0 fills the low half
-            const int n = std::min(16, (left + 1) / 2);
-            for (int p = 0; p < n; ++p) dst[(k / 2 + p) * R] = pairs[p];
-        }
+    const int kp = (kc + 1) / 2;
+    pack_a_tiles(a, lda, m, m0, tiles, R, k0, kp, ap, [&](uint32_t * dst, const float * src) {
+        alignas(64) uint32_t row[KC / 2];
+        to_bf16_pairs(src, kc, 1.0f, row);
+        for (int p = 0; p < kp; ++p) dst[p * R] = row[p];
     });
 }
 
