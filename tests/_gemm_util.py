@@ -13,23 +13,29 @@ import pytest
 
 _CHILD = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
           "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
-          "ids = [int(i) for i in np.random.default_rng(1).integers(5, 500, 77)]\n"
-          "out = _core.Session(m, n_ctx=256, kv_type='f32', n_batch=64).eval_tokens(ids, 'all')\n"
+          "ids = [int(i) for i in np.random.default_rng(1).integers(5, 500, int(sys.argv[4]))]\n"
+          "out = _core.Session(m, n_ctx=256, kv_type='f32', n_batch=int(sys.argv[3])).eval_tokens(ids, 'all')\n"
           "np.save(sys.argv[2], out)\n")
 
 
-def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None) -> np.ndarray:
-    """All logits of a 77-token prompt in micro-batches of 64 and 13 rows (ours applies to the first only),
-    with our kernels of `isa` (AUTOGLM_GEMM_ISA; None: the best this machine runs)."""
-    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.npy")
-    env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA")}
+def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None, n_batch: int = 64, n_tokens: int = 77,
+                  profile: list[str] | None = None) -> np.ndarray:
+    """All logits of an n_tokens prompt (default 77: micro-batches of 64 and 13 rows, ours applies to the
+    first only; n_batch=1 decodes token by token), with our kernels of `isa` (AUTOGLM_GEMM_ISA; None: the
+    best this machine runs). With `profile` (a list), AUTOGLM_PROFILE's report is appended to it."""
+    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.{n_batch}.{n_tokens}.npy")
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA", "AUTOGLM_PROFILE")}
     if env_gemm:
         env["AUTOGLM_GEMM"] = env_gemm
     if isa:
         env["AUTOGLM_GEMM_ISA"] = isa
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out)], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    if profile is not None:
+        env["AUTOGLM_PROFILE"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out), str(n_batch), str(n_tokens)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
+    if profile is not None:
+        profile.append(proc.stderr)
     return np.load(out)
 
 
@@ -84,3 +90,38 @@ def check_isas_agree(quantized: Path) -> None:
     best = prompt_logits(quantized, "all")
     avx2 = prompt_logits(quantized, "all", isa="avx2")
     assert np.array_equal(best, avx2), np.abs(best - avx2).max()
+
+
+def block32_weights(wq: np.ndarray, qtype: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The integer weights [n, nb, 32] and their F16 scales [n, nb] of a GGUF-layout block-32 matrix."""
+    n, nb = wq.shape[0], k // 32
+    size = {"q4_0": 18, "q5_0": 22, "q8_0": 34}[qtype]
+    blocks = wq.reshape(n, nb, size)
+    dw = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    if qtype == "q8_0":
+        return blocks[:, :, 2:].copy().view(np.int8).astype(np.int64), dw
+    qs = blocks[:, :, 2:][:, :, -16:]
+    nib = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int64)
+    if qtype == "q4_0":
+        return nib - 8, dw
+    qh = blocks[:, :, 2:6].copy().view("<u4")[:, :, 0].astype(np.int64)
+    high = (qh[:, :, None] >> np.arange(32)) & 1
+    return nib + 16 * high - 16, dw
+
+
+def q8_0_activations(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [m, k] quantized as ggml's Q8_0: int8 values [m, nb, 32] and F16-rounded scales [m, nb]."""
+    x = a.reshape(a.shape[0], a.shape[1] // 32, 32).astype(np.float32)
+    amax = np.abs(x).max(axis=2)
+    d = (amax / np.float32(127)).astype(np.float32)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    da = d.astype(np.float16).astype(np.float64)  # ggml keeps the Q8_0 scale in F16
+    return np.rint(x * inv[:, :, None]).astype(np.int64), da
+
+
+def block32_reference(wq: np.ndarray, qtype: str, a: np.ndarray) -> np.ndarray:
+    """a [m, k] x wq^T in exact arithmetic: int64 block dot products, scaled in float64."""
+    wi, dw = block32_weights(wq, qtype, a.shape[1])
+    q, da = q8_0_activations(a)
+    dots = np.einsum("mbk,nbk->mnb", q, wi)  # exact int64
+    return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)

@@ -12,44 +12,19 @@ import sys
 import numpy as np
 import pytest
 
-from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa
+from _gemm_util import (
+    ISAS,
+    block32_reference,
+    block32_weights,
+    check_against_ggml,
+    check_isas_agree,
+    ggml_avx2_kernels,
+    need_isa,
+)
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
 
 pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
-
-
-def _weights(wq: np.ndarray, qtype: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The integer weights [n, nb, 32] and their F16 scales [n, nb] of a GGUF-layout block-32 matrix."""
-    n, nb = wq.shape[0], k // 32
-    size = {"q4_0": 18, "q5_0": 22, "q8_0": 34}[qtype]
-    blocks = wq.reshape(n, nb, size)
-    dw = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    if qtype == "q8_0":
-        return blocks[:, :, 2:].copy().view(np.int8).astype(np.int64), dw
-    qs = blocks[:, :, 2:][:, :, -16:]
-    nib = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int64)
-    if qtype == "q4_0":
-        return nib - 8, dw
-    qh = blocks[:, :, 2:6].copy().view("<u4")[:, :, 0].astype(np.int64)
-    high = (qh[:, :, None] >> np.arange(32)) & 1
-    return nib + 16 * high - 16, dw
-
-
-def _q8_0(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = a.reshape(a.shape[0], a.shape[1] // 32, 32).astype(np.float32)
-    amax = np.abs(x).max(axis=2)
-    d = (amax / np.float32(127)).astype(np.float32)
-    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
-    da = d.astype(np.float16).astype(np.float64)  # ggml keeps the Q8_0 scale in F16
-    return np.rint(x * inv[:, :, None]).astype(np.int64), da
-
-
-def _reference(wq: np.ndarray, qtype: str, a: np.ndarray) -> np.ndarray:
-    wi, dw = _weights(wq, qtype, a.shape[1])
-    q, da = _q8_0(a)
-    dots = np.einsum("mbk,nbk->mnb", q, wi)  # exact int64
-    return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -65,12 +40,12 @@ def test_matches_exact_integer_arithmetic(isa, qtype, m, n, k, threads):
     a[0, :32] = 0.0  # an all-zero block: scale 0
     wq = _core.quantize(w, qtype)
     got = _core._gemm(wq, a, qtype, threads, isa)
-    ref = _reference(wq, qtype, a)
+    ref = block32_reference(wq, qtype, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/32 blocks vs the exact sum
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
     # and it is a matrix product: close to the float product of the dequantized weights
-    wi, dw = _weights(wq, qtype, k)
+    wi, dw = block32_weights(wq, qtype, k)
     deq = (wi * dw[:, :, None]).reshape(n, k)
     assert np.abs(got - a @ deq.T).max() <= 0.02 * np.abs(a @ deq.T).max()
 

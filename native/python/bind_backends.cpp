@@ -7,6 +7,7 @@
 #include "cpu_peak.h"
 #include "error.h"
 #include "gemm.h"
+#include "gemv_q4_0.h"
 #include "quantize.h"
 
 void bind_backends(py::module_ & m) {
@@ -35,6 +36,30 @@ void bind_backends(py::module_ & m) {
         "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
         "float32, activations quantized to int8 as ggml's kernel for that type does, with the kernels of `isa` (one of\n"
         "_gemm_isas(); empty: the best, as the graph uses). For tests and bench_gemm.py.");
+    m.def(
+        "_gemv_q4_0",
+        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, int n_threads) {
+            if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv_q4_0: expected w 2-D and x 1-D");
+            const int64_t n = w.shape(0), k = x.shape(0);
+            if (k % 32 != 0 || (size_t) w.shape(1) != ggml_row_size(GGML_TYPE_Q4_0, k)) {
+                throw autoglm::invalid_argument("_gemv_q4_0: w must be N rows of K/32 q4_0 blocks");
+            }
+            if (n % 8 != 0) throw autoglm::invalid_argument("_gemv_q4_0: N must be a multiple of 8 (ggml repacks 8 rows)");
+            std::vector<uint8_t> packed((size_t) w.size());
+            py::array_t<float> y(n);
+            const uint8_t * wp = w.data();
+            const float * xp = x.data();
+            float * yp = y.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                autoglm::repack_q4_0x8(wp, n, k, packed.data());
+                autoglm::gemv_q4_0_run(packed.data(), n, k, xp, yp, n_threads);
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("n_threads") = 1,
+        "Our decode GEMV (native/src/gemv_q4_0.h): w (N rows of K/32 Q4_0 blocks, GGUF layout) repacked as ggml does\n"
+        "on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32. Needs AVX-512 VNNI. For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

@@ -8,6 +8,7 @@
 #include "cpu_attention.h"
 #include "cpu_peak.h"
 #include "gemm.h"
+#include "gemv_q4_0.h"
 #include "ggml.h"
 
 namespace autoglm {
@@ -50,7 +51,10 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         } else {
             r.peak = w->type == GGML_TYPE_BF16 ? "bf16" : "f32";
         }
-        if (x->ne[1] == 1) r.peak.clear();  // a matrix-vector product is bound by memory, not arithmetic
+        if (x->ne[1] == 1) {  // a matrix-vector product is bound by memory, not arithmetic
+            r.peak.clear();
+            r.bytes = (double) ggml_nbytes(w);
+        }
     } else if (t->op == GGML_OP_FLASH_ATTN_EXT) {
         // q [D, n_q, H], k [D, n_kv, H_kv], v [Dv, n_kv, H_kv]: q.k^T and p.v per head
         const ggml_tensor * q = t->src[0];
@@ -76,6 +80,8 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         r.family = "ATTENTION bf16 (ours)";
         r.ops = 4.0 * (double) q->ne[0] * (double) q->ne[1] * (double) q->ne[2] * (double) t->src[1]->ne[0];
         r.peak = "bf16";
+    } else if (const char * family = nullptr; gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes)) {
+        r.family = family;
     } else if (const char * family = nullptr, *peak = nullptr; gemm_node_info(t, &family, &r.ops, &peak)) {
         r.family = family;
         if (r.ops > 0) r.peak = peak;
@@ -97,10 +103,11 @@ bool op_profile::eval_cb(ggml_tensor * t, bool ask, void * user) {
     // Called once the nodes up to t have run: everything since the last stop belongs to t's family.
     const row c = classify(t);
     row & r = self->by_family_[c.family];
-    if (r.n == 0) r = c, r.ops = 0;
+    if (r.n == 0) r = c, r.ops = 0, r.bytes = 0;
     r.ms += std::chrono::duration<double, std::milli>(now - self->last_).count();
     r.n += 1;
     r.ops += c.ops;
+    r.bytes += c.bytes;
     self->last_ = std::chrono::steady_clock::now();
     return true;
 }
@@ -133,6 +140,7 @@ void op_profile::report(const char * what) {
             }
             if (p > 0) std::fprintf(stderr, " %5.1f%% of %s peak", 100.0 * gops / p, r.peak.c_str());
         }
+        if (r.bytes > 0 && r.ms > 0) std::fprintf(stderr, " %6.1f GB/s of weights", r.bytes / (r.ms * 1e6));
         std::fputc('\n', stderr);
     }
     by_family_.clear();
