@@ -1,26 +1,27 @@
-"""Our decode GEMV for Q4_0 weights in ggml's repacked layout (native/src/gemv_q4_0.h): against exact
-integer arithmetic, bit for bit against our prompt GEMM, and in a decoder decoding token by token
-against ggml's matrix-vector kernel on the same repacked weights."""
+"""Our decode GEMV for Q4_0 weights in ggml's repacked layout (native/src/gemv_q4_0.h), each ISA variant:
+against exact integer arithmetic, bit for bit against our prompt GEMM, and in a decoder decoding token
+by token against ggml's matrix-vector kernel on the same repacked weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from _gemm_util import block32_reference, ggml_avx2_kernels, prompt_logits
+from _gemm_util import ISAS, block32_reference, ggml_avx2_kernels, need_isa, prompt_logits
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
 
-pytestmark = pytest.mark.skipif("avx512_vnni" not in _core._gemm_isas(),
-                                reason=f"the GEMV needs AVX-512 VNNI; this CPU (or its OS) runs {_core._gemm_isas()}")
+pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
 
 # N x K: one panel; odd block counts (the last block alone); panels that do not split evenly between
 # threads; the 9B shape's widths (13,696 = 428 blocks, the FFN)
 SHAPES = [(8, 32), (16, 64), (24, 96), (40, 160), (72, 256), (8, 4096), (1032, 4096), (256, 13696)]
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n,k", SHAPES)
-def test_matches_exact_integer_arithmetic_and_the_prompt_gemm(n, k):
+def test_matches_exact_integer_arithmetic_and_the_prompt_gemm(isa, n, k):
+    need_isa(isa)
     rng = np.random.default_rng(n + k)
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[-1, :32] = np.linspace(-1, 1, 32)  # the extremes of the nibble range, -8 and 7
@@ -30,12 +31,13 @@ def test_matches_exact_integer_arithmetic_and_the_prompt_gemm(n, k):
     wq = _core.quantize(w, "q4_0")
     ref = block32_reference(wq, "q4_0", x[None])[0]
     for threads in (1, 2, 3):
-        got = _core._gemv_q4_0(wq, x, threads)
+        got = _core._gemv_q4_0(wq, x, threads, isa)
         assert got.shape == (n,) and got.dtype == np.float32
         # F32 accumulation over K/32 blocks vs the exact sum
         assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), threads
-        # each column is the prompt GEMM's F32 chain: a token gets the same bits decoded or in a batch
-        row = _core._gemm(wq, x[None], "q4_0", threads, "avx512_vnni")[0]
+        # each column is the prompt GEMM's F32 chain: a token gets the same bits decoded or in a batch,
+        # on every ISA (the GEMM's variants agree bit for bit: test_gemm_block32.py)
+        row = _core._gemm(wq, x[None], "q4_0", threads, "avx2")[0]
         assert np.array_equal(got, row), (threads, np.abs(got - row).max())
 
 
@@ -45,6 +47,8 @@ def test_bad_shapes_are_refused():
         _core._gemv_q4_0(wq, np.ones(96, np.float32))
     with pytest.raises(ValueError, match="multiple of 8"):
         _core._gemv_q4_0(_core.quantize(np.ones((12, 64), np.float32), "q4_0"), np.ones(64, np.float32))
+    with pytest.raises(ValueError, match="cannot run the 'avx9000' kernels"):
+        _core._gemv_q4_0(wq, np.ones(64, np.float32), 1, "avx9000")
 
 
 @pytest.mark.parametrize("arch", ["tiny", "alt"])
@@ -68,7 +72,9 @@ def test_decoding_with_our_gemv_matches_ggmls_kernel(arch, tiny_checkpoint, alt_
     ref = prompt_logits(f32, None, n_batch=1, n_tokens=24)
     err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()
     assert err_ours <= 1.1 * err_ggml + 1e-3 * np.abs(ref).max()
-    # AUTOGLM_GEMM_ISA=avx2 keeps ggml's kernel for decode (we have no AVX2 GEMV)
-    prof_avx2: list[str] = []
-    prompt_logits(q, None, isa="avx2", n_batch=1, n_tokens=24, profile=prof_avx2)
-    assert "GEMV q4_0" not in prof_avx2[0] and "MUL_MAT q4_0 CPU_REPACK (vector)" in prof_avx2[0]
+    # the AVX2 variant (AUTOGLM_GEMM_ISA=avx2) decodes to the same bits as the machine's best
+    if _core._gemm_isas() != ["avx2"]:
+        prof_avx2: list[str] = []
+        avx2 = prompt_logits(q, None, isa="avx2", n_batch=1, n_tokens=24, profile=prof_avx2)
+        assert "GEMV q4_0 (ours)" in prof_avx2[0]
+        assert np.array_equal(avx2, ours), np.abs(avx2 - ours).max()

@@ -38,7 +38,8 @@ void bind_backends(py::module_ & m) {
         "_gemm_isas(); empty: the best, as the graph uses). For tests and bench_gemm.py.");
     m.def(
         "_gemv_q4_0",
-        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, int n_threads) {
+        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, int n_threads,
+           const std::string & isa) {
             if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv_q4_0: expected w 2-D and x 1-D");
             const int64_t n = w.shape(0), k = x.shape(0);
             if (k % 32 != 0 || (size_t) w.shape(1) != ggml_row_size(GGML_TYPE_Q4_0, k)) {
@@ -53,13 +54,14 @@ void bind_backends(py::module_ & m) {
             {
                 py::gil_scoped_release nogil;
                 autoglm::repack_q4_0x8(wp, n, k, packed.data());
-                autoglm::gemv_q4_0_run(packed.data(), n, k, xp, yp, n_threads);
+                autoglm::gemv_q4_0_run(packed.data(), n, k, xp, yp, n_threads, isa.c_str());
             }
             return y;
         },
-        py::arg("w"), py::arg("x"), py::arg("n_threads") = 1,
+        py::arg("w"), py::arg("x"), py::arg("n_threads") = 1, py::arg("isa") = "",
         "Our decode GEMV (native/src/gemv_q4_0.h): w (N rows of K/32 Q4_0 blocks, GGUF layout) repacked as ggml does\n"
-        "on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32. Needs AVX-512 VNNI. For tests.");
+        "on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32, with the kernel of `isa` (one of\n"
+        "_gemm_isas(); empty: the best). For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

@@ -91,17 +91,6 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
              (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
 }
 
-// The ISA a test or benchmark names (empty: the best).
-gemm_isa isa_by_name(const char * isa_name) {
-    if (!isa_name || !*isa_name) return gemm_best_isa();
-    const std::vector<gemm_isa> have = gemm_isas();
-    auto it = std::find_if(have.begin(), have.end(), [&](gemm_isa i) { return std::strcmp(gemm_isa_name(i), isa_name) == 0; });
-    if (it == have.end()) {
-        throw invalid_argument(std::string("gemm: this CPU cannot run the '") + isa_name + "' kernels (see _gemm_isas())");
-    }
-    return *it;
-}
-
 }  // namespace
 
 const char * gemm_isa_name(gemm_isa isa) {
@@ -144,6 +133,16 @@ gemm_isa gemm_best_isa() {
 
 bool gemm_available() { return cpu_has(gemm_isa::avx2); }
 
+gemm_isa gemm_isa_by_name(const char * isa_name) {
+    if (!isa_name || !*isa_name) return gemm_best_isa();
+    const std::vector<gemm_isa> have = gemm_isas();
+    auto it = std::find_if(have.begin(), have.end(), [&](gemm_isa i) { return std::strcmp(gemm_isa_name(i), isa_name) == 0; });
+    if (it == have.end()) {
+        throw invalid_argument(std::string("gemm: this CPU cannot run the '") + isa_name + "' kernels (see _gemm_isas())");
+    }
+    return *it;
+}
+
 bool gemm_applies(const ggml_tensor * w, int64_t n_rows) {
     const gemm::kernel * kern = kernel_for(w->type);
     if (!kern || !kern->panels || w->ne[0] % kern->block != 0 ||
@@ -172,7 +171,7 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
               const char * isa_name) {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
-        return float_gemm_run(type, w, n, k, a, m, c, n_threads, isa_by_name(isa_name));
+        return float_gemm_run(type, w, n, k, a, m, c, n_threads, gemm_isa_by_name(isa_name));
     }
     const gemm::kernel * kern = kernel_for(type);
     if (!kern) throw invalid_argument(std::string("gemm: no kernel for ") + ggml_type_name(type) + " weights");
@@ -181,7 +180,7 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
                                std::to_string(kern->block) + ", M and N positive");
     }
     if (!gemm_available() || !kern->panels) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
-    const variant v = variant_for(*kern, isa_by_name(isa_name));
+    const variant v = variant_for(*kern, gemm_isa_by_name(isa_name));
     const int nt = std::max(1, n_threads);
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
     std::vector<std::thread> pool;

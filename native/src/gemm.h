@@ -1,9 +1,9 @@
 // Our prompt-processing GEMMs for quantized weights (issue #15), and the one place the decoder graph,
 // the profiler and the tests reach them through. Each kernel (gemm_q4_0.h, gemm_q4_k.h) multiplies
 // its weight type against int8-quantized activations, reading ggml's repacked layout where ggml
-// repacked the weight; decode keeps ggml's matrix-vector kernels. Each kernel comes in an AVX2
-// variant and an AVX-512 VNNI one (16 columns per vpdpbusd), which give the same bits; the best the
-// CPU and the OS allow is chosen at run time, whatever the build's flags.
+// repacked the weight; decode's matrix-vector products are gemv_q4_0.h's (Q4_0) or ggml's. Each
+// kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), which give the
+// same bits; the best the CPU and the OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,9 @@ const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf1
 std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order
 // The best of them, which the graph uses; AUTOGLM_GEMM_ISA=avx2 keeps AVX2 (for comparisons).
 gemm_isa gemm_best_isa();
+// The ISA a test or benchmark names (empty or null: the best); throws autoglm::invalid_argument for one
+// this machine does not run.
+gemm_isa gemm_isa_by_name(const char * isa_name);
 
 // Whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_mul_mat: a weight type we have a
 // kernel for, rows a multiple of its block and at least the variant's measured break-even K, held on

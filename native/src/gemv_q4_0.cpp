@@ -99,8 +99,59 @@ AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const
     }
 }
 
+// The AVX2 form of the same product, 4 columns per 256-bit vector: vpmaddubsw (weights as the unsigned
+// operand) and one vpmaddwd per 4 of them, the 16-bit sums exact (8 products of at most 15 x 127).
+__attribute__((target("avx2,fma,f16c"))) inline __m256i bcast8_avx2(const int8_t * q, int at) {
+    int64_t v;
+    std::memcpy(&v, q + at, 8);
+    return _mm256_set1_epi64x(v);
+}
+
+// One block's column sums in the order 0, 1, 4, 5, 2, 3, 6, 7 (vphaddd's), corr included.
+__attribute__((target("avx2,fma,f16c"))) inline __m256i block_dots_avx2(const uint8_t * x, const int8_t * q, int32_t corr) {
+    const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char) 0x88), ones = _mm256_set1_epi16(1);
+    const __m256i a_lo0 = bcast8_avx2(q, 0), a_lo1 = bcast8_avx2(q, 8), a_hi0 = bcast8_avx2(q, 16), a_hi1 = bcast8_avx2(q, 24);
+    __m256i half[2];
+    for (int h = 0; h < 2; ++h) {  // columns 0-3, then 4-7: chunks h*4 .. h*4+3 and 8+h*4 ..
+        const __m256i first = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (x + 16 + 32 * h)), flip);
+        const __m256i second = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (x + 80 + 32 * h)), flip);
+        __m256i p = _mm256_maddubs_epi16(_mm256_and_si256(first, nibble), a_lo0);
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(first, 4), nibble), a_hi0));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(second, nibble), a_lo1));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(second, 4), nibble), a_hi1));
+        half[h] = _mm256_madd_epi16(p, ones);  // lanes 2c, 2c + 1: column c's two halves
+    }
+    return _mm256_add_epi32(_mm256_hadd_epi32(half[0], half[1]), _mm256_set1_epi32(corr));
+}
+
+__attribute__((target("avx2,fma,f16c"))) void gemv_panels_avx2(const uint8_t * w, int64_t nb, const gemm::q8_0_rows & a,
+                                                               float * y, int64_t p0, int64_t p1) {
+    constexpr int64_t l2_ahead = 128 * x8_bytes, l1_ahead = 8 * x8_bytes;
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // vphaddd's column order; its own inverse
+    const int8_t * q = a.q(0);
+    const float * da = a.d(0);
+    const int32_t * corr = a.corr(0);
+    for (int64_t p = p0; p < p1; ++p) {
+        const uint8_t * panel = w + p * nb * (int64_t) x8_bytes;
+        __m256 acc = _mm256_setzero_ps();  // columns in vphaddd's order
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t * x = panel + b * (int64_t) x8_bytes;
+            if (b % 2 == 0) {
+                for (int line = 0; line < (int) (2 * x8_bytes); line += 64) {
+                    _mm_prefetch((const char *) (x + l2_ahead + line), _MM_HINT_T1);
+                    _mm_prefetch((const char *) (x + l1_ahead + line), _MM_HINT_T0);
+                }
+            }
+            const __m256i sums = block_dots_avx2(x, q + b * 32, corr[b]);
+            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x)), order);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_set1_ps(da[b])), acc);
+        }
+        _mm256_storeu_ps(y + 8 * p, _mm256_permutevar8x32_ps(acc, order));
+    }
+}
+
 // One thread's share: the row quantized into this thread's buffer, then its panels.
-void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, int ith, int nth) {
+void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith, int nth) {
     const int64_t n_panels = n / 8;
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
     if (p0 >= p1) return;
@@ -110,17 +161,20 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     if (row.size() < shape.row_bytes()) row.resize(shape.row_bytes());
     const gemm::q8_0_rows a{row.data(), k, nb};
     gemm::quantize_q8_0_rows(x, (size_t) k * sizeof(float), 0, 1, a, 8);
-    gemv_panels(w, nb, a, y, p0, p1);
+    if (isa == gemm_isa::avx2) {
+        gemv_panels_avx2(w, nb, a, y, p0, p1);
+    } else {
+        gemv_panels(w, nb, a, y, p0, p1);
+    }
 }
 
 void gemv_op(ggml_tensor * dst, int ith, int nth, void * user) {
     const auto * w = static_cast<const ggml_tensor *>(user);
     const ggml_tensor * x = dst->src[0];
-    gemv_thread((const uint8_t *) w->data, w->ne[1], w->ne[0], (const float *) x->data, (float *) dst->data, ith, nth);
+    gemv_thread((const uint8_t *) w->data, w->ne[1], w->ne[0], (const float *) x->data, (float *) dst->data, gemm_best_isa(), ith,
+                nth);
 }
 #endif  // AUTOGLM_GEMM_X86
-
-bool vnni_chosen() { return gemm_available() && gemm_best_isa() != gemm_isa::avx2; }
 
 }  // namespace
 
@@ -128,7 +182,7 @@ bool gemv_q4_0_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
     return w->type == GGML_TYPE_Q4_0 && !gemm::disabled_by_env() && ggml_n_dims(w) == 2 && gemm::is_repacked(w) &&
            w->ne[1] % 8 == 0 && w->ne[0] % q4_0_block == 0 && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] == 1 &&
-           x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float) && vnni_chosen();
+           x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float) && gemm_available();
 #else
     (void) w, (void) x;
     return false;
@@ -164,23 +218,22 @@ void repack_q4_0x8(const uint8_t * gguf, int64_t n, int64_t k, uint8_t * out) {
     }
 }
 
-void gemv_q4_0_run(const uint8_t * w_repacked, int64_t n, int64_t k, const float * x, float * y, int n_threads) {
+void gemv_q4_0_run(const uint8_t * w_repacked, int64_t n, int64_t k, const float * x, float * y, int n_threads,
+                   const char * isa_name) {
     if (n <= 0 || n % 8 != 0 || k <= 0 || k % q4_0_block != 0) {
         throw invalid_argument("gemv q4_0: N must be a positive multiple of 8 and K of 32 (got N " + std::to_string(n) + ", K " +
                                std::to_string(k) + ")");
     }
+    if (!gemm_available()) throw error("gemv q4_0: this CPU lacks AVX2/FMA/F16C");
+    const gemm_isa isa = gemm_isa_by_name(isa_name);
 #if AUTOGLM_GEMM_X86
-    const std::vector<gemm_isa> have = gemm_isas();
-    if (std::find(have.begin(), have.end(), gemm_isa::avx512_vnni) != have.end()) {
-        const int nt = std::max(1, n_threads);
-        std::vector<std::thread> pool;
-        for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { gemv_thread(w_repacked, n, k, x, y, t, nt); });
-        for (auto & th : pool) th.join();
-        return;
-    }
+    const int nt = std::max(1, n_threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { gemv_thread(w_repacked, n, k, x, y, isa, t, nt); });
+    for (auto & th : pool) th.join();
+#else
+    (void) w_repacked, (void) x, (void) y, (void) n_threads, (void) isa;
 #endif
-    (void) w_repacked, (void) x, (void) y, (void) n_threads;
-    throw error("gemv q4_0: this CPU (or its OS) lacks AVX-512 VNNI");
 }
 
 bool gemv_q4_0_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
