@@ -7,6 +7,7 @@
 #include "cpu_peak.h"
 #include "error.h"
 #include "gemm.h"
+#include "gemv_block32.h"
 #include "gemv_q4_0.h"
 #include "quantize.h"
 
@@ -62,6 +63,31 @@ void bind_backends(py::module_ & m) {
         "Our decode GEMV (native/src/gemv_q4_0.h): w (N rows of K/32 Q4_0 blocks, GGUF layout) repacked as ggml does\n"
         "on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32, with the kernel of `isa` (one of\n"
         "_gemm_isas(); empty: the best). For tests.");
+    m.def(
+        "_gemv",
+        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, const std::string & type,
+           int n_threads, const std::string & isa) {
+            const ggml_type t = autoglm::parse_storage_type(type);
+            if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv: expected w 2-D and x 1-D");
+            const int64_t n = w.shape(0), k = x.shape(0);
+            if (k % ggml_blck_size(t) != 0 || (size_t) w.shape(1) != ggml_row_size(t, k)) {
+                throw autoglm::invalid_argument("_gemv: w must be N rows of K/" + std::to_string(ggml_blck_size(t)) + " " + type +
+                                                " blocks");
+            }
+            py::array_t<float> y(n);
+            const uint8_t * wp = w.data();
+            const float * xp = x.data();
+            float * yp = y.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                autoglm::gemv_block32_run(t, wp, n, k, xp, yp, n_threads, isa.c_str());
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
+        "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0 rows (native/src/gemv_block32.h): w (N rows of blocks) times\n"
+        "x [K] float32 quantized as ggml's Q8_0 -> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
+        "empty: the best). For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

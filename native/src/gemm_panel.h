@@ -46,6 +46,13 @@ inline bool weight_on_cpu(const ggml_tensor * w, int64_t n_rows) {
     return !is_repacked(w) || w->ne[1] % 8 == 0;  // ggml repacks only whole groups of 8 rows
 }
 
+// x is one F32 row of w's K contiguous elements: what a decode step's matmul multiplies, the
+// operand of our matrix-vector products (gemv_q4_0.h, gemv_block32.h).
+inline bool one_f32_row(const ggml_tensor * w, const ggml_tensor * x) {
+    return x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
+           x->nb[0] == sizeof(float);
+}
+
 // Bytes aligned to 64 by hand, enough for AVX-512 loads (std::vector<__m512i> would rely on
 // over-aligned allocation).
 struct aligned_bytes {

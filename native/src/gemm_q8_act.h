@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "avx2_reduce.h"
 
@@ -59,6 +60,17 @@ __attribute__((target("avx2,fma,f16c"))) inline void quantize_q8_0_rows(const fl
             out.corr(r)[b] = -offset * avx2::hsum(sum);
         }
     }
+}
+
+// One row x of k elements quantized into this thread's buffer (reused from call to call): what each
+// thread of a matrix-vector product does for itself, cheaper than a separate graph node and barrier.
+inline q8_0_rows quantize_row_for_thread(const float * x, int64_t k, int offset) {
+    thread_local std::vector<uint8_t> row;
+    const q8_0_rows shape{nullptr, k, k / q8_0_block};
+    if (row.size() < shape.row_bytes()) row.resize(shape.row_bytes());
+    const q8_0_rows a{row.data(), k, k / q8_0_block};
+    quantize_q8_0_rows(x, (size_t) k * sizeof(float), 0, 1, a, offset);
+    return a;
 }
 
 // The activation bytes of 4 consecutive k, for a broadcast.

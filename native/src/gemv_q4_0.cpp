@@ -156,11 +156,7 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
     if (p0 >= p1) return;
     const int64_t nb = k / q4_0_block;
-    thread_local std::vector<uint8_t> row;
-    const gemm::q8_0_rows shape{nullptr, k, nb};
-    if (row.size() < shape.row_bytes()) row.resize(shape.row_bytes());
-    const gemm::q8_0_rows a{row.data(), k, nb};
-    gemm::quantize_q8_0_rows(x, (size_t) k * sizeof(float), 0, 1, a, 8);
+    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, 8);
     if (isa == gemm_isa::avx2) {
         gemv_panels_avx2(w, nb, a, y, p0, p1);
     } else {
@@ -181,8 +177,7 @@ void gemv_op(ggml_tensor * dst, int ith, int nth, void * user) {
 bool gemv_q4_0_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
     return w->type == GGML_TYPE_Q4_0 && !gemm::disabled_by_env() && ggml_n_dims(w) == 2 && gemm::is_repacked(w) &&
-           w->ne[1] % 8 == 0 && w->ne[0] % q4_0_block == 0 && x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] == 1 &&
-           x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float) && gemm_available();
+           w->ne[1] % 8 == 0 && w->ne[0] % q4_0_block == 0 && gemm::one_f32_row(w, x) && gemm_available();
 #else
     (void) w, (void) x;
     return false;

@@ -1,0 +1,219 @@
+// ref: ggml-cpu quants.c ggml_vec_dot_q8_0_q8_0, ggml_vec_dot_q5_0_q8_0, ggml_vec_dot_q4_0_q8_0 (the
+//      arithmetic); ggml-common.h block_q8_0, block_q5_0, block_q4_0 (the layouts).
+#include "gemv_block32.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "error.h"
+#include "gemm.h"
+#include "gemm_panel.h"
+
+#if AUTOGLM_GEMM_X86
+#    include "gemm_q8_act.h"
+#endif
+
+namespace autoglm {
+
+namespace {
+
+constexpr int block = 32;
+constexpr int group = 8;  // rows per step
+
+struct weight_type {
+    ggml_type type;
+    size_t block_bytes;
+    int offset;  // u = w + offset is unsigned (the VNNI variant's operand)
+    const char * node_name;
+    const char * family;
+};
+constexpr weight_type types[] = {
+    {GGML_TYPE_Q8_0, 34, 128, "gemv_block32_q8_0", "GEMV q8_0 (ours)"},
+    {GGML_TYPE_Q5_0, 22, 16, "gemv_block32_q5_0", "GEMV q5_0 (ours)"},
+    {GGML_TYPE_Q4_0, 18, 8, "gemv_block32_q4_0", "GEMV q4_0 GGUF layout (ours)"},
+};
+const weight_type * type_info(ggml_type t) {
+    for (const weight_type & w : types) {
+        if (w.type == t) return &w;
+    }
+    return nullptr;
+}
+
+#if AUTOGLM_GEMM_X86
+#    define AUTOGLM_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// One block of one row as 32 signed weights in k order.
+template <ggml_type T>
+AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
+    if constexpr (T == GGML_TYPE_Q8_0) {
+        return _mm256_loadu_si256((const __m256i *) (blk + 2));
+    } else {
+        const __m128i low = _mm_set1_epi8(0x0F);
+        const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + (T == GGML_TYPE_Q5_0 ? 6 : 2)));
+        // elements 0..15 are the low nibbles, 16..31 the high ones
+        const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        if constexpr (T == GGML_TYPE_Q4_0) {
+            return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+        } else {
+            // the 5th bits: byte j takes byte j / 8 of qh and tests its bit j % 8
+            const __m256i spread =
+                _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
+            int32_t qh;
+            std::memcpy(&qh, blk + 2, 4);
+            const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
+            // w = nib + 16 * bit5 - 16: subtract 16 where the bit is clear
+            return _mm256_sub_epi8(nib, _mm256_andnot_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16)));
+        }
+    }
+}
+
+// One block of one row as 32 unsigned u = w + offset in k order, with AVX-512's mask registers (the
+// 5th bits of Q5_0 are a 32-bit mask as stored).
+template <ggml_type T>
+AUTOGLM_TARGET_AVX512_VNNI inline __m256i load_block_u(const uint8_t * blk) {
+    if constexpr (T == GGML_TYPE_Q8_0) {
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (blk + 2)), _mm256_set1_epi8((char) 0x80));
+    } else {
+        const __m128i low = _mm_set1_epi8(0x0F);
+        const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + (T == GGML_TYPE_Q5_0 ? 6 : 2)));
+        const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        if constexpr (T == GGML_TYPE_Q4_0) {
+            return nib;
+        } else {
+            uint32_t qh;
+            std::memcpy(&qh, blk + 2, 4);
+            return _mm256_mask_add_epi8(nib, (__mmask32) qh, nib, _mm256_set1_epi8(16));
+        }
+    }
+}
+
+// The int32 lane sums (8 lanes of 4 products) of one row's block with the activations a, exact:
+// on AVX2 as |w| x sign(a, w) (the activations stay within +-127); on VNNI as u x a, the offset's
+// share (corr) added by the caller.
+template <ggml_type T>
+AUTOGLM_GEMV_AVX2 inline __m256i block_dot_avx2(const uint8_t * blk, __m256i a) {
+    const __m256i w = load_block<T>(blk);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+}
+template <ggml_type T>
+AUTOGLM_TARGET_AVX512_VNNI inline __m256i block_dot_vnni(const uint8_t * blk, __m256i a) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), load_block_u<T>(blk), a);
+}
+
+// Lane r of the result: the sum of d[r]'s 8 lanes.
+AUTOGLM_GEMV_AVX2 inline __m256i reduce_rows(const __m256i d[group]) {
+    const __m256i t0 = _mm256_hadd_epi32(d[0], d[1]), t1 = _mm256_hadd_epi32(d[2], d[3]);
+    const __m256i t2 = _mm256_hadd_epi32(d[4], d[5]), t3 = _mm256_hadd_epi32(d[6], d[7]);
+    const __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+#    define GEMV_ROWS        gemv_rows_avx2
+#    define GEMV_TARGET      AUTOGLM_GEMV_AVX2
+#    define GEMV_BLOCK_DOT   block_dot_avx2
+#    define GEMV_OFFSET_SUMS false
+#    include "gemv_block32_rows.inc"
+#    undef GEMV_ROWS
+#    undef GEMV_TARGET
+#    undef GEMV_BLOCK_DOT
+#    undef GEMV_OFFSET_SUMS
+#    define GEMV_ROWS        gemv_rows_vnni
+#    define GEMV_TARGET      AUTOGLM_TARGET_AVX512_VNNI
+#    define GEMV_BLOCK_DOT   block_dot_vnni
+#    define GEMV_OFFSET_SUMS true
+#    include "gemv_block32_rows.inc"
+#    undef GEMV_ROWS
+#    undef GEMV_TARGET
+#    undef GEMV_BLOCK_DOT
+#    undef GEMV_OFFSET_SUMS
+
+using rows_fn = void (*)(const uint8_t *, int64_t, size_t, const gemm::q8_0_rows &, float *, int64_t, int64_t);
+rows_fn rows_for(ggml_type t, gemm_isa isa) {
+    const bool vnni = isa != gemm_isa::avx2;
+    switch (t) {
+        case GGML_TYPE_Q8_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q8_0> : gemv_rows_avx2<GGML_TYPE_Q8_0>;
+        case GGML_TYPE_Q5_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q5_0> : gemv_rows_avx2<GGML_TYPE_Q5_0>;
+        default: return vnni ? gemv_rows_vnni<GGML_TYPE_Q4_0> : gemv_rows_avx2<GGML_TYPE_Q4_0>;
+    }
+}
+
+// One thread's share: the row quantized into this thread's buffer (as ggml's Q8_0, with the
+// offset's share per block for the VNNI variant), then its groups of rows.
+void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith,
+                 int nth) {
+    const int64_t groups = (n + group - 1) / group;
+    const int64_t r0 = std::min(n, groups * ith / nth * group), r1 = std::min(n, groups * (ith + 1) / nth * group);
+    if (r0 >= r1) return;
+    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, isa == gemm_isa::avx2 ? 0 : type_info(t)->offset);
+    rows_for(t, isa)(w, k / block, type_info(t)->block_bytes, a, y, r0, r1);
+}
+
+void gemv_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    gemv_thread(w->type, (const uint8_t *) w->data, w->ne[1], w->ne[0], (const float *) x->data, (float *) dst->data,
+                gemm_best_isa(), ith, nth);
+}
+#endif  // AUTOGLM_GEMM_X86
+
+}  // namespace
+
+bool gemv_block32_applies(const ggml_tensor * w, const ggml_tensor * x) {
+#if AUTOGLM_GEMM_X86
+    return type_info(w->type) && !gemm::disabled_by_env() && ggml_n_dims(w) == 2 && w->buffer &&
+           ggml_backend_buffer_is_host(w->buffer) && !gemm::is_repacked(w) && w->ne[0] % block == 0 &&
+           w->nb[1] == ggml_row_size(w->type, w->ne[0]) && gemm::one_f32_row(w, x) && gemm_available();
+#else
+    (void) w, (void) x;
+    return false;
+#endif
+}
+
+ggml_tensor * gemv_block32_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+#if AUTOGLM_GEMM_X86
+    if (gemv_block32_applies(w, x)) {
+        ggml_tensor * args[2] = {w, x};
+        ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX, nullptr);
+        ggml_set_name(out, type_info(w->type)->node_name);
+        return out;
+    }
+#endif
+    return ggml_mul_mat(ctx, w, x);
+}
+
+void gemv_block32_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, int n_threads,
+                      const char * isa_name) {
+    if (!type_info(type)) throw invalid_argument(std::string("gemv: no GGUF-layout kernel for ") + ggml_type_name(type));
+    if (n <= 0 || k <= 0 || k % block != 0) {
+        throw invalid_argument("gemv " + std::string(ggml_type_name(type)) + ": K must be a positive multiple of 32, N positive");
+    }
+    if (!gemm_available()) throw error("gemv: this CPU lacks AVX2/FMA/F16C");
+    const gemm_isa isa = gemm_isa_by_name(isa_name);
+#if AUTOGLM_GEMM_X86
+    const int nt = std::max(1, n_threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { gemv_thread(type, w, n, k, x, y, isa, t, nt); });
+    for (auto & th : pool) th.join();
+#else
+    (void) w, (void) x, (void) y, (void) n_threads, (void) isa;
+#endif
+}
+
+bool gemv_block32_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
+    if (t->op != GGML_OP_CUSTOM) return false;
+    for (const weight_type & wt : types) {
+        if (std::strcmp(ggml_get_name(t), wt.node_name) != 0) continue;
+        const ggml_tensor * w = t->src[0];
+        *family = wt.family;
+        *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1];
+        *bytes = (double) ggml_nbytes(w);
+        return true;
+    }
+    return false;
+}
+
+}  // namespace autoglm
