@@ -71,37 +71,33 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
     }
 }
 
-// One block of one row as 32 unsigned u = w + offset in k order, with AVX-512's mask registers (the
-// 5th bits of Q5_0 are a 32-bit mask as stored).
+// One block of two rows (r in the low 256 bits, r1 in the high) as 64 unsigned u = w + offset in k
+// order: 512-bit operations serve both rows, and the 5th bits of Q5_0 are a mask as stored.
 template <ggml_type T>
-AUTOGLM_TARGET_AVX512_VNNI inline __m256i load_block_u(const uint8_t * blk) {
+AUTOGLM_TARGET_AVX512_VNNI inline __m512i load_pair_u(const uint8_t * r, const uint8_t * r1) {
     if constexpr (T == GGML_TYPE_Q8_0) {
-        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (blk + 2)), _mm256_set1_epi8((char) 0x80));
+        const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *) (r + 2))),
+                                             _mm256_loadu_si256((const __m256i *) (r1 + 2)), 1);
+        return _mm512_xor_si512(w, _mm512_set1_epi8((char) 0x80));
     } else {
-        const __m128i low = _mm_set1_epi8(0x0F);
-        const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + (T == GGML_TYPE_Q5_0 ? 6 : 2)));
-        const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        constexpr int at = T == GGML_TYPE_Q5_0 ? 6 : 2;
+        const __m256i qs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *) (r + at))),
+                                                   _mm_loadu_si128((const __m128i *) (r1 + at)), 1);
+        // 16-byte lanes: r's bytes twice, r1's twice; then the low nibbles of the first copy (elements
+        // 0..15), the high nibbles of the second (16..31)
+        const __m512i twice = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(qs));
+        const __m512i shift = _mm512_setr_epi64(0, 0, 4 * 0x0001000100010001LL, 4 * 0x0001000100010001LL, 0, 0,
+                                                4 * 0x0001000100010001LL, 4 * 0x0001000100010001LL);
+        const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0F));
         if constexpr (T == GGML_TYPE_Q4_0) {
             return nib;
         } else {
-            uint32_t qh;
-            std::memcpy(&qh, blk + 2, 4);
-            return _mm256_mask_add_epi8(nib, (__mmask32) qh, nib, _mm256_set1_epi8(16));
+            uint32_t qh, qh1;
+            std::memcpy(&qh, r + 2, 4);
+            std::memcpy(&qh1, r1 + 2, 4);
+            return _mm512_mask_add_epi8(nib, (__mmask64) qh | (__mmask64) qh1 << 32, nib, _mm512_set1_epi8(16));
         }
     }
-}
-
-// The int32 lane sums (8 lanes of 4 products) of one row's block with the activations a, exact:
-// on AVX2 as |w| x sign(a, w) (the activations stay within +-127); on VNNI as u x a, the offset's
-// share (corr) added by the caller.
-template <ggml_type T>
-AUTOGLM_GEMV_AVX2 inline __m256i block_dot_avx2(const uint8_t * blk, __m256i a) {
-    const __m256i w = load_block<T>(blk);
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
-}
-template <ggml_type T>
-AUTOGLM_TARGET_AVX512_VNNI inline __m256i block_dot_vnni(const uint8_t * blk, __m256i a) {
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), load_block_u<T>(blk), a);
 }
 
 // Lane r of the result: the sum of d[r]'s 8 lanes.
@@ -112,23 +108,47 @@ AUTOGLM_GEMV_AVX2 inline __m256i reduce_rows(const __m256i d[group]) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
 }
 
+// The exact int32 sums of one block of each of the 8 rows (at rows[r] + off) with the activations a,
+// row r in lane r: on AVX2 as |w| x sign(a, w) (exact: the activations stay within +-127); on VNNI as
+// u x a, two rows per vpdpbusd, the offset's share (corr) added by the caller.
+template <ggml_type T>
+AUTOGLM_GEMV_AVX2 inline __m256i group_sums_avx2(const uint8_t * const rows[group], size_t off, __m256i a) {
+    __m256i d[group];
+    for (int r = 0; r < group; ++r) {
+        const __m256i w = load_block<T>(rows[r] + off);
+        d[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+    }
+    return reduce_rows(d);
+}
+template <ggml_type T>
+AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const rows[group], size_t off, __m256i a) {
+    const __m512i a2 = _mm512_inserti64x4(_mm512_castsi256_si512(a), a, 1);
+    __m256i d[group];
+    for (int r = 0; r < group; r += 2) {
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load_pair_u<T>(rows[r] + off, rows[r + 1] + off), a2);
+        d[r] = _mm512_castsi512_si256(s);
+        d[r + 1] = _mm512_extracti64x4_epi64(s, 1);
+    }
+    return reduce_rows(d);
+}
+
 #    define GEMV_ROWS        gemv_rows_avx2
 #    define GEMV_TARGET      AUTOGLM_GEMV_AVX2
-#    define GEMV_BLOCK_DOT   block_dot_avx2
+#    define GEMV_GROUP_SUMS  group_sums_avx2
 #    define GEMV_OFFSET_SUMS false
 #    include "gemv_block32_rows.inc"
 #    undef GEMV_ROWS
 #    undef GEMV_TARGET
-#    undef GEMV_BLOCK_DOT
+#    undef GEMV_GROUP_SUMS
 #    undef GEMV_OFFSET_SUMS
 #    define GEMV_ROWS        gemv_rows_vnni
 #    define GEMV_TARGET      AUTOGLM_TARGET_AVX512_VNNI
-#    define GEMV_BLOCK_DOT   block_dot_vnni
+#    define GEMV_GROUP_SUMS  group_sums_vnni
 #    define GEMV_OFFSET_SUMS true
 #    include "gemv_block32_rows.inc"
 #    undef GEMV_ROWS
 #    undef GEMV_TARGET
-#    undef GEMV_BLOCK_DOT
+#    undef GEMV_GROUP_SUMS
 #    undef GEMV_OFFSET_SUMS
 
 using rows_fn = void (*)(const uint8_t *, int64_t, size_t, const gemm::q8_0_rows &, float *, int64_t, int64_t);
