@@ -45,7 +45,8 @@ const weight_type * type_info(ggml_type t) {
 #if AUTOGLM_GEMM_X86
 #    define AUTOGLM_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// One block of one row as 32 signed weights in k order.
+// One block of one row in k order: Q8_0's 32 signed weights as stored, Q5_0's and Q4_0's as unsigned
+// u = w + offset (0..31: vpmaddubsw's pair sums stay exact).
 template <ggml_type T>
 AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
     if constexpr (T == GGML_TYPE_Q8_0) {
@@ -56,7 +57,7 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
         // elements 0..15 are the low nibbles, 16..31 the high ones
         const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
         if constexpr (T == GGML_TYPE_Q4_0) {
-            return _mm256_sub_epi8(nib, _mm256_set1_epi8(8));
+            return nib;
         } else {
             // the 5th bits: byte j takes byte j / 8 of qh and tests its bit j % 8
             const __m256i spread =
@@ -65,8 +66,7 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
             int32_t qh;
             std::memcpy(&qh, blk + 2, 4);
             const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
-            // w = nib + 16 * bit5 - 16: subtract 16 where the bit is clear
-            return _mm256_sub_epi8(nib, _mm256_andnot_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16)));
+            return _mm256_or_si256(nib, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16)));
         }
     }
 }
@@ -109,14 +109,19 @@ AUTOGLM_GEMV_AVX2 inline __m256i reduce_rows(const __m256i d[group]) {
 }
 
 // The exact int32 sums of one block of each of the 8 rows (at rows[r] + off) with the activations a,
-// row r in lane r: on AVX2 as |w| x sign(a, w) (exact: the activations stay within +-127); on VNNI as
-// u x a, two rows per vpdpbusd, the offset's share (corr) added by the caller.
+// row r in lane r. AVX2: Q8_0 as |w| x sign(a, w) (exact: the activations stay within +-127), the
+// others as u x a; VNNI: u x a, two rows per vpdpbusd. Where u x a is summed, the offset's share
+// (corr) is added by the caller (avx2_sums_lack_offset, and always on VNNI).
+template <ggml_type T>
+constexpr bool avx2_sums_lack_offset = T != GGML_TYPE_Q8_0;
 template <ggml_type T>
 AUTOGLM_GEMV_AVX2 inline __m256i group_sums_avx2(const uint8_t * const rows[group], size_t off, __m256i a) {
     __m256i d[group];
     for (int r = 0; r < group; ++r) {
         const __m256i w = load_block<T>(rows[r] + off);
-        d[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+        const __m256i pairs =
+            T == GGML_TYPE_Q8_0 ? _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)) : _mm256_maddubs_epi16(w, a);
+        d[r] = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
     }
     return reduce_rows(d);
 }
@@ -135,7 +140,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
 #    define GEMV_ROWS        gemv_rows_avx2
 #    define GEMV_TARGET      AUTOGLM_GEMV_AVX2
 #    define GEMV_GROUP_SUMS  group_sums_avx2
-#    define GEMV_OFFSET_SUMS false
+#    define GEMV_OFFSET_SUMS avx2_sums_lack_offset<T>
 #    include "gemv_block32_rows.inc"
 #    undef GEMV_ROWS
 #    undef GEMV_TARGET
@@ -162,13 +167,13 @@ rows_fn rows_for(ggml_type t, gemm_isa isa) {
 }
 
 // One thread's share: the row quantized into this thread's buffer (as ggml's Q8_0, with the
-// offset's share per block for the VNNI variant), then its groups of rows.
+// offset's share per block), then its groups of rows.
 void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith,
                  int nth) {
     const int64_t groups = (n + group - 1) / group;
     const int64_t r0 = std::min(n, groups * ith / nth * group), r1 = std::min(n, groups * (ith + 1) / nth * group);
     if (r0 >= r1) return;
-    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, isa == gemm_isa::avx2 ? 0 : type_info(t)->offset);
+    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, type_info(t)->offset);
     rows_for(t, isa)(w, k / block, type_info(t)->block_bytes, a, y, r0, r1);
 }
 

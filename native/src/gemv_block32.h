@@ -4,10 +4,11 @@
 // FFN width, 13,696, is no multiple of 256), and Q8_0 files are Q8_0 throughout; ggml's row-by-row
 // dot products read those at 9-13 GB/s on a Zen 4 VM that streams 30-40.
 //
-// Eight rows at a time, each block of each row loaded as 32 signed bytes and multiplied by the block
-// of activations with vpdpbusd (AVX-512 VNNI, 256-bit) or vpmaddubsw + vpmaddwd (AVX2), in both as
-// |w| x sign(a, w) (exact: the activations stay within +-127); the eight rows' lane sums reduced into
-// one vector, so that each row gets its exact int32 block sum and then the prompt GEMM's F32 step,
+// Eight rows at a time, each block of each row multiplied by the block of activations: on AVX-512
+// VNNI two rows per 512-bit vpdpbusd, as unsigned u = w + offset (Q5_0's 5th bits applied as a mask);
+// on AVX2 by vpmaddubsw + vpmaddwd, Q8_0 as |w| x sign(a, w) (exact: the activations stay within
+// +-127), the others as u. The eight rows' lane sums are reduced into one vector, so that each row
+// gets its exact int32 block sum (the offset's share added back) and then the prompt GEMM's F32 step,
 // acc = fma(sum, dw * da, acc) in block order: the same bits as gemm.h's kernels for a one-row batch.
 // The next eight rows (contiguous in the GGUF layout) are prefetched into L2 as one linear stream
 // while the current ones are multiplied.
