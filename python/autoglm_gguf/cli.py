@@ -85,7 +85,7 @@ def _quantize_epilog() -> str:
 
 
 def _gemm_isa_text() -> str:
-    """The instruction set of our prompt GEMMs, or why AUTOGLM_GEMM_ISA leaves none."""
+    """The instruction set of our GEMMs and GEMVs, or why AUTOGLM_GEMM_ISA leaves none."""
     from . import _core
 
     try:
@@ -102,7 +102,7 @@ def _devices_text() -> str:
     variants = f" (runnable here: {', '.join(runnable)})" if runnable else ""
     lines.append(f"CPU kernels: {_core.cpu_variant()}{variants}; features: {' '.join(_core.cpu_features())}")
     if _core._gemm_available():
-        lines.append(f"prompt GEMMs (ours): {_gemm_isa_text()} (runnable here: {', '.join(_core._gemm_isas())})")
+        lines.append(f"our GEMMs and decode GEMVs: {_gemm_isa_text()} (runnable here: {', '.join(_core._gemm_isas())})")
     for d in _core.devices():
         mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
         lines.append(f"device {d['name']}: {d['description']} ({d['type']}, {d['backend']} backend{mem})")
