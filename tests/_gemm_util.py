@@ -125,3 +125,67 @@ def block32_reference(wq: np.ndarray, qtype: str, a: np.ndarray) -> np.ndarray:
     q, da = q8_0_activations(a)
     dots = np.einsum("mbk,nbk->mnb", q, wi)  # exact int64
     return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)
+
+
+def k_quant_models(out: Path, text: dict) -> tuple[Path, Path]:
+    """(F16, Q4_K_M) files in `out` of a decoder with the `text` config (widths multiples of 256, which
+    Q4_K needs): the Q4_K matrices are held by ggml's repacked buffer, next to Q6_K ones."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
+    from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
+    from autoglm_gguf.quantize import quantize_gguf
+
+    ckpt = write_checkpoint(out / "ckpt", make_config(text=text), dtype="f32", seed=3)
+    f16 = out / "f16.gguf"
+    convert_checkpoint(ckpt, ConvertOptions(outfile=f16, outtype="f16", mmproj=False, progress=False))
+    q = out / "q4_k_m.gguf"
+    quantize_gguf(f16, q, "q4_k_m", progress=False)
+    types = {t.tensor_type for t in GGUFReader(q).tensors if t.name.startswith("blk.")}
+    assert GGMLQuantizationType.Q4_K in types
+    return f16, q
+
+
+def q4_k_fields(wq: np.ndarray, k: int):
+    """The GGUF layout's fields: d, dmin [n, nb]; sc, m [n, nb, 8]; q [n, nb, 256] (0..15)."""
+    n, nb = wq.shape[0], k // 256
+    blocks = wq.reshape(n, nb, 144)
+    d = blocks[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    dmin = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    s = blocks[:, :, 4:16].astype(np.int64)
+    sc = np.empty((n, nb, 8), np.int64)
+    mn = np.empty((n, nb, 8), np.int64)
+    for j in range(8):  # ggml's get_scale_min_k4
+        if j < 4:
+            sc[:, :, j], mn[:, :, j] = s[:, :, j] & 63, s[:, :, j + 4] & 63
+        else:
+            sc[:, :, j] = (s[:, :, j + 4] & 0x0F) | ((s[:, :, j - 4] >> 6) << 4)
+            mn[:, :, j] = (s[:, :, j + 4] >> 4) | ((s[:, :, j] >> 6) << 4)
+    qs = blocks[:, :, 16:].reshape(n, nb, 4, 32).astype(np.int64)  # 4 chunks of 32 bytes: 64 elements each
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=3).reshape(n, nb, 256)
+    return d, dmin, sc, mn, q
+
+
+def q8_k(a: np.ndarray):
+    m, k = a.shape
+    x = a.reshape(m, k // 256, 256).astype(np.float32)
+    first = np.abs(x).argmax(axis=2)  # the first element of largest magnitude, as ggml's strict '>'
+    mx = np.take_along_axis(x, first[:, :, None], axis=2)[:, :, 0]
+    safe = np.where(mx != 0, mx, 1).astype(np.float32)
+    iscale = np.where(mx != 0, np.float32(-127) / safe, 0).astype(np.float32)
+    q = np.minimum(np.rint(x * iscale[:, :, None]), 127).astype(np.int64)
+    d = np.where(mx != 0, np.float32(1) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
+    return q, d.astype(np.float64)
+
+
+def q4_k_reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Exact Q4_K x Q8_K products (float64) of GGUF-layout rows wq and activation rows a: [m, n]."""
+    k = a.shape[1]
+    d, dmin, sc, mn, qw = q4_k_fields(wq, k)
+    qa, da = q8_k(a)
+    n, nb = d.shape
+    sub = np.einsum("mbjk,nbjk->mnbj", qa.reshape(-1, nb, 8, 32), qw.reshape(n, nb, 8, 32))  # exact int64
+    sums = qa.reshape(-1, nb, 8, 32).sum(axis=3)                                               # [m, nb, 8]
+    isum = np.einsum("mnbj,nbj->mnb", sub, sc)
+    msum = np.einsum("mbj,nbj->mnb", sums, mn)
+    return np.einsum("mb,mnb->mn", da, isum * d[None] - msum * dmin[None])

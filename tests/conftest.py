@@ -93,3 +93,14 @@ def alt_checkpoint(tmp_path_factory) -> Path:
     cfg = make_config(text=ALT_TEXT, vision=ALT_VISION)
     return write_checkpoint(tmp_path_factory.mktemp("alt") / "alt-glm4v", cfg, dtype="f16", seed=1,
                             max_shard_bytes=40_000)
+
+
+@pytest.fixture(scope="session")
+def k256_models(tmp_path_factory) -> tuple[Path, Path]:
+    """(F16, Q4_K_M) files of a 2-layer decoder 256 wide (Q4_K needs rows of 256): the Q4_K matrices are
+    held by ggml's repacked buffer, next to Q6_K ones."""
+    from _gemm_util import k_quant_models
+
+    return k_quant_models(tmp_path_factory.mktemp("k256"), {"hidden_size": 256, "intermediate_size": 512,
+                                                            "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                            "num_key_value_heads": 2})

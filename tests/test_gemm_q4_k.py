@@ -6,64 +6,15 @@ super-block scales; and in a decoder graph against ggml's own Q4_K kernel."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa
+from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa, q4_k_reference
 from autoglm_gguf import _core
-from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
-from autoglm_gguf.convert import ConvertOptions, convert_checkpoint
-from autoglm_gguf.quantize import quantize_gguf
 
 pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
-
-
-def _q4_k_fields(wq: np.ndarray, k: int):
-    """The GGUF layout's fields: d, dmin [n, nb]; sc, m [n, nb, 8]; q [n, nb, 256] (0..15)."""
-    n, nb = wq.shape[0], k // 256
-    blocks = wq.reshape(n, nb, 144)
-    d = blocks[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    dmin = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    s = blocks[:, :, 4:16].astype(np.int64)
-    sc = np.empty((n, nb, 8), np.int64)
-    mn = np.empty((n, nb, 8), np.int64)
-    for j in range(8):  # ggml's get_scale_min_k4
-        if j < 4:
-            sc[:, :, j], mn[:, :, j] = s[:, :, j] & 63, s[:, :, j + 4] & 63
-        else:
-            sc[:, :, j] = (s[:, :, j + 4] & 0x0F) | ((s[:, :, j - 4] >> 6) << 4)
-            mn[:, :, j] = (s[:, :, j + 4] >> 4) | ((s[:, :, j] >> 6) << 4)
-    qs = blocks[:, :, 16:].reshape(n, nb, 4, 32).astype(np.int64)  # 4 chunks of 32 bytes: 64 elements each
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=3).reshape(n, nb, 256)
-    return d, dmin, sc, mn, q
-
-
-def _q8_k(a: np.ndarray):
-    m, k = a.shape
-    x = a.reshape(m, k // 256, 256).astype(np.float32)
-    first = np.abs(x).argmax(axis=2)  # the first element of largest magnitude, as ggml's strict '>'
-    mx = np.take_along_axis(x, first[:, :, None], axis=2)[:, :, 0]
-    safe = np.where(mx != 0, mx, 1).astype(np.float32)
-    iscale = np.where(mx != 0, np.float32(-127) / safe, 0).astype(np.float32)
-    q = np.minimum(np.rint(x * iscale[:, :, None]), 127).astype(np.int64)
-    d = np.where(mx != 0, np.float32(1) / np.where(iscale != 0, iscale, 1), 0).astype(np.float32)
-    return q, d.astype(np.float64)
-
-
-def _reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
-    k = a.shape[1]
-    d, dmin, sc, mn, qw = _q4_k_fields(wq, k)
-    qa, da = _q8_k(a)
-    n, nb = d.shape
-    sub = np.einsum("mbjk,nbjk->mnbj", qa.reshape(-1, nb, 8, 32), qw.reshape(n, nb, 8, 32))  # exact int64
-    sums = qa.reshape(-1, nb, 8, 32).sum(axis=3)                                               # [m, nb, 8]
-    isum = np.einsum("mnbj,nbj->mnb", sub, sc)
-    msum = np.einsum("mbj,nbj->mnb", sums, mn)
-    return np.einsum("mb,mnb->mn", da, isum * d[None] - msum * dmin[None])
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -80,7 +31,7 @@ def test_matches_exact_integer_arithmetic(isa, m, n, k, threads):
         a[1, 7] = -50.0  # the largest magnitude negative: the other sign of the scale
     wq = _core.quantize(w, "q4_k")
     got = _core._gemm(wq, a, "q4_k", threads, isa)
-    ref = _reference(wq, a)
+    ref = q4_k_reference(wq, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/256 super-blocks vs the exact sum
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
@@ -115,23 +66,6 @@ def test_bad_shapes_are_refused():
         _core._gemm(wq, np.ones((2, 128), np.float32), "q4_k")
     with pytest.raises(ValueError, match="q4_k blocks"):
         _core._gemm(wq, np.ones((2, 512), np.float32), "q4_k")
-
-
-@pytest.fixture(scope="module")
-def k256_models(tmp_path_factory) -> tuple[Path, Path]:
-    """(F16, Q4_K_M) files of a 2-layer decoder 256 wide (Q4_K needs rows of 256): the Q4_K matrices are
-    held by ggml's repacked buffer, next to Q6_K ones."""
-    out = tmp_path_factory.mktemp("k256")
-    text = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2}
-    ckpt = write_checkpoint(out / "ckpt", make_config(text=text), dtype="f32", seed=3)
-    f16 = out / "f16.gguf"
-    convert_checkpoint(ckpt, ConvertOptions(outfile=f16, outtype="f16", mmproj=False, progress=False))
-    q = out / "q4_k_m.gguf"
-    quantize_gguf(f16, q, "q4_k_m", progress=False)
-    types = {t.tensor_type for t in GGUFReader(q).tensors if t.name.startswith("blk.")}
-    assert GGMLQuantizationType.Q4_K in types
-    return f16, q
 
 
 def test_prompt_processing_with_our_gemm_matches_ggml(k256_models):

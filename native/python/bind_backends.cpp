@@ -9,6 +9,7 @@
 #include "gemm.h"
 #include "gemv_block32.h"
 #include "gemv_q4_0.h"
+#include "gemv_q4_k.h"
 #include "quantize.h"
 
 void bind_backends(py::module_ & m) {
@@ -37,32 +38,44 @@ void bind_backends(py::module_ & m) {
         "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
         "float32, activations quantized to int8 as ggml's kernel for that type does, with the kernels of `isa` (one of\n"
         "_gemm_isas(); empty: the best, as the graph uses). For tests and bench_gemm.py.");
-    m.def(
-        "_gemv_q4_0",
-        [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, int n_threads,
-           const std::string & isa) {
-            if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv_q4_0: expected w 2-D and x 1-D");
-            const int64_t n = w.shape(0), k = x.shape(0);
-            if (k % 32 != 0 || (size_t) w.shape(1) != ggml_row_size(GGML_TYPE_Q4_0, k)) {
-                throw autoglm::invalid_argument("_gemv_q4_0: w must be N rows of K/32 q4_0 blocks");
-            }
-            if (n % 8 != 0) throw autoglm::invalid_argument("_gemv_q4_0: N must be a multiple of 8 (ggml repacks 8 rows)");
-            std::vector<uint8_t> packed((size_t) w.size());
-            py::array_t<float> y(n);
-            const uint8_t * wp = w.data();
-            const float * xp = x.data();
-            float * yp = y.mutable_data();
-            {
-                py::gil_scoped_release nogil;
-                autoglm::repack_q4_0x8(wp, n, k, packed.data());
-                autoglm::gemv_q4_0_run(packed.data(), n, k, xp, yp, n_threads, isa.c_str());
-            }
-            return y;
-        },
-        py::arg("w"), py::arg("x"), py::arg("n_threads") = 1, py::arg("isa") = "",
-        "Our decode GEMV (native/src/gemv_q4_0.h): w (N rows of K/32 Q4_0 blocks, GGUF layout) repacked as ggml does\n"
-        "on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32, with the kernel of `isa` (one of\n"
-        "_gemm_isas(); empty: the best). For tests.");
+    // Our GEMVs on ggml's repacked layouts: w in the GGUF layout, repacked here as ggml does on x86.
+    using repack_fn = void (*)(const uint8_t *, int64_t, int64_t, uint8_t *);
+    using run_fn = void (*)(const uint8_t *, int64_t, int64_t, const float *, float *, int, const char *);
+    auto def_repacked_gemv = [&m](const char * name, ggml_type type, repack_fn repack, run_fn run, const char * doc) {
+        m.def(
+            name,
+            [name, type, repack, run](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x,
+                                      int n_threads, const std::string & isa) {
+                const std::string what = name, tname = ggml_type_name(type);
+                if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument(what + ": expected w 2-D and x 1-D");
+                const int64_t n = w.shape(0), k = x.shape(0), block = ggml_blck_size(type);
+                if (k % block != 0 || (size_t) w.shape(1) != ggml_row_size(type, k)) {
+                    throw autoglm::invalid_argument(what + ": w must be N rows of K/" + std::to_string(block) + " " + tname +
+                                                    " blocks");
+                }
+                if (n % 8 != 0) throw autoglm::invalid_argument(what + ": N must be a multiple of 8 (ggml repacks 8 rows)");
+                std::vector<uint8_t> packed((size_t) w.size());
+                py::array_t<float> y(n);
+                const uint8_t * wp = w.data();
+                const float * xp = x.data();
+                float * yp = y.mutable_data();
+                {
+                    py::gil_scoped_release nogil;
+                    repack(wp, n, k, packed.data());
+                    run(packed.data(), n, k, xp, yp, n_threads, isa.c_str());
+                }
+                return y;
+            },
+            py::arg("w"), py::arg("x"), py::arg("n_threads") = 1, py::arg("isa") = "", doc);
+    };
+    def_repacked_gemv("_gemv_q4_0", GGML_TYPE_Q4_0, autoglm::repack_q4_0x8, autoglm::gemv_q4_0_run,
+                      "Our decode GEMV (native/src/gemv_q4_0.h): w (N rows of K/32 Q4_0 blocks, GGUF layout) repacked as\n"
+                      "ggml does on x86, times x [K] float32 quantized as ggml's Q8_0 -> y [N] float32, with the kernel of\n"
+                      "`isa` (one of _gemm_isas(); empty: the best). For tests.");
+    def_repacked_gemv("_gemv_q4_k", GGML_TYPE_Q4_K, autoglm::repack_q4_kx8, autoglm::gemv_q4_k_run,
+                      "Our decode GEMV (native/src/gemv_q4_k.h): w (N rows of K/256 Q4_K blocks, GGUF layout) repacked as\n"
+                      "ggml does on x86, times x [K] float32 quantized as ggml's Q8_K -> y [N] float32, with the kernel of\n"
+                      "`isa` (one of _gemm_isas(); empty: the best). For tests.");
     m.def(
         "_gemv",
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, const std::string & type,

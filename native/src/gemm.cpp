@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "error.h"
@@ -181,22 +180,15 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
     }
     if (!gemm_available() || !kern->panels) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
     const variant v = variant_for(*kern, gemm_isa_by_name(isa_name));
-    const int nt = std::max(1, n_threads);
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
-    std::vector<std::thread> pool;
-    for (int t = 0; t < nt; ++t) {
-        pool.emplace_back([&, t] { kern->quantize(a, (size_t) k * sizeof(float), k, m * t / nt, m * (t + 1) / nt, q.data()); });
-    }
-    for (auto & th : pool) th.join();
-    pool.clear();
-    for (int t = 0; t < nt; ++t) {
-        pool.emplace_back([&, t] {
-            int64_t p0, p1;
-            thread_panels((n + 7) / 8, v.panels_per_step, t, nt, p0, p1);
-            if (p0 < p1) v.panels(w, false, n, k, q.data(), m, c, n, p0, p1);
-        });
-    }
-    for (auto & th : pool) th.join();
+    gemm::on_threads(n_threads, [&](int t, int nt) {
+        kern->quantize(a, (size_t) k * sizeof(float), k, m * t / nt, m * (t + 1) / nt, q.data());
+    });
+    gemm::on_threads(n_threads, [&](int t, int nt) {
+        int64_t p0, p1;
+        thread_panels((n + 7) / 8, v.panels_per_step, t, nt, p0, p1);
+        if (p0 < p1) v.panels(w, false, n, k, q.data(), m, c, n, p0, p1);
+    });
 }
 
 bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak) {

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "backend_loader.h"
@@ -261,10 +260,7 @@ void float_gemm_run(ggml_type type, const void * w, int64_t n, int64_t k, const 
     if (n <= 0 || m <= 0 || k <= 0) throw invalid_argument("float gemm: M, N and K must be positive");
     if (!gemm_available()) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
     const float_weights fw{type, (const uint8_t *) w, (size_t) k * ggml_type_size(type), n};
-    const int nt = std::max(1, n_threads);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { float_gemm_thread(fw, k, a, k, m, c, n, isa, t, nt); });
-    for (auto & th : pool) th.join();
+    gemm::on_threads(n_threads, [&](int t, int nt) { float_gemm_thread(fw, k, a, k, m, c, n, isa, t, nt); });
 }
 
 bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -51,6 +52,36 @@ inline bool weight_on_cpu(const ggml_tensor * w, int64_t n_rows) {
 inline bool one_f32_row(const ggml_tensor * w, const ggml_tensor * x) {
     return x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
            x->nb[0] == sizeof(float);
+}
+
+// fn(t, n) for t = 0 .. n - 1 on n threads (the calling one runs t = 0): the thread pool of the test and
+// benchmark entry points (in a graph our kernels run on ggml's threads).
+template <class F>
+inline void on_threads(int n, F fn) {
+    n = n < 1 ? 1 : n;
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n; ++t) pool.emplace_back(fn, t, n);
+    fn(0, n);
+    for (auto & th : pool) th.join();
+}
+
+// The operands of a decode matmul that our GEMV for ggml's repacked layout of `type` takes (gemv_q4_0.h,
+// gemv_q4_k.h): w a 2-D weight of that type in the repacked buffer, whole groups of 8 rows of whole
+// blocks, and x one F32 row; AUTOGLM_GEMM not "ggml". (The caller checks the CPU: gemm_available.)
+inline bool repacked_gemv_operands(const ggml_tensor * w, const ggml_tensor * x, ggml_type type) {
+    return w->type == type && !disabled_by_env() && ggml_n_dims(w) == 2 && is_repacked(w) && w->ne[1] % 8 == 0 &&
+           w->ne[0] % ggml_blck_size(type) == 0 && one_f32_row(w, x);
+}
+
+// ggml_mul_mat(w, x) for one row x as one custom op `fn` on ggml's CPU threads, named `name` (for the
+// profiler). w reaches fn through the user data: ggml's repacked buffer type refuses other ops on its
+// tensors, so w cannot be a source.
+inline ggml_tensor * repacked_gemv_node(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_custom_op_t fn,
+                                        const char * name) {
+    ggml_tensor * args[1] = {x};
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 1, fn, GGML_N_TASKS_MAX, w);
+    ggml_set_name(out, name);
+    return out;
 }
 
 // Bytes aligned to 64 by hand, enough for AVX-512 loads (std::vector<__m512i> would rely on

@@ -1,17 +1,15 @@
-// ref: ggml-quants.c quantize_row_q8_K_ref (activations: q = nearest(x * -127 / x_maxabs), d = 1 / that
-//      scale) and dequantize_row_q4_K / get_scale_min_k4 (weights); ggml-cpu repack.cpp
+// ref: ggml-quants.c dequantize_row_q4_K / get_scale_min_k4 (weights); ggml-cpu repack.cpp
 //      make_block_q4_Kx8 (the repacked layout read here) and ggml_vec_dot_q4_K_q8_K (the arithmetic).
 #include "gemm_q4_k.h"
 
-#include <cmath>
 #include <cstring>
 
 #include "gemm_panel.h"
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "avx2_reduce.h"
 #    include "gemm_q8_act.h"  // gemm::quad
+#    include "gemm_q8k_act.h"
 #endif
 
 namespace autoglm {
@@ -22,66 +20,10 @@ namespace autoglm {
 namespace {
 
 constexpr int sub_blocks = 8;  // sub-blocks of 32 per super-block
+using gemm::q8k_rows;
 
-// Quantized activations, one row per token: q[k] int8 | d[nb] F32 (per 256) | sums[k/32] int16 (the
-// sub-blocks' sums of q: the mins' share).
-struct q8k_rows {
-    uint8_t * base;
-    int64_t k, nb;
-    size_t row_bytes() const { return q8_k_row_bytes(k); }
-    int8_t * q(int64_t r) const { return (int8_t *) (base + r * row_bytes()); }
-    float * d(int64_t r) const { return (float *) (base + r * row_bytes() + k); }
-    int16_t * sums(int64_t r) const { return (int16_t *) (base + r * row_bytes() + k + nb * 4); }
-};
-
-// Rows [r0, r1) of a as ggml's quantize_row_q8_K_ref: the scale comes from the first element of largest
-// magnitude, sign included, and q rounds half to even.
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
-    const q8k_rows out{q_bytes, k, k / q4_k_block};
-    const int64_t nb = k / q4_k_block;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int64_t r = r0; r < r1; ++r) {
-        const float * row = (const float *) ((const uint8_t *) a + r * a_row_stride);
-        for (int64_t b = 0; b < nb; ++b) {
-            const float * x = row + b * q4_k_block;
-            int8_t * q = out.q(r) + b * q4_k_block;
-            int16_t * sums = out.sums(r) + b * sub_blocks;
-            __m256 amax_v = _mm256_setzero_ps();
-            for (int i = 0; i < q4_k_block; i += 8)
-                amax_v = _mm256_max_ps(amax_v, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
-            const float amax = avx2::hmax(amax_v);
-            float max = 0.0f;
-            for (int j = 0; j < q4_k_block && amax > 0.0f; ++j) {
-                if (std::fabs(x[j]) == amax) {
-                    max = x[j];
-                    break;
-                }
-            }
-            if (max == 0.0f) {  // an all-zero block (or one that is not a number): ggml's zero scale
-                std::memset(q, 0, q4_k_block);
-                std::memset(sums, 0, sub_blocks * sizeof(int16_t));
-                out.d(r)[b] = 0.0f;
-                continue;
-            }
-            const float iscale = -127.0f / max;
-            const __m256 is = _mm256_set1_ps(iscale);
-            for (int g = 0; g < sub_blocks; ++g) {
-                __m256i qi[4];
-                __m256i sum = _mm256_setzero_si256();
-                for (int i = 0; i < 4; ++i) {
-                    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * i), is);
-                    qi[i] = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-                    sum = _mm256_add_epi32(sum, qi[i]);
-                }
-                // |q| <= 127 (|x| <= amax), so the saturating packs change nothing: ggml's MIN(127, v)
-                __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
-                _mm256_storeu_si256((__m256i *) (q + 32 * g), _mm256_permutevar8x32_epi32(p, order));
-                sums[g] = (int16_t) avx2::hsum(sum);
-            }
-            out.d(r)[b] = 1.0f / iscale;
-        }
-    }
+    gemm::quantize_q8_k_rows(a, a_row_stride, r0, r1, q8k_rows{q_bytes, k, k / q4_k_block});
 }
 
 // One super-block of a panel of 8 columns.

@@ -73,6 +73,19 @@ inline q8_0_rows quantize_row_for_thread(const float * x, int64_t k, int offset)
     return a;
 }
 
+// The activation bytes of 8 consecutive k in every 64-bit lane: the operand of our matrix-vector
+// products, whose weight vectors hold 8 bytes of each column (4 for 32-bit lane 2c, 4 for 2c + 1).
+__attribute__((target("avx512f"))) inline __m512i bcast8_512(const int8_t * q) {
+    int64_t v;
+    __builtin_memcpy(&v, q, 8);
+    return _mm512_set1_epi64(v);
+}
+__attribute__((target("avx2"))) inline __m256i bcast8_256(const int8_t * q) {
+    int64_t v;
+    __builtin_memcpy(&v, q, 8);
+    return _mm256_set1_epi64x(v);
+}
+
 // The activation bytes of 4 consecutive k, for a broadcast.
 inline int32_t quad(const int8_t * q) {
     int32_t v;

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "error.h"
 #include "gemm.h"
@@ -219,10 +217,7 @@ void gemv_block32_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, c
     if (!gemm_available()) throw error("gemv: this CPU lacks AVX2/FMA/F16C");
     const gemm_isa isa = gemm_isa_by_name(isa_name);
 #if AUTOGLM_GEMM_X86
-    const int nt = std::max(1, n_threads);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { gemv_thread(type, w, n, k, x, y, isa, t, nt); });
-    for (auto & th : pool) th.join();
+    gemm::on_threads(n_threads, [&](int t, int nt) { gemv_thread(type, w, n, k, x, y, isa, t, nt); });
 #else
     (void) w, (void) x, (void) y, (void) n_threads, (void) isa;
 #endif

@@ -2,11 +2,8 @@
 //      both blocks' scales); ggml-cpu repack.cpp block_q4_0x8 (the weights' layout).
 #include "gemv_q4_0.h"
 
-#include <algorithm>
 #include <cstring>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "error.h"
 #include "gemm.h"
@@ -25,13 +22,6 @@ constexpr size_t x8_bytes = 8 * 2 + 8 * 16;  // one block_q4_0x8: 8 F16 scales, 
 constexpr const char * node_name = "gemv_q4_0";
 
 #if AUTOGLM_GEMM_X86
-// Activations k = at .. at+7 in every 64-bit lane: 4 of them for lanes 2c, the next 4 for 2c + 1.
-AUTOGLM_TARGET_AVX512_VNNI inline __m512i bcast8(const int8_t * q, int at) {
-    int64_t v;
-    std::memcpy(&v, q + at, 8);
-    return _mm512_set1_epi64(v);
-}
-
 // The int32 dot products of one block_q4_0x8 with a block of activations, per column c in lanes 2c
 // and 2c + 1 (the first 4 and last 4 of the column's 8 bytes in a chunk), the offset's share (corr)
 // in the even lanes. Chunk layout: bytes x[16 + 8c ..] hold k = 0..7 (low nibbles) and 16..23 (high)
@@ -43,10 +33,10 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i block_dots(const uint8_t * x, const in
     const __m512i first = _mm512_loadu_si512(x + 16), second = _mm512_loadu_si512(x + 80);
     // low nibbles as u = w + 8 in 0..15; high nibbles as 16 u (the shift folded into the sum below)
     __m512i lo = _mm512_maskz_set1_epi32(0x5555, corr), hi = _mm512_setzero_si512();
-    lo = _mm512_dpbusd_epi32(lo, _mm512_ternarylogic_epi32(first, lo_mask, lo_flip, and_xor), bcast8(q, 0));
-    hi = _mm512_dpbusd_epi32(hi, _mm512_ternarylogic_epi32(first, hi_mask, hi_flip, and_xor), bcast8(q, 16));
-    lo = _mm512_dpbusd_epi32(lo, _mm512_ternarylogic_epi32(second, lo_mask, lo_flip, and_xor), bcast8(q, 8));
-    hi = _mm512_dpbusd_epi32(hi, _mm512_ternarylogic_epi32(second, hi_mask, hi_flip, and_xor), bcast8(q, 24));
+    lo = _mm512_dpbusd_epi32(lo, _mm512_ternarylogic_epi32(first, lo_mask, lo_flip, and_xor), gemm::bcast8_512(q));
+    hi = _mm512_dpbusd_epi32(hi, _mm512_ternarylogic_epi32(first, hi_mask, hi_flip, and_xor), gemm::bcast8_512(q + 16));
+    lo = _mm512_dpbusd_epi32(lo, _mm512_ternarylogic_epi32(second, lo_mask, lo_flip, and_xor), gemm::bcast8_512(q + 8));
+    hi = _mm512_dpbusd_epi32(hi, _mm512_ternarylogic_epi32(second, hi_mask, hi_flip, and_xor), gemm::bcast8_512(q + 24));
     return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));  // exact: hi is a multiple of 16
 }
 
@@ -101,16 +91,11 @@ AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const
 
 // The AVX2 form of the same product, 4 columns per 256-bit vector: vpmaddubsw (weights as the unsigned
 // operand) and one vpmaddwd per 4 of them, the 16-bit sums exact (8 products of at most 15 x 127).
-__attribute__((target("avx2,fma,f16c"))) inline __m256i bcast8_avx2(const int8_t * q, int at) {
-    int64_t v;
-    std::memcpy(&v, q + at, 8);
-    return _mm256_set1_epi64x(v);
-}
-
 // One block's column sums in the order 0, 1, 4, 5, 2, 3, 6, 7 (vphaddd's), corr included.
 __attribute__((target("avx2,fma,f16c"))) inline __m256i block_dots_avx2(const uint8_t * x, const int8_t * q, int32_t corr) {
     const __m256i nibble = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8((char) 0x88), ones = _mm256_set1_epi16(1);
-    const __m256i a_lo0 = bcast8_avx2(q, 0), a_lo1 = bcast8_avx2(q, 8), a_hi0 = bcast8_avx2(q, 16), a_hi1 = bcast8_avx2(q, 24);
+    const __m256i a_lo0 = gemm::bcast8_256(q), a_lo1 = gemm::bcast8_256(q + 8), a_hi0 = gemm::bcast8_256(q + 16),
+                  a_hi1 = gemm::bcast8_256(q + 24);
     __m256i half[2];
     for (int h = 0; h < 2; ++h) {  // columns 0-3, then 4-7: chunks h*4 .. h*4+3 and 8+h*4 ..
         const __m256i first = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (x + 16 + 32 * h)), flip);
@@ -176,8 +161,7 @@ void gemv_op(ggml_tensor * dst, int ith, int nth, void * user) {
 
 bool gemv_q4_0_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    return w->type == GGML_TYPE_Q4_0 && !gemm::disabled_by_env() && ggml_n_dims(w) == 2 && gemm::is_repacked(w) &&
-           w->ne[1] % 8 == 0 && w->ne[0] % q4_0_block == 0 && gemm::one_f32_row(w, x) && gemm_available();
+    return gemm::repacked_gemv_operands(w, x, GGML_TYPE_Q4_0) && gemm_available();
 #else
     (void) w, (void) x;
     return false;
@@ -186,12 +170,7 @@ bool gemv_q4_0_applies(const ggml_tensor * w, const ggml_tensor * x) {
 
 ggml_tensor * gemv_q4_0_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    if (gemv_q4_0_applies(w, x)) {
-        ggml_tensor * args[1] = {x};
-        ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 1, gemv_op, GGML_N_TASKS_MAX, w);
-        ggml_set_name(out, node_name);
-        return out;
-    }
+    if (gemv_q4_0_applies(w, x)) return gemm::repacked_gemv_node(ctx, w, x, gemv_op, node_name);
 #endif
     return ggml_mul_mat(ctx, w, x);
 }
@@ -222,10 +201,7 @@ void gemv_q4_0_run(const uint8_t * w_repacked, int64_t n, int64_t k, const float
     if (!gemm_available()) throw error("gemv q4_0: this CPU lacks AVX2/FMA/F16C");
     const gemm_isa isa = gemm_isa_by_name(isa_name);
 #if AUTOGLM_GEMM_X86
-    const int nt = std::max(1, n_threads);
-    std::vector<std::thread> pool;
-    for (int t = 0; t < nt; ++t) pool.emplace_back([&, t] { gemv_thread(w_repacked, n, k, x, y, isa, t, nt); });
-    for (auto & th : pool) th.join();
+    gemm::on_threads(n_threads, [&](int t, int nt) { gemv_thread(w_repacked, n, k, x, y, isa, t, nt); });
 #else
     (void) w_repacked, (void) x, (void) y, (void) n_threads, (void) isa;
 #endif
