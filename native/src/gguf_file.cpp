@@ -65,6 +65,12 @@ void gguf_file::release(const void * data, size_t n) const {
     if (hi > lo) ::madvise((void *) lo, hi - lo, MADV_DONTNEED);
 }
 
+void gguf_file::prefetch(const void * data, size_t n) const {
+    const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t) data / page * page;
+    if (n > 0) ::madvise((void *) lo, (uintptr_t) data + n - lo, MADV_WILLNEED);
+}
+
 bool gguf_file::has(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }
 
 int64_t gguf_file::key_id(const std::string & key) const {

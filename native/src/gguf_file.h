@@ -42,6 +42,10 @@ public:
     // stay in the page cache). Loading copies every weight into backend buffers, so without this the
     // peak RSS of a load would be the weights twice.
     void release(const void * data, size_t n) const;
+    // Asks the kernel to read [data, data + n) of the mapping ahead, in the background: a tensor that
+    // stays mapped and is read a few rows at a time (the token embeddings) would otherwise fault
+    // its pages in one disk read per row, on the first use of each token.
+    void prefetch(const void * data, size_t n) const;
     uint32_t n_tensors() const;
 
 private:

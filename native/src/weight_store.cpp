@@ -107,6 +107,7 @@ ggml_tensor * weight_store::create_mapped(const std::string & name, std::vector<
     }
     ggml_tensor * t = ggml_dup_tensor(mapped_ctx_.get(), ft);
     ggml_set_name(t, name.c_str());
+    f_.prefetch(data, ggml_nbytes(t));
     mapped_.emplace_back(t, data);
     return t;
 }
