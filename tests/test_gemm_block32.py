@@ -116,8 +116,11 @@ def test_prompt_processing_with_our_gemm_matches_ggml(qtype, arch, tiny_checkpoi
     output, so those are checked for accuracy against the F32 file (_gemm_util.check_against_ggml)."""
     f32, _ = convert_tiny(tiny_checkpoint if arch == "tiny" else alt_checkpoint, "f32", "f16")
     q = tmp_path / f"{qtype}.gguf"
-    quantize_gguf(f32, q, qtype, progress=False)
-    check_against_ggml(q, f32, mirrors_ggml_order=qtype == "q4_0" and ggml_avx2_kernels())
+    # the Q4_0 file's output head in Q4_0 too (the preset's is Q6_K, or Q8_0 at these widths), so that
+    # every matrix has ggml's F32 order; but the alt model's vocabulary (509) is no multiple of 8, so
+    # ggml does not repack its head, which then takes ggml's row dot products, in another order
+    quantize_gguf(f32, q, qtype, progress=False, output_tensor_type="q4_0" if qtype == "q4_0" else None)
+    check_against_ggml(q, f32, mirrors_ggml_order=qtype == "q4_0" and arch == "tiny" and ggml_avx2_kernels())
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])

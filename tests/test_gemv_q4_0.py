@@ -60,14 +60,16 @@ def test_decoding_with_our_gemv_matches_ggmls_kernel(arch, tiny_checkpoint, alt_
     accurate as ggml's against the F32 file."""
     f32, _ = convert_tiny(tiny_checkpoint if arch == "tiny" else alt_checkpoint, "f32", "f16")
     q = tmp_path / "q4_0.gguf"
-    quantize_gguf(f32, q, "q4_0", progress=False)
+    quantize_gguf(f32, q, "q4_0", progress=False, output_tensor_type="q4_0")  # the head too: all Q4_0
     prof_ours: list[str] = []
     prof_ggml: list[str] = []
     ours = prompt_logits(q, None, n_batch=1, n_tokens=24, profile=prof_ours)
     ggml = prompt_logits(q, "ggml", n_batch=1, n_tokens=24, profile=prof_ggml)
     assert "GEMV q4_0 (ours)" in prof_ours[0] and "GEMV q4_0" not in prof_ggml[0]
     assert "MUL_MAT q4_0 CPU_REPACK (vector)" in prof_ggml[0]
-    if ggml_avx2_kernels():
+    # (the alt model's vocabulary, 509, is no multiple of 8: ggml does not repack its head, whose row
+    # dot products then sum in another order than our GGUF-layout GEMV)
+    if ggml_avx2_kernels() and arch == "tiny":
         assert np.array_equal(ours, ggml), np.abs(ours - ggml).max()
     ref = prompt_logits(f32, None, n_batch=1, n_tokens=24)
     err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()

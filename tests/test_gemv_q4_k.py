@@ -78,6 +78,7 @@ def test_decoding_with_our_gemv_is_as_accurate_as_ggmls_kernel(models, request):
     assert "GEMV q4_K (ours)" in prof_ours[0] and "GEMV q4_K" not in prof_ggml[0]
     assert "MUL_MAT q4_K CPU_REPACK (vector)" in prof_ggml[0]
     assert "MUL_MAT q4_K CPU_REPACK (vector)" not in prof_ours[0]
+    assert "GEMV q6_K (ours)" in prof_ours[0]  # the output head (Q6_K in the Q4_K_M mix)
     ref = prompt_logits(f16, None, n_batch=1, n_tokens=24)
     err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()
     assert err_ours <= 1.1 * err_ggml + 1e-3 * np.abs(ref).max()

@@ -195,19 +195,20 @@ bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, c
     if (t->op != GGML_OP_CUSTOM) return false;
     if (float_gemm_node_info(t, family, ops, peak)) return true;
     *peak = "int8";
-    for (const gemm::kernel * kern : kernels()) {
-        if (std::strcmp(ggml_get_name(t), kern->name) == 0) {
-            // dst [N, M]; its source holds M quantized rows of row_bytes(K)
-            const double k = (double) (t->src[0]->ne[0] / (int64_t) kern->act_block_bytes) * kern->block;
-            *family = kern->family;
-            *ops = 2.0 * k * (double) t->ne[0] * (double) t->ne[1];
-            return true;
-        }
-        if (std::strcmp(ggml_get_name(t), kern->quantize_name) == 0) {
-            *family = kern->quantize_family;
-            *ops = 0.0;
-            return true;
-        }
+    void * user = nullptr;
+    if (gemm::is_custom_op(t, gemm_op, &user)) {  // user: the weight
+        const gemm::kernel * kern = kernel_for(static_cast<const ggml_tensor *>(user)->type);
+        if (!kern) return false;
+        // dst [N, M]; its source holds M quantized rows of row_bytes(K)
+        const double k = (double) (t->src[0]->ne[0] / (int64_t) kern->act_block_bytes) * kern->block;
+        *family = kern->family;
+        *ops = 2.0 * k * (double) t->ne[0] * (double) t->ne[1];
+        return true;
+    }
+    if (gemm::is_custom_op(t, quantize_op, &user)) {  // user: the kernel
+        *family = static_cast<const gemm::kernel *>(user)->quantize_family;
+        *ops = 0.0;
+        return true;
     }
     return false;
 }

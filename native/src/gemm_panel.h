@@ -65,6 +65,23 @@ inline void on_threads(int n, F fn) {
     for (auto & th : pool) th.join();
 }
 
+// Whether t is a custom op node running fn, and its user data. ggml keeps both in the node's op_params
+// (ggml_custom_op_params, ggml-impl.h: fun, n_tasks, userdata). The profiler knows our nodes by this,
+// not by their names, which the graphs may change (the logits are "result_output" for tensor dumps).
+inline bool is_custom_op(const ggml_tensor * t, ggml_custom_op_t fn, void ** userdata = nullptr) {
+    struct custom_op_params {
+        ggml_custom_op_t fun;
+        int n_tasks;
+        void * userdata;
+    } p;
+    static_assert(sizeof p <= GGML_MAX_OP_PARAMS, "ggml's custom op parameters");
+    if (t->op != GGML_OP_CUSTOM) return false;
+    std::memcpy(&p, t->op_params, sizeof p);
+    if (p.fun != fn) return false;
+    if (userdata) *userdata = p.userdata;
+    return true;
+}
+
 // The operands of a decode matmul that our GEMV for ggml's repacked layout of `type` takes (gemv_q4_0.h,
 // gemv_q4_k.h): w a 2-D weight of that type in the repacked buffer, whole groups of 8 rows of whole
 // blocks, and x one F32 row; AUTOGLM_GEMM not "ggml". (The caller checks the CPU: gemm_available.)
@@ -80,6 +97,23 @@ inline ggml_tensor * repacked_gemv_node(ggml_context * ctx, ggml_tensor * w, ggm
                                         const char * name) {
     ggml_tensor * args[1] = {x};
     ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 1, fn, GGML_N_TASKS_MAX, w);
+    ggml_set_name(out, name);
+    return out;
+}
+
+// The same for our GEMVs on the GGUF layout (gemv_block32.h, gemv_q6_k.h): w a 2-D weight in a plain
+// host buffer (not ggml's repacked one) with whole rows of blocks, x one F32 row. (The caller checks
+// the type and the CPU.)
+inline bool host_gemv_operands(const ggml_tensor * w, const ggml_tensor * x) {
+    return !disabled_by_env() && ggml_n_dims(w) == 2 && w->buffer && ggml_backend_buffer_is_host(w->buffer) && !is_repacked(w) &&
+           w->ne[0] % ggml_blck_size(w->type) == 0 && w->nb[1] == ggml_row_size(w->type, w->ne[0]) && one_f32_row(w, x);
+}
+
+// Their node: w and x are the sources of the custom op fn.
+inline ggml_tensor * host_gemv_node(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_custom_op_t fn,
+                                    const char * name) {
+    ggml_tensor * args[2] = {w, x};
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, fn, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, name);
     return out;
 }

@@ -98,14 +98,6 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i load_pair_u(const uint8_t * r, const u
     }
 }
 
-// Lane r of the result: the sum of d[r]'s 8 lanes.
-AUTOGLM_GEMV_AVX2 inline __m256i reduce_rows(const __m256i d[group]) {
-    const __m256i t0 = _mm256_hadd_epi32(d[0], d[1]), t1 = _mm256_hadd_epi32(d[2], d[3]);
-    const __m256i t2 = _mm256_hadd_epi32(d[4], d[5]), t3 = _mm256_hadd_epi32(d[6], d[7]);
-    const __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
-}
-
 // The exact int32 sums of one block of each of the 8 rows (at rows[r] + off) with the activations a,
 // row r in lane r. AVX2: Q8_0 as |w| x sign(a, w) (exact: the activations stay within +-127), the
 // others as u x a; VNNI: u x a, two rows per vpdpbusd. Where u x a is summed, the offset's share
@@ -121,7 +113,7 @@ AUTOGLM_GEMV_AVX2 inline __m256i group_sums_avx2(const uint8_t * const rows[grou
             T == GGML_TYPE_Q8_0 ? _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w)) : _mm256_maddubs_epi16(w, a);
         d[r] = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
     }
-    return reduce_rows(d);
+    return avx2::hsum_rows(d);
 }
 template <ggml_type T>
 AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const rows[group], size_t off, __m256i a) {
@@ -132,7 +124,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
         d[r] = _mm512_castsi512_si256(s);
         d[r + 1] = _mm512_extracti64x4_epi64(s, 1);
     }
-    return reduce_rows(d);
+    return avx2::hsum_rows(d);
 }
 
 #    define GEMV_ROWS        gemv_rows_avx2
@@ -187,9 +179,7 @@ void gemv_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool gemv_block32_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    return type_info(w->type) && !gemm::disabled_by_env() && ggml_n_dims(w) == 2 && w->buffer &&
-           ggml_backend_buffer_is_host(w->buffer) && !gemm::is_repacked(w) && w->ne[0] % block == 0 &&
-           w->nb[1] == ggml_row_size(w->type, w->ne[0]) && gemm::one_f32_row(w, x) && gemm_available();
+    return type_info(w->type) && gemm::host_gemv_operands(w, x) && gemm_available();
 #else
     (void) w, (void) x;
     return false;
@@ -198,12 +188,7 @@ bool gemv_block32_applies(const ggml_tensor * w, const ggml_tensor * x) {
 
 ggml_tensor * gemv_block32_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    if (gemv_block32_applies(w, x)) {
-        ggml_tensor * args[2] = {w, x};
-        ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX, nullptr);
-        ggml_set_name(out, type_info(w->type)->node_name);
-        return out;
-    }
+    if (gemv_block32_applies(w, x)) return gemm::host_gemv_node(ctx, w, x, gemv_op, type_info(w->type)->node_name);
 #endif
     return ggml_mul_mat(ctx, w, x);
 }
@@ -224,16 +209,12 @@ void gemv_block32_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, c
 }
 
 bool gemv_block32_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
-    if (t->op != GGML_OP_CUSTOM) return false;
-    for (const weight_type & wt : types) {
-        if (std::strcmp(ggml_get_name(t), wt.node_name) != 0) continue;
-        const ggml_tensor * w = t->src[0];
-        *family = wt.family;
-        *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1];
-        *bytes = (double) ggml_nbytes(w);
-        return true;
-    }
-    return false;
+    if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;
+    const ggml_tensor * w = t->src[0];
+    *family = type_info(w->type)->family;
+    *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1];
+    *bytes = (double) ggml_nbytes(w);
+    return true;
 }
 
 }  // namespace autoglm

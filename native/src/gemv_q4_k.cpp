@@ -343,7 +343,7 @@ void gemv_q4_k_run(const uint8_t * w_repacked, int64_t n, int64_t k, const float
 }
 
 bool gemv_q4_k_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
-    if (t->op != GGML_OP_CUSTOM || std::strcmp(ggml_get_name(t), node_name) != 0) return false;
+    if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;
     const double k = (double) t->src[0]->ne[0], n = (double) t->ne[0];
     *family = "GEMV q4_K (ours)";
     *ops = 2.0 * k * n;

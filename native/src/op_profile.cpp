@@ -11,6 +11,7 @@
 #include "gemv_block32.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
+#include "gemv_q6_k.h"
 #include "ggml.h"
 
 namespace autoglm {
@@ -82,9 +83,9 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         r.family = "ATTENTION bf16 (ours)";
         r.ops = 4.0 * (double) q->ne[0] * (double) q->ne[1] * (double) q->ne[2] * (double) t->src[1]->ne[0];
         r.peak = "bf16";
-    } else if (const char * family = nullptr; gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes) ||
-                                              gemv_q4_k_node_info(t, &family, &r.ops, &r.bytes) ||
-                                              gemv_block32_node_info(t, &family, &r.ops, &r.bytes)) {
+    } else if (const char * family = nullptr;
+               gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes) || gemv_q4_k_node_info(t, &family, &r.ops, &r.bytes) ||
+               gemv_q6_k_node_info(t, &family, &r.ops, &r.bytes) || gemv_block32_node_info(t, &family, &r.ops, &r.bytes)) {
         r.family = family;
     } else if (const char * family = nullptr, *peak = nullptr; gemm_node_info(t, &family, &r.ops, &peak)) {
         r.family = family;
