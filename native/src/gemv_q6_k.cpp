@@ -29,23 +29,32 @@ constexpr int group = 8;        // rows per step
 constexpr const char * node_name = "gemv_q6_K";
 
 #if AUTOGLM_GEMM_X86
-// One token's activations: Q8_K (q, d per 256) and the sums of q per sub-block of 16 (the offset's
-// share), in this thread's buffers.
+// One token's activations: Q8_K (q, d per 256) and, for the AVX2 kernel, the sums of q per sub-block
+// of 16 (the offset's share), in this thread's buffers.
 struct activations {
     const int8_t * q;
     const float * d;
     const int16_t * sums16;
 };
 
-inline activations quantize_for_thread(const float * x, int64_t k) {
+__attribute__((target("avx2"))) inline void sums_of_16(const int8_t * q, int64_t k, int16_t * out) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < k; i += 32) {
+        // sums of 4, then of 16: lane 0 of each 128-bit half
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *) (q + i))), ones16);
+        s = _mm256_hadd_epi32(s, s);
+        s = _mm256_hadd_epi32(s, s);
+        out[i / 16] = (int16_t) _mm256_extract_epi32(s, 0);
+        out[i / 16 + 1] = (int16_t) _mm256_extract_epi32(s, 4);
+    }
+}
+
+inline activations quantize_for_thread(const float * x, int64_t k, bool with_sums) {
     const gemm::q8k_rows a = gemm::quantize_row_q8_k_for_thread(x, k);
     thread_local std::vector<int16_t> sums;
+    if (!with_sums) return {a.q(0), a.d(0), nullptr};
     sums.resize((size_t) (k / 16));
-    for (int64_t i = 0; i < k / 16; ++i) {
-        int s = 0;
-        for (int j = 0; j < 16; ++j) s += a.q(0)[16 * i + j];
-        sums[(size_t) i] = (int16_t) s;
-    }
+    sums_of_16(a.q(0), k, sums.data());
     return {a.q(0), a.d(0), sums.data()};
 }
 
@@ -156,7 +165,7 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     const int64_t groups = (n + group - 1) / group;
     const int64_t r0 = std::min(n, groups * ith / nth * group), r1 = std::min(n, groups * (ith + 1) / nth * group);
     if (r0 >= r1) return;
-    const activations a = quantize_for_thread(x, k);
+    const activations a = quantize_for_thread(x, k, isa == gemm_isa::avx2);
     if (isa == gemm_isa::avx2) {
         gemv_rows_avx2(w, k / block, a, y, r0, r1);
     } else {
