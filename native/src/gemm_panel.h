@@ -65,6 +65,19 @@ inline void on_threads(int n, F fn) {
     for (auto & th : pool) th.join();
 }
 
+#if AUTOGLM_GEMM_X86
+// Software prefetch for a matrix-vector product's weight stream: the `bytes` at x (read next) asked
+// for l2_ahead bytes ahead into L2 and l1_ahead ahead into L1, which the hardware prefetcher alone did
+// not keep full (bench/README.md, "Decode: our matrix-vector product for Q4_0"). A thread's stream
+// runs on across panel ends, and a prefetch never faults, also past the tensor's end.
+inline void prefetch_stream(const uint8_t * x, int64_t bytes, int64_t l2_ahead, int64_t l1_ahead) {
+    for (int64_t line = 0; line < bytes; line += 64) {
+        _mm_prefetch((const char *) (x + l2_ahead + line), _MM_HINT_T1);
+        _mm_prefetch((const char *) (x + l1_ahead + line), _MM_HINT_T0);
+    }
+}
+#endif
+
 // Whether t is a custom op node running fn, and its user data. ggml keeps both in the node's op_params
 // (ggml_custom_op_params, ggml-impl.h: fun, n_tasks, userdata). The profiler knows our nodes by this,
 // not by their names, which the graphs may change (the logits are "result_output" for tensor dumps).

@@ -45,8 +45,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i block_dots(const uint8_t * x, const in
 // converted and scaled once, then added to the 8 accumulators in block order (the GEMM's F32 chain).
 AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const gemm::q8_0_rows & a, float * y, int64_t p0,
                                             int64_t p1) {
-    // software prefetch: L2 far ahead, L1 near; the stream runs on across panel ends (a thread's
-    // panels are contiguous) and a prefetch never faults, also past the tensor's end
+    // software prefetch (gemm::prefetch_stream): L2 far ahead, L1 near; a thread's panels are contiguous
     constexpr int64_t l2_ahead = 128 * x8_bytes, l1_ahead = 8 * x8_bytes;
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -60,10 +59,7 @@ AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const
         for (; b + 2 <= nb; b += 2) {
             const uint8_t * x0 = panel + b * (int64_t) x8_bytes;
             const uint8_t * x1 = x0 + x8_bytes;
-            for (int line = 0; line < (int) (2 * x8_bytes); line += 64) {
-                _mm_prefetch((const char *) (x0 + l2_ahead + line), _MM_HINT_T1);
-                _mm_prefetch((const char *) (x0 + l1_ahead + line), _MM_HINT_T0);
-            }
+            gemm::prefetch_stream(x0, 2 * x8_bytes, l2_ahead, l1_ahead);
             const __m512i s0 = block_dots(x0, q + b * 32, corr[b]), s1 = block_dots(x1, q + b * 32 + 32, corr[b + 1]);
             // lanes 0-7: block b's columns, 8-15: block b + 1's (each the sum of its lane pair)
             const __m512i sums =
@@ -121,12 +117,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_panels_avx2(const uint8_t * w
         __m256 acc = _mm256_setzero_ps();  // columns in vphaddd's order
         for (int64_t b = 0; b < nb; ++b) {
             const uint8_t * x = panel + b * (int64_t) x8_bytes;
-            if (b % 2 == 0) {
-                for (int line = 0; line < (int) (2 * x8_bytes); line += 64) {
-                    _mm_prefetch((const char *) (x + l2_ahead + line), _MM_HINT_T1);
-                    _mm_prefetch((const char *) (x + l1_ahead + line), _MM_HINT_T0);
-                }
-            }
+            if (b % 2 == 0) gemm::prefetch_stream(x, 2 * x8_bytes, l2_ahead, l1_ahead);
             const __m256i sums = block_dots_avx2(x, q + b * 32, corr[b]);
             const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x)), order);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_set1_ps(da[b])), acc);

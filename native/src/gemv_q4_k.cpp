@@ -41,16 +41,9 @@ inline sub_block_scales unpack_scales(const uint8_t * s) {
 }
 
 #if AUTOGLM_GEMM_X86
-// Software prefetch of one block_q4_Kx8 (18 lines) 16 blocks ahead into L2 and one ahead into L1, as
-// gemv_q4_0.cpp's distances (18 KB and ~1 KB); the stream runs on across panel ends and a prefetch
-// never faults, also past the tensor's end.
-inline void prefetch_block(const uint8_t * x) {
-    constexpr int64_t l2_ahead = 16 * x8_bytes, l1_ahead = x8_bytes;
-    for (int line = 0; line < (int) x8_bytes; line += 64) {
-        _mm_prefetch((const char *) (x + l2_ahead + line), _MM_HINT_T1);
-        _mm_prefetch((const char *) (x + l1_ahead + line), _MM_HINT_T0);
-    }
-}
+// One block_q4_Kx8 (18 lines), 16 blocks ahead into L2 and one into L1: gemv_q4_0.cpp's distances
+// (18 KB and ~1 KB).
+inline void prefetch_block(const uint8_t * x) { gemm::prefetch_stream(x, x8_bytes, 16 * x8_bytes, x8_bytes); }
 
 // All 8 sub-blocks' scales and mins of a block_q4_Kx8 at once, as int16: sc[h] lane 8 (j - 4h) + c =
 // the scale of sub-block j for column c, j = 4h .. 4h+3; mins[h] the same for the mins. The 96 bytes
