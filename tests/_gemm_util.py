@@ -146,24 +146,44 @@ def k_quant_models(out: Path, text: dict) -> tuple[Path, Path]:
     return f16, q
 
 
+def _k_scales_mins(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's get_scale_min_k4 over the 12 packed bytes s [n, nb, 12]: 6-bit scales and mins [n, nb, 8]."""
+    sc = np.empty(s.shape[:2] + (8,), np.int64)
+    mn = np.empty_like(sc)
+    for j in range(8):
+        if j < 4:
+            sc[:, :, j], mn[:, :, j] = s[:, :, j] & 63, s[:, :, j + 4] & 63
+        else:
+            sc[:, :, j] = (s[:, :, j + 4] & 0x0F) | ((s[:, :, j - 4] >> 6) << 4)
+            mn[:, :, j] = (s[:, :, j + 4] >> 4) | ((s[:, :, j] >> 6) << 4)
+    return sc, mn
+
+
 def q4_k_fields(wq: np.ndarray, k: int):
     """The GGUF layout's fields: d, dmin [n, nb]; sc, m [n, nb, 8]; q [n, nb, 256] (0..15)."""
     n, nb = wq.shape[0], k // 256
     blocks = wq.reshape(n, nb, 144)
     d = blocks[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float64)
     dmin = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    s = blocks[:, :, 4:16].astype(np.int64)
-    sc = np.empty((n, nb, 8), np.int64)
-    mn = np.empty((n, nb, 8), np.int64)
-    for j in range(8):  # ggml's get_scale_min_k4
-        if j < 4:
-            sc[:, :, j], mn[:, :, j] = s[:, :, j] & 63, s[:, :, j + 4] & 63
-        else:
-            sc[:, :, j] = (s[:, :, j + 4] & 0x0F) | ((s[:, :, j - 4] >> 6) << 4)
-            mn[:, :, j] = (s[:, :, j + 4] >> 4) | ((s[:, :, j] >> 6) << 4)
+    sc, mn = _k_scales_mins(blocks[:, :, 4:16].astype(np.int64))
     qs = blocks[:, :, 16:].reshape(n, nb, 4, 32).astype(np.int64)  # 4 chunks of 32 bytes: 64 elements each
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=3).reshape(n, nb, 256)
     return d, dmin, sc, mn, q
+
+
+def q5_k_fields(wq: np.ndarray, k: int):
+    """Q5_K's fields as q4_k_fields's, q in 0..31: the nibbles of qs plus 16 x bit j of qh[l] for
+    element l of sub-block j."""
+    n, nb = wq.shape[0], k // 256
+    blocks = wq.reshape(n, nb, 176)
+    d = blocks[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    dmin = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    sc, mn = _k_scales_mins(blocks[:, :, 4:16].astype(np.int64))
+    qh = blocks[:, :, 16:48].astype(np.int64)                      # [n, nb, 32]
+    qs = blocks[:, :, 48:].reshape(n, nb, 4, 32).astype(np.int64)  # sub-block pairs
+    nib = np.concatenate([qs & 0x0F, qs >> 4], axis=3).reshape(n, nb, 8, 32)
+    high = (qh[:, :, None, :] >> np.arange(8)[None, None, :, None]) & 1  # [n, nb, 8 sub-blocks, 32]
+    return d, dmin, sc, mn, (nib + 16 * high).reshape(n, nb, 256)
 
 
 def q8_k(a: np.ndarray):
@@ -178,14 +198,19 @@ def q8_k(a: np.ndarray):
     return q, d.astype(np.float64)
 
 
-def q4_k_reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Exact Q4_K x Q8_K products (float64) of GGUF-layout rows wq and activation rows a: [m, n]."""
+def k_quant_sums(wq: np.ndarray, a: np.ndarray, qtype: str = "q4_k"):
+    """The exact integers of Q4_K/Q5_K x Q8_K products: isum, msum [m, n, nb] (int64), with the F32
+    scales d, dmin [n, nb] and da [m, nb] (float64)."""
     k = a.shape[1]
-    d, dmin, sc, mn, qw = q4_k_fields(wq, k)
+    d, dmin, sc, mn, qw = {"q4_k": q4_k_fields, "q5_k": q5_k_fields}[qtype](wq, k)
     qa, da = q8_k(a)
     n, nb = d.shape
     sub = np.einsum("mbjk,nbjk->mnbj", qa.reshape(-1, nb, 8, 32), qw.reshape(n, nb, 8, 32))  # exact int64
     sums = qa.reshape(-1, nb, 8, 32).sum(axis=3)                                               # [m, nb, 8]
-    isum = np.einsum("mnbj,nbj->mnb", sub, sc)
-    msum = np.einsum("mbj,nbj->mnb", sums, mn)
+    return np.einsum("mnbj,nbj->mnb", sub, sc), np.einsum("mbj,nbj->mnb", sums, mn), d, dmin, da
+
+
+def q4_k_reference(wq: np.ndarray, a: np.ndarray, qtype: str = "q4_k") -> np.ndarray:
+    """Exact Q4_K (or Q5_K) x Q8_K products (float64) of GGUF-layout rows wq and activation rows a: [m, n]."""
+    isum, msum, d, dmin, da = k_quant_sums(wq, a, qtype)
     return np.einsum("mb,mnb->mn", da, isum * d[None] - msum * dmin[None])

@@ -104,3 +104,17 @@ def k256_models(tmp_path_factory) -> tuple[Path, Path]:
     return k_quant_models(tmp_path_factory.mktemp("k256"), {"hidden_size": 256, "intermediate_size": 512,
                                                             "num_hidden_layers": 2, "num_attention_heads": 4,
                                                             "num_key_value_heads": 2})
+
+
+@pytest.fixture(scope="session")
+def k256_q5_k_m(k256_models, tmp_path_factory) -> Path:
+    """k256_models's decoder as a Q5_K_M file: Q5_K matrices (GGUF layout: ggml repacks no Q5_K on x86)
+    next to Q6_K ones."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    from autoglm_gguf.quantize import quantize_gguf
+
+    q = tmp_path_factory.mktemp("k256_q5") / "q5_k_m.gguf"
+    quantize_gguf(k256_models[0], q, "q5_k_m", progress=False)
+    assert GGMLQuantizationType.Q5_K in {t.tensor_type for t in GGUFReader(q).tensors if t.name.startswith("blk.")}
+    return q

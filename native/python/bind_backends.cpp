@@ -10,6 +10,7 @@
 #include "gemv_block32.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
+#include "gemv_q5_k.h"
 #include "gemv_q6_k.h"
 #include "quantize.h"
 
@@ -96,6 +97,8 @@ void bind_backends(py::module_ & m) {
                 py::gil_scoped_release nogil;
                 if (t == GGML_TYPE_Q6_K) {
                     autoglm::gemv_q6_k_run(wp, n, k, xp, yp, n_threads, isa.c_str());
+                } else if (t == GGML_TYPE_Q5_K) {
+                    autoglm::gemv_q5_k_run(wp, n, k, xp, yp, n_threads, isa.c_str());
                 } else {
                     autoglm::gemv_block32_run(t, wp, n, k, xp, yp, n_threads, isa.c_str());
                 }
@@ -103,8 +106,9 @@ void bind_backends(py::module_ & m) {
             return y;
         },
         py::arg("w"), py::arg("x"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
-        "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0 rows (native/src/gemv_block32.h) or q6_k rows (gemv_q6_k.h):\n"
-        "w (N rows of blocks) times x [K] float32 quantized as ggml's Q8_0 (Q8_K for q6_k) -> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
+        "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0 rows (native/src/gemv_block32.h), q5_k (gemv_q5_k.h) or q6_k\n"
+        "rows (gemv_q6_k.h): w (N rows of blocks) times x [K] float32 quantized as ggml's Q8_0 (Q8_K for the K-quants)\n"
+        "-> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
         "empty: the best). For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(

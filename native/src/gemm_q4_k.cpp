@@ -8,6 +8,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
+#    include "gemm_kquant_panel.h"
 #    include "gemm_q8_act.h"  // gemm::quad
 #    include "gemm_q8k_act.h"
 #endif
@@ -19,31 +20,15 @@ namespace autoglm {
 #    pragma GCC target("avx2,fma,f16c")
 namespace {
 
-constexpr int sub_blocks = 8;  // sub-blocks of 32 per super-block
 using gemm::q8k_rows;
+using gemm::kq::join_panels;
+using gemm::kq::panel_block;
+using gemm::kq::scale_min;
+using gemm::kq::sub_blocks;
+using gemm::kq::wide_block;
 
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
     gemm::quantize_q8_k_rows(a, a_row_stride, r0, r1, q8k_rows{q_bytes, k, k / q4_k_block});
-}
-
-// One super-block of a panel of 8 columns.
-struct panel_block {
-    __m256i q[sub_blocks * 8];  // sub-block j: vectors 8j .. 8j+7, vector t = k 4t .. 4t+3 of each column
-    __m256i sc[sub_blocks];     // sub-block j: int16 lanes 2c, 2c+1 = column c's scale
-    __m256i mins[sub_blocks / 2];  // sub-blocks 2p, 2p+1: int16 lane 2c = column c's min of 2p, 2c+1 of 2p+1
-    float d[8], dmin[8];
-};
-static_assert(sizeof(panel_block) % 32 == 0, "panel blocks must keep 32-byte alignment");
-
-// ggml's get_scale_min_k4: 8 (scale, min) pairs of 6 bits in 12 bytes.
-inline void scale_min(int j, const uint8_t * s, int16_t & sc, int16_t & m) {
-    if (j < 4) {
-        sc = s[j] & 63;
-        m = s[j + 4] & 63;
-    } else {
-        sc = (int16_t) ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4));
-        m = (int16_t) ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    }
 }
 
 // Columns [c0, c0 + 8) of w (fewer at the right edge: zero weights and scales). `repacked`: ggml's
@@ -78,7 +63,7 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
             gemm::transpose_columns(lo, P.q + 8 * (2 * cc));
             gemm::transpose_columns(hi, P.q + 8 * (2 * cc + 1));
         }
-        alignas(32) int16_t sc[sub_blocks][16] = {}, mins[sub_blocks / 2][16] = {};
+        int16_t sc[8][sub_blocks] = {}, mins[8][sub_blocks] = {};
         for (int c = 0; c < 8; ++c) {
             P.d[c] = P.dmin[c] = 0.0f;
             if (c0 + c >= n) continue;
@@ -88,18 +73,14 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
             P.d[c] = ggml_fp16_to_fp32(hd);
             P.dmin[c] = ggml_fp16_to_fp32(hm);
             for (int j = 0; j < sub_blocks; ++j) {
-                int16_t s, m;
                 if (repacked) {
-                    scale_min(c, x8 + 32 + 12 * j, s, m);
+                    scale_min(c, x8 + 32 + 12 * j, sc[c][j], mins[c][j]);
                 } else {
-                    scale_min(j, block(c) + 4, s, m);
+                    scale_min(j, block(c) + 4, sc[c][j], mins[c][j]);
                 }
-                sc[j][2 * c] = sc[j][2 * c + 1] = s;
-                mins[j / 2][2 * c + (j % 2)] = m;
             }
         }
-        for (int j = 0; j < sub_blocks; ++j) P.sc[j] = _mm256_load_si256((const __m256i *) sc[j]);
-        for (int p = 0; p < sub_blocks / 2; ++p) P.mins[p] = _mm256_load_si256((const __m256i *) mins[p]);
+        gemm::kq::set_scales(P, sc, mins);
     }
 }
 
@@ -168,32 +149,7 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_
 // and the pair's total stay below 2^24, and cvt(s0) * sc0 + cvt(s1) * sc1 is the integer that
 // vpmaddwd gives on AVX2 (two conversions, a multiply and an fmadd where vpmulld would take 4 uops
 // and still need the add and the conversion). The other F32 steps are kernel_4x8's: the same bits.
-struct wide_block {
-    __m512i q[sub_blocks * 8];     // as panel_block::q, columns 0-7 in the low 256 bits
-    __m512 sc[sub_blocks];         // lane c: column c's scale, in F32
-    __m512i mins[sub_blocks / 2];  // as panel_block::mins, 16 columns
-    float d[16], dmin[16];
-};
-static_assert(sizeof(wide_block) % 64 == 0, "wide blocks must keep 64-byte alignment");
-
-AUTOGLM_TARGET_AVX512_VNNI void join_panels(const panel_block * lo_cols, const panel_block * hi_cols, int64_t nb,
-                                            wide_block * wide) {
-    auto join = [](__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); };
-    const __m512i low16 = _mm512_set1_epi32(0xFFFF);  // sc holds each scale twice, as two int16
-    for (int64_t b = 0; b < nb; ++b) {
-        const panel_block &L = lo_cols[b], &H = hi_cols[b];
-        wide_block & W = wide[b];
-        for (int i = 0; i < sub_blocks * 8; ++i) W.q[i] = join(L.q[i], H.q[i]);
-        for (int j = 0; j < sub_blocks; ++j) W.sc[j] = _mm512_cvtepi32_ps(_mm512_and_si512(join(L.sc[j], H.sc[j]), low16));
-        for (int p = 0; p < sub_blocks / 2; ++p) W.mins[p] = join(L.mins[p], H.mins[p]);
-        std::memcpy(W.d, L.d, sizeof L.d);
-        std::memcpy(W.d + 8, H.d, sizeof H.d);
-        std::memcpy(W.dmin, L.dmin, sizeof L.dmin);
-        std::memcpy(W.dmin + 8, H.dmin, sizeof H.dmin);
-    }
-}
-
-// R rows x 16 columns, the arithmetic of kernel_4x8.
+// R rows x 16 columns (gemm_kquant_panel.h's wide_block).
 template <int R>
 AUTOGLM_TARGET_AVX512_VNNI inline void kernel_vnni(const wide_block * panel, int64_t nb, const q8k_rows & a, const int64_t * rows,
                                                    float out[R][16]) {

@@ -11,6 +11,7 @@
 #include "gemm_panel.h"
 
 #if AUTOGLM_GEMM_X86
+#    include "avx512_reduce.h"
 #    include "gemm_q8_act.h"
 #endif
 
@@ -122,14 +123,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
     for (int p = 0; p < group / 2; ++p) {
         z[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load_pair_u<T>(rows[2 * p] + off, rows[2 * p + 1] + off), a2);
     }
-    // the rows' 8-lane sums by 512-bit unpacks (vphaddd costs 3 uops on Zen 4): 128-bit lane L of b
-    // holds the sums of lane L of z[0..3], i.e. of rows 0, 2, 4, 6 (L = 0, 1) or 1, 3, 5, 7 (L = 2, 3)
-    const __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
-    const __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
-    const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
-    const __m512i c = _mm512_add_epi32(b, _mm512_shuffle_i32x4(b, b, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm512_castsi512_si256(
-        _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0), c));
+    return avx512::hsum_row_pairs(z);
 }
 
 #    define GEMV_ROWS        gemv_rows_avx2

@@ -8,6 +8,7 @@
 #include "gemv_block32.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
+#include "gemv_q5_k.h"
 #include "gemv_q6_k.h"
 #include "graph_util.h"
 
@@ -30,13 +31,14 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     text_graph g;
     g.gf = ggml_new_graph_custom(ctx, graph_max_nodes(model), false);
 
-    // A weight matmul: our prompt GEMM (gemm.h) or decode GEMV (gemv_q4_0.h, gemv_q4_k.h, gemv_block32.h, gemv_q6_k.h) where one
+    // A weight matmul: our prompt GEMM (gemm.h) or decode GEMV (gemv_q4_0.h, gemv_q4_k.h, gemv_block32.h, gemv_q5_k.h, gemv_q6_k.h) where one
     // applies, else ggml's.
     auto mm = [&](ggml_tensor * w, ggml_tensor * x) {
         if (s.own_gemm && gemm_applies(w, x->ne[1])) return gemm_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_q4_0_applies(w, x)) return gemv_q4_0_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_q4_k_applies(w, x)) return gemv_q4_k_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_block32_applies(w, x)) return gemv_block32_mul_mat(ctx, w, x);
+        if (s.own_gemm && gemv_q5_k_applies(w, x)) return gemv_q5_k_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_q6_k_applies(w, x)) return gemv_q6_k_mul_mat(ctx, w, x);
         return ggml_mul_mat(ctx, w, x);
     };
