@@ -92,21 +92,40 @@ def check_isas_agree(quantized: Path) -> None:
     assert np.array_equal(best, avx2), np.abs(best - avx2).max()
 
 
+_BLOCK32_BYTES = {"q4_0": 18, "q5_0": 22, "q8_0": 34, "q4_1": 20, "q5_1": 24}
+AFFINE32 = ("q4_1", "q5_1")  # w = d u + m
+
+
 def block32_weights(wq: np.ndarray, qtype: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The integer weights [n, nb, 32] and their F16 scales [n, nb] of a GGUF-layout block-32 matrix."""
+    """The integer weights [n, nb, 32] and their F16 scales [n, nb] of a GGUF-layout block-32 matrix
+    (the affine types' unsigned u; their offsets m: block32_mins)."""
     n, nb = wq.shape[0], k // 32
-    size = {"q4_0": 18, "q5_0": 22, "q8_0": 34}[qtype]
-    blocks = wq.reshape(n, nb, size)
+    blocks = wq.reshape(n, nb, _BLOCK32_BYTES[qtype])
     dw = blocks[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float64)
     if qtype == "q8_0":
         return blocks[:, :, 2:].copy().view(np.int8).astype(np.int64), dw
-    qs = blocks[:, :, 2:][:, :, -16:]
+    qs = blocks[:, :, -16:]
     nib = np.concatenate([qs & 0x0F, qs >> 4], axis=2).astype(np.int64)
-    if qtype == "q4_0":
-        return nib - 8, dw
-    qh = blocks[:, :, 2:6].copy().view("<u4")[:, :, 0].astype(np.int64)
+    if qtype in ("q4_0", "q4_1"):
+        return nib - (8 if qtype == "q4_0" else 0), dw
+    at = 2 if qtype == "q5_0" else 4
+    qh = blocks[:, :, at:at + 4].copy().view("<u4")[:, :, 0].astype(np.int64)
     high = (qh[:, :, None] >> np.arange(32)) & 1
-    return nib + 16 * high - 16, dw
+    return nib + 16 * high - (16 if qtype == "q5_0" else 0), dw
+
+
+def block32_mins(wq: np.ndarray, qtype: str, k: int) -> np.ndarray:
+    """The F16 offsets m [n, nb] of an affine block-32 matrix (zero for the others)."""
+    n, nb = wq.shape[0], k // 32
+    if qtype not in AFFINE32:
+        return np.zeros((n, nb))
+    blocks = wq.reshape(n, nb, _BLOCK32_BYTES[qtype])
+    return blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
+
+
+def block32_dequantized(wq: np.ndarray, qtype: str, k: int) -> np.ndarray:
+    wi, dw = block32_weights(wq, qtype, k)
+    return (wi * dw[:, :, None] + block32_mins(wq, qtype, k)[:, :, None]).reshape(wq.shape[0], k)
 
 
 def q8_0_activations(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,11 +139,13 @@ def q8_0_activations(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def block32_reference(wq: np.ndarray, qtype: str, a: np.ndarray) -> np.ndarray:
-    """a [m, k] x wq^T in exact arithmetic: int64 block dot products, scaled in float64."""
+    """a [m, k] x wq^T in exact arithmetic: int64 block dot products, scaled in float64 (an affine
+    type's m times the activations' block sums added)."""
     wi, dw = block32_weights(wq, qtype, a.shape[1])
     q, da = q8_0_activations(a)
     dots = np.einsum("mbk,nbk->mnb", q, wi)  # exact int64
-    return np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)
+    out = np.einsum("mnb,mb,nb->mn", dots.astype(np.float64), da, dw)
+    return out + np.einsum("mb,nb->mn", da * q.sum(axis=2), block32_mins(wq, qtype, a.shape[1]))
 
 
 def k_quant_models(out: Path, text: dict) -> tuple[Path, Path]:

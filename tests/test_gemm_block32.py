@@ -1,7 +1,8 @@
-"""Our block-32 prompt GEMMs (native/src/gemm_block32.h: Q4_0, Q5_0 and Q8_0 weights) against exact
+"""Our block-32 prompt GEMMs (native/src/gemm_block32.h: Q4_0, Q5_0, Q8_0, Q4_1 and Q5_1 weights) against exact
 integer arithmetic: weights from ggml's own quantizer, activations quantized per 32-block to int8 as
 ggml's Q8_0 (q = round-half-even(x * 127 / max|x|), d = max|x| / 127 kept in F16, as ggml's AVX2 code),
-int32 dot products per block, scaled by both scales; and in decoder graphs against ggml's kernels."""
+int32 dot products per block, scaled by both scales (plus the affine types' m times the activations'
+block sums); and in decoder graphs against ggml's kernels."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 
 from _gemm_util import (
     ISAS,
+    block32_dequantized,
     block32_reference,
-    block32_weights,
     check_against_ggml,
     check_isas_agree,
     ggml_avx2_kernels,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel 
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0", "q4_1", "q5_1"])
 @pytest.mark.parametrize("m,n,k", [(1, 8, 32), (3, 13, 96), (5, 72, 256), (64, 40, 512), (130, 24, 160)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_matches_exact_integer_arithmetic(isa, qtype, m, n, k, threads):
@@ -36,6 +37,7 @@ def test_matches_exact_integer_arithmetic(isa, qtype, m, n, k, threads):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[-1, :32] = np.linspace(-1, 1, 32)  # the extremes of the integer range: -127/127 (Q8_0), -16/15 (Q5_0)
+    w[0, 32:64] += 3.0  # a block far from zero: the affine types' large m
     a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
     a[0, :32] = 0.0  # an all-zero block: scale 0
     wq = _core.quantize(w, qtype)
@@ -45,13 +47,12 @@ def test_matches_exact_integer_arithmetic(isa, qtype, m, n, k, threads):
     # F32 accumulation over K/32 blocks vs the exact sum
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
     # and it is a matrix product: close to the float product of the dequantized weights
-    wi, dw = block32_weights(wq, qtype, k)
-    deq = (wi * dw[:, :, None]).reshape(n, k)
+    deq = block32_dequantized(wq, qtype, k)
     assert np.abs(got - a @ deq.T).max() <= 0.02 * np.abs(a @ deq.T).max()
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "avx2"])
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0", "q4_1", "q5_1"])
 def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa, qtype):
     """The wider variants compute the same integer block sums and the same F32 operations in the same
     order, so a model's logits do not depend on the machine's instruction set. The shapes cross every
@@ -106,14 +107,15 @@ def test_bad_shapes_are_refused():
         _core._gemm(_core.quantize(np.ones((8, 256), np.float32), "q6_k"), np.ones((2, 256), np.float32), "q6_k")
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0", "q5_1", "q4_1"])
 @pytest.mark.parametrize("arch", ["tiny", "alt"])
 def test_prompt_processing_with_our_gemm_matches_ggml(qtype, arch, tiny_checkpoint, alt_checkpoint, convert_tiny,
                                                       tmp_path):
     """A 77-token prompt (micro-batches of 64 and 13 rows) through our GEMM and through ggml's kernels
     (AUTOGLM_GEMM=ggml): Q4_0's F32 steps are those of ggml's repacked AVX2 kernel, so its logits are
     equal there; Q5_0 and Q8_0 go through llamafile's tinyBLAS in ggml, which keeps 8 partial sums per
-    output, so those are checked for accuracy against the F32 file (_gemm_util.check_against_ggml)."""
+    output, and Q5_1 and Q4_1 through its row dot products against Q8_1 activations (the sums kept in
+    F16), so those are checked for accuracy against the F32 file (_gemm_util.check_against_ggml)."""
     f32, _ = convert_tiny(tiny_checkpoint if arch == "tiny" else alt_checkpoint, "f32", "f16")
     q = tmp_path / f"{qtype}.gguf"
     # the Q4_0 file's output head in Q4_0 too (the preset's is Q6_K, or Q8_0 at these widths), so that
@@ -123,7 +125,7 @@ def test_prompt_processing_with_our_gemm_matches_ggml(qtype, arch, tiny_checkpoi
     check_against_ggml(q, f32, mirrors_ggml_order=qtype == "q4_0" and arch == "tiny" and ggml_avx2_kernels())
 
 
-@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0", "q5_1"])
 def test_a_models_logits_do_not_depend_on_the_instruction_set(qtype, tiny_checkpoint, convert_tiny, tmp_path):
     f32, _ = convert_tiny(tiny_checkpoint, "f32", "f16")
     q = tmp_path / f"{qtype}.gguf"

@@ -1,4 +1,4 @@
-"""Our decode GEMV for GGUF-layout block-32 rows (native/src/gemv_block32.h: Q8_0, Q5_0, Q4_0), each
+"""Our decode GEMV for GGUF-layout block-32 rows (native/src/gemv_block32.h: Q8_0, Q5_0, Q4_0, Q5_1, Q4_1), each
 ISA variant: against exact integer arithmetic, bit for bit against our prompt GEMM, and in decoders
 decoding token by token against ggml's kernels (a Q8_0 file, and a Q4_K_M one, whose matrices fall
 back to Q5_0 and Q8_0 where K is no multiple of 256: all of them in the tiny model, ffn_down in the
@@ -21,13 +21,14 @@ SHAPES = [(1, 32), (8, 32), (13, 96), (24, 160), (67, 256), (8, 4096), (300, 136
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("qtype", ["q8_0", "q5_0", "q4_0"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q5_0", "q4_0", "q5_1", "q4_1"])
 @pytest.mark.parametrize("n,k", SHAPES)
 def test_matches_exact_integer_arithmetic_and_the_prompt_gemm(isa, qtype, n, k):
     need_isa(isa)
     rng = np.random.default_rng(n * 7 + k)
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[-1, :32] = np.linspace(-1, 1, 32)  # the extremes of the integer range: -127/127, -16/15, -8/7
+    w[0, -32:] += 3.0  # a block far from zero: the affine types' large m
     x = (rng.standard_normal(k) * 5).astype(np.float32)
     x[:32] = 0.0  # an all-zero activation block: scale 0
     x[-32:] = 127.0 * np.sign(rng.standard_normal(32))  # activations at +-127, the sign trick's edge
@@ -46,14 +47,16 @@ def test_bad_inputs_are_refused():
     wq = _core.quantize(np.ones((8, 64), np.float32), "q8_0")
     with pytest.raises(ValueError, match="q8_0 blocks"):
         _core._gemv(wq, np.ones(96, np.float32), "q8_0")
-    with pytest.raises(ValueError, match="no GGUF-layout kernel for q4_1"):
-        _core._gemv(_core.quantize(np.ones((8, 64), np.float32), "q4_1"), np.ones(64, np.float32), "q4_1")
+    with pytest.raises(ValueError, match="no GGUF-layout kernel for iq4_nl"):
+        _core._gemv(_core.quantize(np.ones((8, 64), np.float32), "iq4_nl"), np.ones(64, np.float32), "iq4_nl")
     with pytest.raises(ValueError, match="cannot run the 'avx9000' kernels"):
         _core._gemv(wq, np.ones(64, np.float32), "q8_0", 1, "avx9000")
 
 
 @pytest.mark.parametrize("qtype,families", [("q8_0", ["GEMV q8_0 (ours)"]),
-                                            ("q4_k_m", ["GEMV q5_0 (ours)", "GEMV q8_0 (ours)"])])
+                                            ("q4_k_m", ["GEMV q5_0 (ours)", "GEMV q8_0 (ours)"]),
+                                            ("q5_k_m", ["GEMV q5_1 (ours)", "GEMV q8_0 (ours)"]),
+                                            ("q4_1", ["GEMV q4_1 (ours)"])])
 def test_decoding_with_our_gemv_matches_ggmls_kernels(qtype, families, tiny_checkpoint, convert_tiny, tmp_path):
     """24 tokens decoded one by one through our GEMV and through ggml's kernels (AUTOGLM_GEMM=ggml),
     the profiles showing which ran. ggml's row dot products sum the block products in another order

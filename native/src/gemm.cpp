@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "error.h"
+#include "gemm_affine32.h"
 #include "gemm_float.h"
 #include "gemm_panel.h"
 #include "gemm_q4_0.h"
@@ -21,7 +22,8 @@ namespace {
 
 const std::vector<const gemm::kernel *> & kernels() {
     static const std::vector<const gemm::kernel *> all = {&gemm_q4_0_kernel(), &gemm_q4_k_kernel(), &gemm_q5_0_kernel(),
-                                                          &gemm_q5_k_kernel(), &gemm_q8_0_kernel()};
+                                                          &gemm_q5_k_kernel(), &gemm_q8_0_kernel(), &gemm_q5_1_kernel(),
+                                                          &gemm_q4_1_kernel()};
     return all;
 }
 

@@ -1,6 +1,6 @@
 // Our prompt-processing GEMMs for quantized weights (issue #15), and the one place the decoder graph,
 // the profiler and the tests reach them through. Each kernel (gemm_q4_0.h, gemm_q4_k.h, gemm_q5_0.h,
-// gemm_q5_k.h, gemm_q8_0.h) multiplies its weight type against int8-quantized activations, reading
+// gemm_q5_k.h, gemm_q8_0.h, gemm_affine32.h) multiplies its weight type against int8-quantized activations, reading
 // ggml's repacked layout where ggml repacked the weight; decode's matrix-vector products are the
 // gemv_*.h ones. Each
 // kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), which give the

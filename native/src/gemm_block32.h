@@ -5,32 +5,83 @@
 // pairs; `quads_per_widen` of them are summed in 16 bits before one vpmaddwd widens them, as far as
 // the bound allows (|sum| <= quads x 2 x u_max x 127 < 2^15), and the offset comes off as offset x
 // sum(q) per row and block (q8_0_rows::corr). A weight type whose u does not fit in 4 or 5 bits (Q8_0) is split into
-// planes: u = 16 * hi + lo, each plane a panel of its own, weighted 16 and 1 when widened.
+// planes: u = 16 * hi + lo, each plane a panel of its own, weighted 16 and 1 when widened. The affine
+// types (Q4_1, Q5_1: w = dw * u + mw, u unsigned) add mw x (da x sum(q)) per block, their rows
+// quantized with offset -1 so that corr holds sum(q).
 // Include only where AUTOGLM_GEMM_X86 (gemm_panel.h) is set.
 #pragma once
 
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "gemm_panel.h"
 #include "gemm_q8_act.h"
+#include "ggml.h"
 
 namespace autoglm::gemm {
 
 // The panel of 8 columns: per block, `planes` x 8 vectors (plane p's vector t at [b][p * 8 + t]), and
-// the columns' F32 scales dw[b * 8 + c].
+// the columns' F32 scales dw[b * 8 + c] (and an affine type's offsets mw[b * 8 + c]).
 template <int planes>
 struct block32_panel {
     __m256i * v;
     float * dw;
+    float * mw;
     const __m256i * block(int64_t b) const { return v + b * planes * 8; }
 };
 
+// An affine type's share of a block for one row: mw x (da x sum(q)), sum(q) kept in corr. The same
+// F32 steps in the GEMMs and the GEMV (gemv_block32.cpp), so both give a token the same bits.
+inline float affine_row_scale(const q8_0_rows & a, int64_t row, int64_t b) { return a.d(row)[b] * (float) a.corr(row)[b]; }
+
+// Columns [c0, c0 + 8) of a GGUF-layout block-32 matrix whose values are nibbles (Q4_1, Q5_0, Q5_1;
+// fewer columns at the right edge: zero weights, scales and offsets), as their unsigned u: the 16 bytes
+// at qs_at hold elements 0..15 in the low nibbles and 16..31 in the high ones, plus 16 x bit j of the
+// 32-bit qh at qh_at (qh_at < 0: no 5th bit); the F16 scale at 0, and an affine type's F16 m at 2.
+template <size_t block_bytes, size_t qs_at, int qh_at, bool affine>
+__attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t * w, bool, int64_t n, int64_t nb, int64_t c0,
+                                                                  const block32_panel<1> & panel) {
+    const __m128i low = _mm_set1_epi8(0x0F);
+    // byte j of a vector takes byte j / 8 of qh (shuffles stay in 128-bit lanes: qh is in both), then
+    // tests its bit j % 8
+    const __m256i spread =
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
+    const __m256i sixteen = _mm256_set1_epi8(0x10);
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i v[8];
+        for (int c = 0; c < 8; ++c) {
+            panel.dw[b * 8 + c] = panel.mw[b * 8 + c] = 0.0f;
+            v[c] = _mm256_setzero_si256();
+            if (c0 + c >= n) continue;
+            const uint8_t * blk = w + ((c0 + c) * nb + b) * block_bytes;
+            uint16_t h;
+            std::memcpy(&h, blk, 2);
+            panel.dw[b * 8 + c] = ggml_fp16_to_fp32(h);
+            if constexpr (affine) {
+                std::memcpy(&h, blk + 2, 2);
+                panel.mw[b * 8 + c] = ggml_fp16_to_fp32(h);
+            }
+            const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + qs_at));
+            v[c] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+            if constexpr (qh_at >= 0) {
+                int32_t qh;
+                std::memcpy(&qh, blk + qh_at, 4);
+                const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
+                v[c] = _mm256_or_si256(v[c], _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), sixteen));
+            }
+        }
+        transpose_columns(v, panel.v + b * 8);
+    }
+}
+
 // Four rows (rows[0..3]) x one panel -> out[4][8]: C = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q),
-// accumulated per block in F32 as ggml's block kernels do (one fmadd per block and row).
-template <int planes, int quads_per_widen>
+// accumulated per block in F32 as ggml's block kernels do (one fmadd per block and row); for an affine
+// type C = sum_b (da * dw * sum_k q * u + mw * (da * sum(q))), two fmadds.
+template <int planes, int quads_per_widen, bool affine = false>
 __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const block32_panel<planes> & panel, int64_t nb,
                                                                         const q8_0_rows & a, const int64_t * rows,
                                                                         float out[4][8]) {
@@ -42,7 +93,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const bl
     for (int64_t b = 0; b < nb; ++b) {
         const __m256i * wv = panel.block(b);
         __m256i dot[4];  // each starts from the offset's share
-        for (int r = 0; r < 4; ++r) dot[r] = _mm256_set1_epi32(a.corr(rows[r])[b]);
+        for (int r = 0; r < 4; ++r) dot[r] = affine ? _mm256_setzero_si256() : _mm256_set1_epi32(a.corr(rows[r])[b]);
         for (int t0 = 0; t0 < 8; t0 += quads_per_widen) {
             __m256i s[planes][4];
             for (int p = 0; p < planes; ++p)
@@ -68,6 +119,10 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const bl
         const __m256 dwv = _mm256_loadu_ps(panel.dw + b * 8);
         for (int r = 0; r < 4; ++r) {
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
+            if constexpr (affine) {
+                acc[r] =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(panel.mw + b * 8), _mm256_set1_ps(affine_row_scale(a, rows[r], b)), acc[r]);
+            }
         }
     }
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
@@ -77,15 +132,18 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const bl
 template <int planes>
 struct block32_panel_storage {
     aligned_bytes v_bytes;
-    std::vector<float> dw;
+    std::vector<float> dw, mw;
     block32_panel<planes> panel;
     explicit block32_panel_storage(int64_t nb)
-        : v_bytes((size_t) nb * planes * 8 * sizeof(__m256i)), dw((size_t) nb * 8), panel{v_bytes.as<__m256i>(), dw.data()} {}
+        : v_bytes((size_t) nb * planes * 8 * sizeof(__m256i)),
+          dw((size_t) nb * 8),
+          mw((size_t) nb * 8),
+          panel{v_bytes.as<__m256i>(), dw.data(), mw.data()} {}
 };
 
 // Panels [p0, p1) of 8 columns for every row of the quantized activations q (gemm_q8_act.h), each
 // panel filled by unpack(c0, panel): the `panels` function of every block-32 kernel.
-template <int planes, int quads_per_widen, class Unpack>
+template <int planes, int quads_per_widen, bool affine, class Unpack>
 __attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                              int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
     const int64_t nb = k / q8_0_block;
@@ -93,7 +151,9 @@ __attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t 
     block32_panel_storage<planes> st(nb);
     panel_loop<4, 8>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
-        [&](const int64_t * rows, float out[4][8]) { block32_kernel_4x8<planes, quads_per_widen>(st.panel, nb, a, rows, out); });
+        [&](const int64_t * rows, float out[4][8]) {
+            block32_kernel_4x8<planes, quads_per_widen, affine>(st.panel, nb, a, rows, out);
+        });
 }
 
 }  // namespace autoglm::gemm

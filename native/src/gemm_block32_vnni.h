@@ -25,11 +25,12 @@
 namespace autoglm::gemm {
 
 // 16 columns: per block 8 vectors (vector t: k = 4t .. 4t+3 of each column, columns 0-7 in the low
-// 256 bits) and the columns' F32 scales dw[b * 16 + c].
+// 256 bits) and the columns' F32 scales dw[b * 16 + c] (and an affine type's offsets mw).
 struct block32_wide_panel {
     aligned_bytes v_bytes;
-    std::vector<float> dw;
-    explicit block32_wide_panel(int64_t nb) : v_bytes((size_t) nb * 8 * sizeof(__m512i)), dw((size_t) nb * 16) {}
+    std::vector<float> dw, mw;
+    explicit block32_wide_panel(int64_t nb)
+        : v_bytes((size_t) nb * 8 * sizeof(__m512i)), dw((size_t) nb * 16), mw((size_t) nb * 16) {}
     __m512i * v() { return v_bytes.as<__m512i>(); }
 };
 
@@ -37,7 +38,7 @@ struct block32_wide_panel {
 // panel (Q8_0: u = 16 hi + lo) becomes one plane again.
 template <int planes>
 AUTOGLM_TARGET_AVX512_VNNI inline void join_panels(const block32_panel<planes> & lo_cols, const block32_panel<planes> & hi_cols,
-                                                   int64_t nb, __m512i * v, float * dw) {
+                                                   int64_t nb, __m512i * v, float * dw, float * mw) {
     for (int64_t b = 0; b < nb; ++b) {
         for (int t = 0; t < 8; ++t) {
             __m256i half[2];
@@ -51,14 +52,17 @@ AUTOGLM_TARGET_AVX512_VNNI inline void join_panels(const block32_panel<planes> &
         for (int c = 0; c < 8; ++c) {
             dw[b * 16 + c] = lo_cols.dw[b * 8 + c];
             dw[b * 16 + 8 + c] = hi_cols.dw[b * 8 + c];
+            mw[b * 16 + c] = lo_cols.mw[b * 8 + c];
+            mw[b * 16 + 8 + c] = hi_cols.mw[b * 8 + c];
         }
     }
 }
 
-// R rows x 16 columns: out[r][c] = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q).
-template <int R>
-AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, const float * dw, int64_t nb, const q8_0_rows & a,
-                                                           const int64_t * rows, float out[R][16]) {
+// R rows x 16 columns: out[r][c] = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q) (an
+// affine type: the sum without corr, then + mw * (da * sum(q)), as block32_kernel_4x8).
+template <int R, bool affine>
+AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, const float * dw, const float * mw, int64_t nb,
+                                                           const q8_0_rows & a, const int64_t * rows, float out[R][16]) {
     const int8_t * q[R];
     const float * da[R];
     const int32_t * corr[R];
@@ -75,7 +79,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, co
         // share (a broadcast load, no arithmetic)
         __m512i even[R], odd[R];
         for (int r = 0; r < R; ++r) {
-            even[r] = _mm512_set1_epi32(corr[r][b]);
+            even[r] = affine ? _mm512_setzero_si512() : _mm512_set1_epi32(corr[r][b]);
             odd[r] = _mm512_setzero_si512();
         }
         const int8_t * qb[R];
@@ -91,6 +95,9 @@ AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, co
         for (int r = 0; r < R; ++r) {
             const __m512i d = _mm512_add_epi32(even[r], odd[r]);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dwv, _mm512_set1_ps(da[r][b])), acc[r]);
+            if constexpr (affine) {
+                acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(mw + b * 16), _mm512_set1_ps(affine_row_scale(a, rows[r], b)), acc[r]);
+            }
         }
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(out[r], acc[r]);
@@ -98,7 +105,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, co
 
 // Panels [p0, p1) of 8 columns, 16 at a time, for every row of q: the `panels_avx512_vnni` of every
 // block-32 kernel. unpack(c0, panel) fills an 8-column panel as for block32_panels.
-template <int planes, class Unpack>
+template <int planes, bool affine, class Unpack>
 AUTOGLM_TARGET_AVX512_VNNI void block32_vnni_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                     int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
     constexpr int rows_per_tile = 8;  // 8 accumulator pairs: each weight vector serves 8 vpdpbusd
@@ -112,10 +119,10 @@ AUTOGLM_TARGET_AVX512_VNNI void block32_vnni_panels(int64_t n, int64_t k, const 
         [&](int64_t c0) {
             unpack(c0, lo_cols.panel);
             unpack(c0 + 8, hi_cols.panel);
-            join_panels<planes>(lo_cols.panel, hi_cols.panel, nb, v, wide.dw.data());
+            join_panels<planes>(lo_cols.panel, hi_cols.panel, nb, v, wide.dw.data(), wide.mw.data());
         },
         [&](const int64_t * rows, float out[rows_per_tile][16]) {
-            block32_vnni_kernel<rows_per_tile>(v, wide.dw.data(), nb, a, rows, out);
+            block32_vnni_kernel<rows_per_tile, affine>(v, wide.dw.data(), wide.mw.data(), nb, a, rows, out);
         });
 }
 
@@ -123,20 +130,21 @@ AUTOGLM_TARGET_AVX512_VNNI void block32_vnni_panels(int64_t n, int64_t k, const 
 // from its panel unpacker: unpack(w, repacked, n, nb, c0, panel) fills columns [c0, c0 + 8).
 template <int planes, int quads_per_widen,
           void (*unpack)(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0,
-                         const block32_panel<planes> & panel)>
+                         const block32_panel<planes> & panel),
+          bool affine = false>
 struct block32_entry {
     __attribute__((target("avx2,fma,f16c"))) static void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k,
                                                                 const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
                                                                 int64_t p0, int64_t p1) {
-        block32_panels<planes, quads_per_widen>(
+        block32_panels<planes, quads_per_widen, affine>(
             n, k, q, m, c, c_row_stride, p0, p1,
             [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
     }
     AUTOGLM_TARGET_AVX512_VNNI static void panels_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
                                                        int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
-        block32_vnni_panels<planes>(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, const block32_panel<planes> & panel) {
-            unpack(w, repacked, n, k / q8_0_block, c0, panel);
-        });
+        block32_vnni_panels<planes, affine>(
+            n, k, q, m, c, c_row_stride, p0, p1,
+            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
     }
 };
 

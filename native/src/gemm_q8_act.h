@@ -18,7 +18,8 @@ constexpr int q8_0_block = 32;
 
 // One row per token: q[k] int8 | d[nb] F32 (the blocks' scales, F16-rounded) | corr[nb] int32 (each
 // block's -offset x sum(q): what a weight type's offset adds to the dot product with u = w + offset,
-// e.g. Q4_0's 8, stored ready to start the block's integer sum from).
+// e.g. Q4_0's 8, stored ready to start the block's integer sum from; the affine types Q4_1 and Q5_1
+// quantize with offset -1, so that it holds sum(q)).
 struct q8_0_rows {
     uint8_t * base;
     int64_t k, nb;

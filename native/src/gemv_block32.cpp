@@ -25,7 +25,7 @@ constexpr int group = 8;  // rows per step
 struct weight_type {
     ggml_type type;
     size_t block_bytes;
-    int offset;  // u = w + offset is unsigned (the VNNI variant's operand)
+    int offset;  // u = w + offset is unsigned (the VNNI variant's operand); -1: an affine type
     const char * node_name;
     const char * family;
 };
@@ -33,7 +33,24 @@ constexpr weight_type types[] = {
     {GGML_TYPE_Q8_0, 34, 128, "gemv_block32_q8_0", "GEMV q8_0 (ours)"},
     {GGML_TYPE_Q5_0, 22, 16, "gemv_block32_q5_0", "GEMV q5_0 (ours)"},
     {GGML_TYPE_Q4_0, 18, 8, "gemv_block32_q4_0", "GEMV q4_0 GGUF layout (ours)"},
+    {GGML_TYPE_Q5_1, 24, -1, "gemv_block32_q5_1", "GEMV q5_1 (ours)"},
+    {GGML_TYPE_Q4_1, 20, -1, "gemv_block32_q4_1", "GEMV q4_1 (ours)"},
 };
+
+// The affine types (w = d u + m, u unsigned): each block adds m x (da x sum(q)), sum(q) kept in the
+// activations' corr (gemm_block32.h); u needs no offset.
+template <ggml_type T>
+constexpr bool affine = T == GGML_TYPE_Q5_1 || T == GGML_TYPE_Q4_1;
+// Where the 4-bit values and the 5th bits start in a block.
+template <ggml_type T>
+constexpr size_t qs_at = T == GGML_TYPE_Q5_0   ? 6
+                         : T == GGML_TYPE_Q5_1 ? 8
+                         : T == GGML_TYPE_Q4_1 ? 4
+                                               : 2;
+template <ggml_type T>
+constexpr size_t qh_at = T == GGML_TYPE_Q5_1 ? 4 : 2;
+template <ggml_type T>
+constexpr bool five_bits = T == GGML_TYPE_Q5_0 || T == GGML_TYPE_Q5_1;
 const weight_type * type_info(ggml_type t) {
     for (const weight_type & w : types) {
         if (w.type == t) return &w;
@@ -44,7 +61,7 @@ const weight_type * type_info(ggml_type t) {
 #if AUTOGLM_GEMM_X86
 #    define AUTOGLM_GEMV_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// One block of one row in k order: Q8_0's 32 signed weights as stored, Q5_0's and Q4_0's as unsigned
+// One block of one row in k order: Q8_0's 32 signed weights as stored, the others' as unsigned
 // u = w + offset (0..31: vpmaddubsw's pair sums stay exact).
 template <ggml_type T>
 AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
@@ -52,10 +69,10 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
         return _mm256_loadu_si256((const __m256i *) (blk + 2));
     } else {
         const __m128i low = _mm_set1_epi8(0x0F);
-        const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + (T == GGML_TYPE_Q5_0 ? 6 : 2)));
+        const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + qs_at<T>) );
         // elements 0..15 are the low nibbles, 16..31 the high ones
         const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-        if constexpr (T == GGML_TYPE_Q4_0) {
+        if constexpr (!five_bits<T>) {
             return nib;
         } else {
             // the 5th bits: byte j takes byte j / 8 of qh and tests its bit j % 8
@@ -63,7 +80,7 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
                 _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
             const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
             int32_t qh;
-            std::memcpy(&qh, blk + 2, 4);
+            std::memcpy(&qh, blk + qh_at<T>, 4);
             const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
             return _mm256_or_si256(nib, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16)));
         }
@@ -79,7 +96,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i load_pair_u(const uint8_t * r, const u
                                              _mm256_loadu_si256((const __m256i *) (r1 + 2)), 1);
         return _mm512_xor_si512(w, _mm512_set1_epi8((char) 0x80));
     } else {
-        constexpr int at = T == GGML_TYPE_Q5_0 ? 6 : 2;
+        constexpr size_t at = qs_at<T>;
         const __m256i qs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *) (r + at))),
                                                    _mm_loadu_si128((const __m128i *) (r1 + at)), 1);
         // 16-byte lanes: r's bytes twice, r1's twice; then the low nibbles of the first copy (elements
@@ -88,12 +105,12 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i load_pair_u(const uint8_t * r, const u
         const __m512i shift = _mm512_setr_epi64(0, 0, 4 * 0x0001000100010001LL, 4 * 0x0001000100010001LL, 0, 0,
                                                 4 * 0x0001000100010001LL, 4 * 0x0001000100010001LL);
         const __m512i nib = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0F));
-        if constexpr (T == GGML_TYPE_Q4_0) {
+        if constexpr (!five_bits<T>) {
             return nib;
         } else {
             uint32_t qh, qh1;
-            std::memcpy(&qh, r + 2, 4);
-            std::memcpy(&qh1, r1 + 2, 4);
+            std::memcpy(&qh, r + qh_at<T>, 4);
+            std::memcpy(&qh1, r1 + qh_at<T>, 4);
             return _mm512_mask_add_epi8(nib, (__mmask64) qh | (__mmask64) qh1 << 32, nib, _mm512_set1_epi8(16));
         }
     }
@@ -102,9 +119,9 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m512i load_pair_u(const uint8_t * r, const u
 // The exact int32 sums of one block of each of the 8 rows (at rows[r] + off) with the activations a,
 // row r in lane r. AVX2: Q8_0 as |w| x sign(a, w) (exact: the activations stay within +-127), the
 // others as u x a; VNNI: u x a, two rows per vpdpbusd. Where u x a is summed, the offset's share
-// (corr) is added by the caller (avx2_sums_lack_offset, and always on VNNI).
+// (corr) is added by the caller (avx2_sums_lack_offset, and always on VNNI) unless the type is affine.
 template <ggml_type T>
-constexpr bool avx2_sums_lack_offset = T != GGML_TYPE_Q8_0;
+constexpr bool avx2_sums_lack_offset = T != GGML_TYPE_Q8_0 && !affine<T>;
 template <ggml_type T>
 AUTOGLM_GEMV_AVX2 inline __m256i group_sums_avx2(const uint8_t * const rows[group], size_t off, __m256i a) {
     __m256i d[group];
@@ -138,7 +155,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
 #    define GEMV_ROWS        gemv_rows_vnni
 #    define GEMV_TARGET      AUTOGLM_TARGET_AVX512_VNNI
 #    define GEMV_GROUP_SUMS  group_sums_vnni
-#    define GEMV_OFFSET_SUMS true
+#    define GEMV_OFFSET_SUMS !affine<T>
 #    include "gemv_block32_rows.inc"
 #    undef GEMV_ROWS
 #    undef GEMV_TARGET
@@ -151,6 +168,8 @@ rows_fn rows_for(ggml_type t, gemm_isa isa) {
     switch (t) {
         case GGML_TYPE_Q8_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q8_0> : gemv_rows_avx2<GGML_TYPE_Q8_0>;
         case GGML_TYPE_Q5_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q5_0> : gemv_rows_avx2<GGML_TYPE_Q5_0>;
+        case GGML_TYPE_Q5_1: return vnni ? gemv_rows_vnni<GGML_TYPE_Q5_1> : gemv_rows_avx2<GGML_TYPE_Q5_1>;
+        case GGML_TYPE_Q4_1: return vnni ? gemv_rows_vnni<GGML_TYPE_Q4_1> : gemv_rows_avx2<GGML_TYPE_Q4_1>;
         default: return vnni ? gemv_rows_vnni<GGML_TYPE_Q4_0> : gemv_rows_avx2<GGML_TYPE_Q4_0>;
     }
 }
