@@ -235,3 +235,32 @@ def q4_k_reference(wq: np.ndarray, a: np.ndarray, qtype: str = "q4_k") -> np.nda
     """Exact Q4_K (or Q5_K) x Q8_K products (float64) of GGUF-layout rows wq and activation rows a: [m, n]."""
     isum, msum, d, dmin, da = k_quant_sums(wq, a, qtype)
     return np.einsum("mb,mnb->mn", da, isum * d[None] - msum * dmin[None])
+
+
+def q6_k_fields(wq: np.ndarray, k: int):
+    """The GGUF layout's fields: d [n, nb]; sc [n, nb, 16] (int8, one per 16 weights); q [n, nb, 256]
+    (0..63, the weight + 32), in ggml's dequantize_row_q6_K order."""
+    n, nb = wq.shape[0], k // 256
+    blocks = wq.reshape(n, nb, 210)
+    ql = blocks[:, :, :128].astype(np.int64)
+    qh = blocks[:, :, 128:192].astype(np.int64)
+    sc = blocks[:, :, 192:208].copy().view(np.int8).astype(np.int64)
+    d = blocks[:, :, 208:210].copy().view(np.float16)[:, :, 0].astype(np.float64)
+    q = np.empty((n, nb, 256), np.int64)
+    for half in range(2):
+        lo, hi, h = ql[:, :, 64 * half:64 * half + 32], ql[:, :, 64 * half + 32:64 * half + 64], qh[:, :, 32 * half:32 * half + 32]
+        base = 128 * half
+        q[:, :, base:base + 32] = (lo & 0x0F) | ((h & 3) << 4)
+        q[:, :, base + 32:base + 64] = (hi & 0x0F) | (((h >> 2) & 3) << 4)
+        q[:, :, base + 64:base + 96] = (lo >> 4) | (((h >> 4) & 3) << 4)
+        q[:, :, base + 96:base + 128] = (hi >> 4) | (((h >> 6) & 3) << 4)
+    return d, sc, q
+
+
+def q6_k_reference(wq: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Exact Q6_K x Q8_K products (float64) of GGUF-layout rows wq and activation rows a: [m, n]."""
+    d, sc, q = q6_k_fields(wq, a.shape[1])
+    qa, da = q8_k(a)
+    n, nb = d.shape
+    sub = np.einsum("mbjk,nbjk->mnbj", qa.reshape(-1, nb, 16, 16), (q - 32).reshape(n, nb, 16, 16))  # exact int64
+    return np.einsum("mb,mnb->mn", da, (sub * sc[None]).sum(axis=3) * d[None])

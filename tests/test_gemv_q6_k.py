@@ -9,40 +9,11 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-from _gemm_util import ISAS, need_isa, prompt_logits, q8_k
+from _gemm_util import ISAS, need_isa, prompt_logits, q6_k_reference
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
 
 pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
-
-
-def _q6_k_fields(wq: np.ndarray, k: int):
-    """The GGUF layout's fields: d [n, nb]; sc [n, nb, 16] (int8, one per 16 weights); q [n, nb, 256]
-    (0..63, the weight + 32), in ggml's dequantize_row_q6_K order."""
-    n, nb = wq.shape[0], k // 256
-    blocks = wq.reshape(n, nb, 210)
-    ql = blocks[:, :, :128].astype(np.int64)
-    qh = blocks[:, :, 128:192].astype(np.int64)
-    sc = blocks[:, :, 192:208].copy().view(np.int8).astype(np.int64)
-    d = blocks[:, :, 208:210].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    q = np.empty((n, nb, 256), np.int64)
-    for half in range(2):
-        lo, hi, h = ql[:, :, 64 * half:64 * half + 32], ql[:, :, 64 * half + 32:64 * half + 64], qh[:, :, 32 * half:32 * half + 32]
-        base = 128 * half
-        q[:, :, base:base + 32] = (lo & 0x0F) | ((h & 3) << 4)
-        q[:, :, base + 32:base + 64] = (hi & 0x0F) | (((h >> 2) & 3) << 4)
-        q[:, :, base + 64:base + 96] = (lo >> 4) | (((h >> 4) & 3) << 4)
-        q[:, :, base + 96:base + 128] = (hi >> 4) | (((h >> 6) & 3) << 4)
-    return d, sc, q
-
-
-def _reference(wq: np.ndarray, x: np.ndarray) -> np.ndarray:
-    k = x.shape[0]
-    d, sc, q = _q6_k_fields(wq, k)
-    qa, da = q8_k(x[None])
-    n, nb = d.shape
-    sub = np.einsum("bjk,nbjk->nbj", qa[0].reshape(nb, 16, 16), (q - 32).reshape(n, nb, 16, 16))  # exact int64
-    return np.einsum("b,nb->n", da[0], (sub * sc).sum(axis=2) * d)
 
 
 # N x K: fewer rows than a group of 8, groups that split unevenly between threads and end short, the
@@ -64,7 +35,7 @@ def test_matches_exact_integer_arithmetic(isa, n, k):
         x[-256:] = 127.0 * np.sign(rng.standard_normal(256))  # the extremes of int8
         x[-3] = -200.0  # the largest magnitude negative: the other sign of the activations' scale
     wq = _core.quantize(w, "q6_k")
-    ref = _reference(wq, x)
+    ref = q6_k_reference(wq, x[None])[0]
     prod = dequantize(wq, GGMLQuantizationType.Q6_K).reshape(n, k).astype(np.float64) @ x.astype(np.float64)
     for threads in (1, 2, 3):
         got = _core._gemv(wq, x, "q6_k", threads, isa)

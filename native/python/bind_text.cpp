@@ -87,6 +87,9 @@ void bind_text(py::module_ & m) {
         .def_property_readonly("chat_template", &autoglm::text_model::chat_template)
         .def_property_readonly("name", &autoglm::text_model::name)
         .def_property_readonly("weight_bytes", &autoglm::text_model::weight_bytes)
+        .def_property_readonly("mapped_bytes", &autoglm::text_model::mapped_bytes,
+                               "Of weight_bytes, those read in place from the file's mapping (not copied at load;\n"
+                               "AUTOGLM_MMAP=0 copies them).")
         .def_property_readonly("n_gpu_layers", &autoglm::text_model::n_gpu_layers)
         .def_property_readonly("devices", [](const autoglm::text_model & tm) { return tm.backends().describe(); })
         .def_property_readonly(

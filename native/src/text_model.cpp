@@ -122,6 +122,8 @@ text_model::text_model(const std::string & path, const model_params & params) : 
     weight_bytes_ = store_->bytes() + store_->mapped_bytes();
 }
 
+size_t text_model::mapped_bytes() const { return store_->mapped_bytes(); }
+
 void text_model::init_backends(const model_params & params) {
     const int n_layer = (int) hp_.n_layer;
     backends_ = std::make_unique<backend_set>(params.n_threads, params.n_gpu_layers != 0);
@@ -139,6 +141,7 @@ void text_model::create_tensors(const gguf_file & f, const model_params & params
     // Tensors take the file's type and the shape the architecture requires; matmul weights on the CPU
     // use a repacked layout where ggml has one.
     store_ = std::make_unique<weight_store>(f, "GLM-4 model");
+    store_->read_cpu_weights_in_place();  // the decoder's unrepacked CPU matrices: no copy at load
     using use = backend_set::weight_use;
     auto create = [&](tensor id, int il, std::vector<int64_t> ne, ggml_backend_t where, use u,
                       bool required = true) -> ggml_tensor * {

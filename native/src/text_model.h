@@ -96,6 +96,7 @@ public:
     const std::string & path() const { return path_; }
     const std::string & name() const { return name_; }
     size_t weight_bytes() const { return weight_bytes_; }
+    size_t mapped_bytes() const;  // of which read in place from the file's mapping (weight_store.h)
     // Sessions over one model share its backends (the CPU backend's work buffer, a GPU stream), so
     // their graph computations take turns: each micro-batch runs under this lock.
     std::mutex & compute_mutex() const { return compute_mutex_; }

@@ -1,7 +1,9 @@
 #include "weight_store.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 
 #include "error.h"
 
@@ -146,10 +148,49 @@ std::string weight_store::alloc_failure(ggml_context * c, ggml_backend_buffer_ty
     return msg;
 }
 
+void weight_store::map_plain_cpu_weights() {
+    const auto it = ctx_of_.find(ggml_backend_cpu_buffer_type());
+    if (it == ctx_of_.end()) return;
+    std::unordered_set<const ggml_tensor *> plain;
+    for (ggml_tensor * t = ggml_get_first_tensor(it->second); t; t = ggml_get_next_tensor(it->second, t)) plain.insert(t);
+    std::vector<pending> in_place, rest;
+    for (const pending & p : pending_) {
+        const bool as_stored = p.file_type == p.t->type && (uintptr_t) p.data % 32 == 0;  // ggml's CPU alignment
+        (plain.count(p.t) && as_stored ? in_place : rest).push_back(p);
+    }
+    if (in_place.empty()) return;
+    const uint8_t *lo = in_place.front().data, *hi = lo;
+    for (const pending & p : in_place) {
+        lo = std::min(lo, p.data);
+        hi = std::max(hi, p.data + ggml_nbytes(p.t));
+    }
+    // ref: llama.cpp's mmap loading (llama_model_loader::load_all_data): one buffer over the mapped bytes
+    ggml_backend_buffer_t buf = ggml_backend_cpu_buffer_from_ptr(const_cast<uint8_t *>(lo), (size_t) (hi - lo));
+    if (!buf) throw out_of_memory(f_.path() + ": cannot map its weights");
+    bufs_.emplace_back(buf);
+    ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (const pending & p : in_place) {
+        if (ggml_backend_tensor_alloc(buf, p.t, const_cast<uint8_t *>(p.data)) != GGML_STATUS_SUCCESS) {
+            throw out_of_memory(f_.path() + ": cannot map tensor '" + std::string(ggml_get_name(p.t)) + "'");
+        }
+        mapped_bytes_ += ggml_nbytes(p.t);
+    }
+    f_.prefetch(lo, (size_t) (hi - lo));  // read ahead in the background where the file is not cached
+    pending_ = std::move(rest);
+}
+
 void weight_store::load(const std::function<bool(float)> & progress) {
+    static const bool mmap_off = std::getenv("AUTOGLM_MMAP") && std::string(std::getenv("AUTOGLM_MMAP")) == "0";
+    if (in_place_ && !mmap_off) map_plain_cpu_weights();
     for (auto & [buft, c] : ctx_of_) {
         ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(c, buft);
-        if (!buf) throw out_of_memory(alloc_failure(c, buft));
+        if (!buf) {
+            bool all_placed = true;  // every tensor of the context read in place: nothing to allocate
+            for (ggml_tensor * t = ggml_get_first_tensor(c); t && all_placed; t = ggml_get_next_tensor(c, t))
+                all_placed = t->data != nullptr;
+            if (all_placed) continue;
+            throw out_of_memory(alloc_failure(c, buft));
+        }
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
         bufs_.emplace_back(buf);
         bytes_ += ggml_backend_buffer_get_size(buf);
@@ -165,8 +206,12 @@ void weight_store::load(const std::function<bool(float)> & progress) {
         mapped_bytes_ += ggml_nbytes(t);
     }
     mapped_.clear();
-    size_t total = 0, done = 0;
+    // progress counts the bytes read in place as done at once (mapping them costs nothing)
+    size_t total = mapped_bytes_, done = mapped_bytes_;
     for (auto & [t, data, from] : pending_) total += ggml_nbytes(t);
+    if (progress && (done > 0 || pending_.empty()) && !progress(total ? (float) done / (float) total : 1.0f)) {
+        throw aborted(f_.path() + ": loading aborted by the progress callback");
+    }
     for (auto & [t, data, from] : pending_) {
         if (from == t->type) {
             ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));  // repacking buffer types convert here

@@ -46,6 +46,12 @@ public:
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 
+    // From then on, tensors that would be copied as they are into a plain CPU buffer (no repacking, no
+    // conversion, aligned in the file) are read in place from the mapping instead, as llama.cpp's mmap
+    // loading does: a load costs no copy, and the pages are read (or found in the page cache) when the
+    // first graph touches them. The gguf_file must then outlive the weights. AUTOGLM_MMAP=0 keeps copies.
+    void read_cpu_weights_in_place() { in_place_ = true; }
+
     // Allocates every buffer and copies the file's data; progress(fraction) returning false aborts.
     void load(const std::function<bool(float)> & progress = nullptr);
     size_t bytes() const { return bytes_; }                 // allocated (copied) weight memory
@@ -56,6 +62,9 @@ private:
     // The file's tensor after the shape and type checks; nullptr when absent and not required.
     ggml_tensor * checked(const std::string & name, std::vector<int64_t> ne, bool required, tensor_role role) const;
     std::string alloc_failure(ggml_context * c, ggml_backend_buffer_type_t buft) const;
+    // Moves the pending tensors that qualify for read_cpu_weights_in_place() onto one buffer over
+    // their span of the mapping.
+    void map_plain_cpu_weights();
 
     const gguf_file & f_;
     std::string what_;
@@ -70,6 +79,7 @@ private:
     std::vector<pending> pending_;
     std::vector<std::pair<ggml_tensor *, const uint8_t *>> mapped_;
     ggml_ctx_ptr mapped_ctx_;
+    bool in_place_ = false;
     size_t bytes_ = 0;
     size_t mapped_bytes_ = 0;
 };
