@@ -38,7 +38,7 @@ s.eval_tokens(np.random.default_rng(0).integers(10, 4000, int(sys.argv[2])).toli
 #: the weight types we have a GEMM for: our name -> (GGUF type, ggml's name in the profile)
 KERNELS = {"q4_0": (GGMLQuantizationType.Q4_0, "q4_0"), "q4_k": (GGMLQuantizationType.Q4_K, "q4_K"),
            "q5_0": (GGMLQuantizationType.Q5_0, "q5_0"), "q5_k": (GGMLQuantizationType.Q5_K, "q5_K"),
-           "q8_0": (GGMLQuantizationType.Q8_0, "q8_0")}
+           "q6_k": (GGMLQuantizationType.Q6_K, "q6_K"), "q8_0": (GGMLQuantizationType.Q8_0, "q8_0")}
 
 
 def ggml_rates(model: str, tokens: int, threads: int) -> dict[str, float]:

@@ -13,6 +13,7 @@ from gguf.quants import dequantize
 
 from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa, q4_k_reference
 from autoglm_gguf import _core
+from autoglm_gguf.quantize import quantize_gguf
 
 pytestmark = pytest.mark.skipif(not _core._gemm_available(), reason="the kernel needs AVX2, FMA and F16C")
 
@@ -68,15 +69,23 @@ def test_bad_shapes_are_refused():
         _core._gemm(wq, np.ones((2, 512), np.float32), "q4_k")
 
 
-def test_prompt_processing_with_our_gemm_matches_ggml(k256_models):
+def test_prompt_processing_with_our_gemm_matches_ggml(k256_models, tmp_path):
     """The 64-row micro-batch runs through our Q4_K GEMM, reading ggml's repacked layout, and through
     ggml's kernel with AUTOGLM_GEMM=ggml: the same Q8_K activations and integer sums, and against ggml's
     AVX2 kernel the same F32 operations in the same order (gemm_q4_k.cpp), so the logits are equal. With
     the F32 steps per super-block instead, a float difference of 1e-6 in layer 0 flipped one
     activation's int8 rounding in layer 1 and moved a logit by 0.46: quantized paths amplify any
-    difference, and this test saw it."""
-    f16, q = k256_models
+    difference, and this test saw it. The file is Q4_K throughout (the Q4_K_M mix's Q6_K matrices take
+    our Q6_K GEMM, whose F32 steps are not ggml's); the mix itself is held to the accuracy rule."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    f16, q_mix = k256_models
+    q = tmp_path / "q4_k_pure.gguf"
+    quantize_gguf(f16, q, "q4_k_m", pure=True, output_tensor_type="q4_k", progress=False)
+    assert {t.tensor_type for t in GGUFReader(q).tensors if t.name.startswith("blk.") and t.name.endswith("_v.weight")} == {
+        GGMLQuantizationType.Q4_K}
     check_against_ggml(q, f16, mirrors_ggml_order=ggml_avx2_kernels())
+    check_against_ggml(q_mix, f16, mirrors_ggml_order=False)
 
 
 def test_a_models_logits_do_not_depend_on_the_instruction_set(k256_models):

@@ -14,6 +14,7 @@
 #include "gemm_q4_k.h"
 #include "gemm_q5_0.h"
 #include "gemm_q5_k.h"
+#include "gemm_q6_k.h"
 #include "gemm_q8_0.h"
 
 namespace autoglm {
@@ -23,7 +24,7 @@ namespace {
 const std::vector<const gemm::kernel *> & kernels() {
     static const std::vector<const gemm::kernel *> all = {&gemm_q4_0_kernel(), &gemm_q4_k_kernel(), &gemm_q5_0_kernel(),
                                                           &gemm_q5_k_kernel(), &gemm_q8_0_kernel(), &gemm_q5_1_kernel(),
-                                                          &gemm_q4_1_kernel()};
+                                                          &gemm_q4_1_kernel(), &gemm_q6_k_kernel()};
     return all;
 }
 

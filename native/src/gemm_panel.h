@@ -164,6 +164,26 @@ inline void panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, in
     }
 }
 
+// panel_loop for kernels whose 16-column groups are two 8-column panels joined (the AVX-512 forms of
+// the K-quant GEMMs): the scratch for nb blocks of each, unpack(c0, narrow) filling columns
+// [c0, c0 + 8), join(lo, hi, wide), kernel(wide, rows, out) on R rows.
+template <class Narrow, class Wide, int R, class Unpack, class Join, class Kernel>
+inline void joined_panel_loop(int64_t nb, int64_t n, int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1,
+                              Unpack unpack, Join join, Kernel kernel) {
+    aligned_bytes lo_bytes((size_t) nb * sizeof(Narrow)), hi_bytes((size_t) nb * sizeof(Narrow));
+    aligned_bytes wide_bytes((size_t) nb * sizeof(Wide));
+    Narrow *lo = lo_bytes.as<Narrow>(), *hi = hi_bytes.as<Narrow>();
+    Wide * wide = wide_bytes.as<Wide>();
+    panel_loop<R, 16>(
+        n, m, c, c_row_stride, p0, p1,
+        [&](int64_t c0) {
+            unpack(c0, lo);
+            unpack(c0 + 8, hi);
+            join(lo, hi, wide);
+        },
+        [&](const int64_t * rows, float out[R][16]) { kernel(wide, rows, out); });
+}
+
 #if AUTOGLM_GEMM_X86
 // v[c] holds 32 byte values of column c in k order; out[j] gets k = 4j .. 4j+3 of column c in its
 // 32-bit lane c (an 8 x 8 transpose of 32-bit groups).

@@ -199,19 +199,13 @@ AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool repacked, in
                                             float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
     constexpr int rows_per_tile = 4;
     const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
-    const int64_t nb = k / q4_k_block;
-    gemm::aligned_bytes lo_bytes((size_t) nb * sizeof(panel_block)), hi_bytes((size_t) nb * sizeof(panel_block));
-    gemm::aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block));
-    auto *lo = lo_bytes.as<panel_block>(), *hi = hi_bytes.as<panel_block>();
-    auto * wide = wide_bytes.as<wide_block>();
-    gemm::panel_loop<rows_per_tile, 16>(
-        n, m, c, c_row_stride, p0, p1,
-        [&](int64_t c0) {
-            unpack_panel(w, n, nb, c0, repacked, lo);
-            unpack_panel(w, n, nb, c0 + 8, repacked, hi);
-            join_panels(lo, hi, nb, wide);
-        },
-        [&](const int64_t * rows, float out[rows_per_tile][16]) { kernel_vnni<rows_per_tile>(wide, nb, a, rows, out); });
+    const int64_t nb = a.nb;
+    gemm::joined_panel_loop<panel_block, wide_block, rows_per_tile>(
+        nb, n, m, c, c_row_stride, p0, p1, [&](int64_t c0, panel_block * panel) { unpack_panel(w, n, nb, c0, repacked, panel); },
+        [&](const panel_block * lo, const panel_block * hi, wide_block * wide) { join_panels(lo, hi, nb, wide); },
+        [&](const wide_block * wide, const int64_t * rows, float out[rows_per_tile][16]) {
+            kernel_vnni<rows_per_tile>(wide, nb, a, rows, out);
+        });
 }
 
 }  // namespace
