@@ -9,6 +9,7 @@
 #include "error.h"
 #include "gemm.h"
 #include "gemm_panel.h"
+#include "gemv_host.h"
 
 #if AUTOGLM_GEMM_X86
 #    include "avx512_reduce.h"
@@ -178,8 +179,8 @@ rows_fn rows_for(ggml_type t, gemm_isa isa) {
 // offset's share per block), then its groups of rows.
 void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith,
                  int nth) {
-    const int64_t groups = (n + group - 1) / group;
-    const int64_t r0 = std::min(n, groups * ith / nth * group), r1 = std::min(n, groups * (ith + 1) / nth * group);
+    int64_t r0, r1;
+    gemm::group_share(n, group, ith, nth, r0, r1);
     if (r0 >= r1) return;
     const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, type_info(t)->offset);
     rows_for(t, isa)(w, k / block, type_info(t)->block_bytes, a, y, r0, r1);
@@ -214,25 +215,19 @@ ggml_tensor * gemv_block32_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_ten
 void gemv_block32_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, int n_threads,
                       const char * isa_name) {
     if (!type_info(type)) throw invalid_argument(std::string("gemv: no GGUF-layout kernel for ") + ggml_type_name(type));
-    if (n <= 0 || k <= 0 || k % block != 0) {
-        throw invalid_argument("gemv " + std::string(ggml_type_name(type)) + ": K must be a positive multiple of 32, N positive");
-    }
-    if (!gemm_available()) throw error("gemv: this CPU lacks AVX2/FMA/F16C");
-    const gemm_isa isa = gemm_isa_by_name(isa_name);
+    gemm::run_host_gemv(std::string("gemv ") + ggml_type_name(type), n, k, block, n_threads, isa_name,
+                        [&](gemm_isa isa, int t, int nt) {
 #if AUTOGLM_GEMM_X86
-    gemm::on_threads(n_threads, [&](int t, int nt) { gemv_thread(type, w, n, k, x, y, isa, t, nt); });
+                            gemv_thread(type, w, n, k, x, y, isa, t, nt);
 #else
-    (void) w, (void) x, (void) y, (void) n_threads, (void) isa;
+                            (void) w, (void) x, (void) y, (void) isa, (void) t, (void) nt;
 #endif
+                        });
 }
 
 bool gemv_block32_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
     if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;
-    const ggml_tensor * w = t->src[0];
-    *family = type_info(w->type)->family;
-    *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1];
-    *bytes = (double) ggml_nbytes(w);
-    return true;
+    return gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), type_info(t->src[0]->type)->family, family, ops, bytes);
 }
 
 }  // namespace autoglm

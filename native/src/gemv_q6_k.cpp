@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "error.h"
 #include "gemm.h"
 #include "gemm_panel.h"
+#include "gemv_host.h"
 
 #if AUTOGLM_GEMM_X86
 #    include "avx2_reduce.h"
@@ -162,8 +162,8 @@ AUTOGLM_TARGET_AVX2 inline __m256i group_sums_avx2(const uint8_t * const rows[gr
 
 // One thread's share: the row quantized into this thread's buffers, then its groups of rows.
 void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith, int nth) {
-    const int64_t groups = (n + group - 1) / group;
-    const int64_t r0 = std::min(n, groups * ith / nth * group), r1 = std::min(n, groups * (ith + 1) / nth * group);
+    int64_t r0, r1;
+    gemm::group_share(n, group, ith, nth, r0, r1);
     if (r0 >= r1) return;
     const activations a = quantize_for_thread(x, k, isa == gemm_isa::avx2);
     if (isa == gemm_isa::avx2) {
@@ -199,26 +199,17 @@ ggml_tensor * gemv_q6_k_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor
 }
 
 void gemv_q6_k_run(const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, int n_threads, const char * isa_name) {
-    if (n <= 0 || k <= 0 || k % block != 0) {
-        throw invalid_argument("gemv q6_K: N must be positive and K a multiple of 256 (got N " + std::to_string(n) + ", K " +
-                               std::to_string(k) + ")");
-    }
-    if (!gemm_available()) throw error("gemv q6_K: this CPU lacks AVX2/FMA/F16C");
-    const gemm_isa isa = gemm_isa_by_name(isa_name);
+    gemm::run_host_gemv("gemv q6_K", n, k, block, n_threads, isa_name, [&](gemm_isa isa, int t, int nt) {
 #if AUTOGLM_GEMM_X86
-    gemm::on_threads(n_threads, [&](int t, int nt) { gemv_thread(w, n, k, x, y, isa, t, nt); });
+        gemv_thread(w, n, k, x, y, isa, t, nt);
 #else
-    (void) w, (void) x, (void) y, (void) n_threads, (void) isa;
+        (void) w, (void) x, (void) y, (void) isa, (void) t, (void) nt;
 #endif
+    });
 }
 
 bool gemv_q6_k_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
-    if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;
-    const double k = (double) t->src[0]->ne[0], n = (double) t->ne[0];
-    *family = "GEMV q6_K (ours)";
-    *ops = 2.0 * k * n;
-    *bytes = n * (k / block) * (double) block_bytes;
-    return true;
+    return gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), "GEMV q6_K (ours)", family, ops, bytes);
 }
 
 }  // namespace autoglm
