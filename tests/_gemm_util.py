@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 
 _CHILD = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
-          "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
+          "m = _core.TextModel(sys.argv[1], n_threads=2, repack=sys.argv[5] == '1')\n"
           "ids = [int(i) for i in np.random.default_rng(1).integers(5, 500, int(sys.argv[4]))]\n"
           "out = _core.Session(m, n_ctx=256, kv_type='f32', n_batch=int(sys.argv[3])).eval_tokens(ids, 'all')\n"
           "np.save(sys.argv[2], out)\n")
 
 
 def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None, n_batch: int = 64, n_tokens: int = 77,
-                  profile: list[str] | None = None) -> np.ndarray:
+                  profile: list[str] | None = None, repack: bool = True) -> np.ndarray:
     """All logits of an n_tokens prompt (default 77: micro-batches of 64 and 13 rows, ours applies to the
-    first only; n_batch=1 decodes token by token), with our kernels of `isa` (AUTOGLM_GEMM_ISA; None: the
-    best this machine runs). With `profile` (a list), AUTOGLM_PROFILE's report is appended to it."""
-    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.{n_batch}.{n_tokens}.npy")
+    first only, except on weights in our interleaved layout; n_batch=1 decodes token by token), with our
+    kernels of `isa` (AUTOGLM_GEMM_ISA; None: the best this machine runs). With `profile` (a list),
+    AUTOGLM_PROFILE's report is appended to it. repack=False loads with TextModel(repack=False): no
+    repacked layouts, ggml's or ours (block32_x16.h)."""
+    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.{n_batch}.{n_tokens}.{int(repack)}.npy")
     env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA", "AUTOGLM_PROFILE")}
     if env_gemm:
         env["AUTOGLM_GEMM"] = env_gemm
@@ -31,7 +33,8 @@ def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None, n_ba
         env["AUTOGLM_GEMM_ISA"] = isa
     if profile is not None:
         env["AUTOGLM_PROFILE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out), str(n_batch), str(n_tokens)], env=env,
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out), str(n_batch), str(n_tokens), str(int(repack))],
+                          env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     if profile is not None:

@@ -53,30 +53,42 @@ def test_bad_inputs_are_refused():
         _core._gemv(wq, np.ones(64, np.float32), "q8_0", 1, "avx9000")
 
 
-@pytest.mark.parametrize("qtype,families", [("q8_0", ["GEMV q8_0 (ours)"]),
-                                            ("q4_k_m", ["GEMV q5_0 (ours)", "GEMV q8_0 (ours)"]),
-                                            ("q5_k_m", ["GEMV q5_1 (ours)", "GEMV q8_0 (ours)"]),
-                                            ("q4_1", ["GEMV q4_1 (ours)"])])
-def test_decoding_with_our_gemv_matches_ggmls_kernels(qtype, families, tiny_checkpoint, convert_tiny, tmp_path):
+@pytest.mark.parametrize("qtype,families,x16", [("q8_0", ["GEMV q8_0 (ours)"], []),
+                                                ("q4_k_m", ["GEMV q5_0 (ours)", "GEMV q8_0 (ours)"], ["GEMV q5_0 x16 (ours)"]),
+                                                ("q5_k_m", ["GEMV q5_1 (ours)", "GEMV q8_0 (ours)"], ["GEMV q5_1 x16 (ours)"]),
+                                                ("q4_1", ["GEMV q4_1 (ours)"], ["GEMV q4_1 x16 (ours)"])])
+def test_decoding_with_our_gemv_matches_ggmls_kernels(qtype, families, x16, tiny_checkpoint, convert_tiny, tmp_path):
     """24 tokens decoded one by one through our GEMV and through ggml's kernels (AUTOGLM_GEMM=ggml),
     the profiles showing which ran. ggml's row dot products sum the block products in another order
     (8 partial sums per row), so the logits are compared for accuracy against the F32 file, as the
     prompt GEMMs' are (_gemm_util.check_against_ggml), and the two runtimes' difference must be a
     small part of the quantization error, where a misread block would be comparable to it. Our AVX2
-    variant decodes to the same bits as the machine's best."""
+    variant decodes to the same bits as the machine's best.
+
+    A default load holds the Q5_0/Q5_1/Q4_1 matrices in our interleaved layout (`x16` families, kernel
+    gemv_block32_x16.h); repack=False keeps the GGUF layout (`families`, gemv_block32.h). Both give the
+    same bits where the file has no type that ggml repacks (Q4_0, Q4_K)."""
     f32, _ = convert_tiny(tiny_checkpoint, "f32", "f16")
     q = tmp_path / f"{qtype}.gguf"
     quantize_gguf(f32, q, qtype, progress=False)
     prof_ours: list[str] = []
+    prof_gguf: list[str] = []
     prof_ggml: list[str] = []
     ours = prompt_logits(q, None, n_batch=1, n_tokens=24, profile=prof_ours)
+    gguf = prompt_logits(q, None, n_batch=1, n_tokens=24, profile=prof_gguf, repack=False)
     ggml = prompt_logits(q, "ggml", n_batch=1, n_tokens=24, profile=prof_ggml)
     for family in families:
-        assert family in prof_ours[0] and family not in prof_ggml[0], family
+        assert family in prof_gguf[0] and family not in prof_ggml[0], family
+    for family in x16:
+        assert family in prof_ours[0] and family not in prof_gguf[0] + prof_ggml[0], family
+        assert family.replace(" x16", "") not in prof_ours[0], family
+    if qtype != "q4_k_m":
+        assert np.array_equal(ours, gguf), np.abs(ours - gguf).max()
     ref = prompt_logits(f32, None, n_batch=1, n_tokens=24)
-    err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()
-    assert err_ours <= 1.1 * err_ggml + 1e-3 * np.abs(ref).max()
-    assert np.abs(ours - ggml).max() <= 0.25 * err_ggml
+    for run in (ours, gguf):
+        err_run, err_ggml = np.abs(run - ref).max(), np.abs(ggml - ref).max()
+        assert err_run <= 1.1 * err_ggml + 1e-3 * np.abs(ref).max()
+        assert np.abs(run - ggml).max() <= 0.25 * err_ggml
     if _core._gemm_isas() != ["avx2"]:
         avx2 = prompt_logits(q, None, isa="avx2", n_batch=1, n_tokens=24)
         assert np.array_equal(avx2, ours), np.abs(avx2 - ours).max()

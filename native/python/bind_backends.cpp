@@ -3,11 +3,13 @@
 #include "backend.h"
 #include "backend_loader.h"
 #include "bind_common.h"
+#include "block32_x16.h"
 #include "build_info.h"
 #include "cpu_peak.h"
 #include "error.h"
 #include "gemm.h"
 #include "gemv_block32.h"
+#include "gemv_block32_x16.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
 #include "gemv_q5_k.h"
@@ -18,7 +20,7 @@ void bind_backends(py::module_ & m) {
     m.def(
         "_gemm",
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, const std::string & type,
-           int n_threads, const std::string & isa) {
+           int n_threads, const std::string & isa, bool interleaved) {
             const ggml_type t = autoglm::parse_storage_type(type);
             if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm: expected 2-D arrays");
             const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
@@ -32,14 +34,36 @@ void bind_backends(py::module_ & m) {
             float * cp = c.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads, isa.c_str());
+                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads, isa.c_str(), interleaved);
             }
             return c;
         },
         py::arg("w"), py::arg("a"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
+        py::arg("interleaved") = false,
         "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
         "float32, activations quantized to int8 as ggml's kernel for that type does, with the kernels of `isa` (one of\n"
-        "_gemm_isas(); empty: the best, as the graph uses). For tests and bench_gemm.py.");
+        "_gemm_isas(); empty: the best, as the graph uses); `interleaved`: w from _x16_repack. For tests and\n"
+        "bench_gemm.py.");
+    m.def(
+        "_x16_repack",
+        [](py::array_t<uint8_t, py::array::c_style> w, const std::string & type) {
+            const ggml_type t = autoglm::parse_storage_type(type);
+            if (!autoglm::x16_layout_of(t)) {
+                throw autoglm::invalid_argument("_x16_repack: no interleaved layout for " + type + " (q5_0, q5_1, q4_1)");
+            }
+            const int64_t n = w.ndim() == 2 ? w.shape(0) : 0;
+            const size_t row = w.ndim() == 2 ? (size_t) w.shape(1) : 0;
+            const size_t bb = autoglm::x16_layout_of(t)->block_bytes;
+            if (n <= 0 || n % autoglm::x16_rows != 0 || row == 0 || row % bb != 0) {
+                throw autoglm::invalid_argument("_x16_repack: w must be N rows of " + type + " blocks, N a multiple of 16");
+            }
+            py::array_t<uint8_t> out({(py::ssize_t) n, (py::ssize_t) row});
+            autoglm::x16_repack(t, w.data(), n, (int64_t) (row / bb) * 32, out.mutable_data());
+            return out;
+        },
+        py::arg("w"), py::arg("type"),
+        "w (N rows of q5_0/q5_1/q4_1 blocks, GGUF layout, N a multiple of 16) in our interleaved layout\n"
+        "(native/src/block32_x16.h), the same shape. For tests.");
     // Our GEMVs on ggml's repacked layouts: w in the GGUF layout, repacked here as ggml does on x86.
     using repack_fn = void (*)(const uint8_t *, int64_t, int64_t, uint8_t *);
     using run_fn = void (*)(const uint8_t *, int64_t, int64_t, const float *, float *, int, const char *);
@@ -81,7 +105,7 @@ void bind_backends(py::module_ & m) {
     m.def(
         "_gemv",
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, const std::string & type,
-           int n_threads, const std::string & isa) {
+           int n_threads, const std::string & isa, bool interleaved) {
             const ggml_type t = autoglm::parse_storage_type(type);
             if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv: expected w 2-D and x 1-D");
             const int64_t n = w.shape(0), k = x.shape(0);
@@ -95,7 +119,9 @@ void bind_backends(py::module_ & m) {
             float * yp = y.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                if (t == GGML_TYPE_Q6_K) {
+                if (interleaved) {
+                    autoglm::x16_gemv_run(t, wp, n, k, xp, yp, n_threads, isa.c_str());
+                } else if (t == GGML_TYPE_Q6_K) {
                     autoglm::gemv_q6_k_run(wp, n, k, xp, yp, n_threads, isa.c_str());
                 } else if (t == GGML_TYPE_Q5_K) {
                     autoglm::gemv_q5_k_run(wp, n, k, xp, yp, n_threads, isa.c_str());
@@ -106,10 +132,11 @@ void bind_backends(py::module_ & m) {
             return y;
         },
         py::arg("w"), py::arg("x"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
-        "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0 rows (native/src/gemv_block32.h), q5_k (gemv_q5_k.h) or q6_k\n"
+        py::arg("interleaved") = false,
+        "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0/q5_1/q4_1 rows (native/src/gemv_block32.h), q5_k (gemv_q5_k.h) or q6_k\n"
         "rows (gemv_q6_k.h): w (N rows of blocks) times x [K] float32 quantized as ggml's Q8_0 (Q8_K for the K-quants)\n"
         "-> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
-        "empty: the best). For tests.");
+        "empty: the best); `interleaved`: q5_0/q5_1/q4_1 rows from _x16_repack (gemv_block32_x16.h). For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

@@ -77,6 +77,12 @@ void bind_imatrix(py::module_ & m) {
            "imatrix_start",
            [](autoglm::session & s, bool process_output) {
                auto in_use = s.acquire();
+               if (const int n = s.model().interleaved_weights(); n > 0) {
+                   throw autoglm::invalid_argument(
+                       "imatrix_start: " + std::to_string(n) +
+                       " of this model's matrices are held in our interleaved Q5_0/Q5_1/Q4_1 layout, which ggml's "
+                       "matmul nodes (where the statistics come from) never multiply; load the model with repack=False");
+               }
                auto & c = s.imatrix();
                c.set_process_output(process_output);
                c.active = true;

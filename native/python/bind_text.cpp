@@ -90,6 +90,9 @@ void bind_text(py::module_ & m) {
         .def_property_readonly("mapped_bytes", &autoglm::text_model::mapped_bytes,
                                "Of weight_bytes, those read in place from the file's mapping (not copied at load;\n"
                                "AUTOGLM_MMAP=0 copies them).")
+        .def_property_readonly("interleaved_weights", &autoglm::text_model::interleaved_weights,
+                               "How many CPU matrices (Q5_0/Q5_1/Q4_1) are held in our interleaved layout\n"
+                               "(native/src/block32_x16.h), multiplied only by our kernels (repack=False: none).")
         .def_property_readonly("n_gpu_layers", &autoglm::text_model::n_gpu_layers)
         .def_property_readonly("devices", [](const autoglm::text_model & tm) { return tm.backends().describe(); })
         .def_property_readonly(

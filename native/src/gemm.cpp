@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "block32_x16.h"
 #include "error.h"
 #include "gemm_affine32.h"
 #include "gemm_float.h"
@@ -90,7 +91,8 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
     int64_t p0, p1;
     thread_panels((n + 7) / 8, v.panels_per_step, ith, nth, p0, p1);
     if (p0 >= p1) return;
-    v.panels((const uint8_t *) w->data, gemm::is_repacked(w), n, w->ne[0], (const uint8_t *) xq->data, xq->ne[1],
+    // the flag tells a kernel its weights' layout: ggml's repacked one or ours (block32_x16.h)
+    v.panels((const uint8_t *) w->data, gemm::is_repacked(w) || x16_marked(w), n, w->ne[0], (const uint8_t *) xq->data, xq->ne[1],
              (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
 }
 
@@ -159,6 +161,8 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
     const gemm::kernel * kern = kernel_for(w->type);
     if (!kern || !kern->panels || x->type != GGML_TYPE_F32 || x->nb[0] != sizeof(float) || x->ne[0] != w->ne[0] ||
         x->ne[2] != 1 || x->ne[3] != 1) {
+        // ggml cannot read our interleaved layout: such a weight must never get here with other operands
+        if (x16_marked(w)) throw error(std::string("gemm: '") + ggml_get_name(w) + "' needs F32 [K, M] activations");
         return ggml_mul_mat(ctx, w, x);
     }
     ggml_tensor * args[1] = {x};
@@ -172,7 +176,7 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 }
 
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
-              const char * isa_name) {
+              const char * isa_name, bool interleaved) {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
         return float_gemm_run(type, w, n, k, a, m, c, n_threads, gemm_isa_by_name(isa_name));
     }
@@ -183,6 +187,10 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
                                std::to_string(kern->block) + ", M and N positive");
     }
     if (!gemm_available() || !kern->panels) throw error("gemm: this CPU lacks AVX2/FMA/F16C");
+    if (interleaved && (!x16_layout_of(type) || n % x16_rows != 0)) {
+        throw invalid_argument(std::string("gemm: no interleaved layout for ") + ggml_type_name(type) +
+                               " with N = " + std::to_string(n) + " (Q5_0, Q5_1, Q4_1; N a multiple of 16)");
+    }
     const variant v = variant_for(*kern, gemm_isa_by_name(isa_name));
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
     gemm::on_threads(n_threads, [&](int t, int nt) {
@@ -191,7 +199,7 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
     gemm::on_threads(n_threads, [&](int t, int nt) {
         int64_t p0, p1;
         thread_panels((n + 7) / 8, v.panels_per_step, t, nt, p0, p1);
-        if (p0 < p1) v.panels(w, false, n, k, q.data(), m, c, n, p0, p1);
+        if (p0 < p1) v.panels(w, interleaved, n, k, q.data(), m, c, n, p0, p1);
     });
 }
 

@@ -42,11 +42,11 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 
 // For tests and benchmarks: c[M][N] = a[M][K] (F32, row-major) x w^T, w N rows of `type` blocks in the
 // GGUF layout (or of F32/F16/BF16 elements: gemm_float.h), on n_threads threads, with the kernels of
-// `isa` (a gemm_isa_name; empty: the best).
+// `isa` (a gemm_isa_name; empty: the best); `interleaved`: w in block32_x16.h's layout instead.
 // Throws autoglm::invalid_argument for a type without a kernel, a K that is not a multiple of its
 // block or an ISA this machine lacks, autoglm::error on a CPU without AVX2.
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
-              const char * isa = "");
+              const char * isa = "", bool interleaved = false);
 
 // For the profiler: a GEMM node's family name, operation count and the peak it is measured against
 // ("int8", "f32"), or false for other nodes.

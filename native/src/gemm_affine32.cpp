@@ -16,8 +16,6 @@ namespace autoglm {
 
 namespace {
 constexpr int block = 32;
-constexpr size_t q5_1_bytes = 24;  // F16 d, F16 m, 4 bytes qh, 16 bytes qs
-constexpr size_t q4_1_bytes = 20;  // F16 d, F16 m, 16 bytes qs
 }  // namespace
 
 #if AUTOGLM_GEMM_X86
@@ -33,8 +31,8 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 }
 
 // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15); in 0..15 all 8
-using q5_1_entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<q5_1_bytes, 8, 4, true>, true>;
-using q4_1_entry = gemm::block32_entry<1, 8, gemm::unpack_nibble_panel<q4_1_bytes, 4, -1, true>, true>;
+using q5_1_entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_1>, true>;
+using q4_1_entry = gemm::block32_entry<1, 8, gemm::unpack_nibble_panel<GGML_TYPE_Q4_1>, true>;
 
 }  // namespace
 #    pragma GCC pop_options

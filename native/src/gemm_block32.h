@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "block32_x16.h"
 #include "gemm_panel.h"
 #include "gemm_q8_act.h"
 #include "ggml.h"
@@ -37,13 +38,16 @@ struct block32_panel {
 // F32 steps in the GEMMs and the GEMV (gemv_block32.cpp), so both give a token the same bits.
 inline float affine_row_scale(const q8_0_rows & a, int64_t row, int64_t b) { return a.d(row)[b] * (float) a.corr(row)[b]; }
 
-// Columns [c0, c0 + 8) of a GGUF-layout block-32 matrix whose values are nibbles (Q4_1, Q5_0, Q5_1;
-// fewer columns at the right edge: zero weights, scales and offsets), as their unsigned u: the 16 bytes
-// at qs_at hold elements 0..15 in the low nibbles and 16..31 in the high ones, plus 16 x bit j of the
-// 32-bit qh at qh_at (qh_at < 0: no 5th bit); the F16 scale at 0, and an affine type's F16 m at 2.
-template <size_t block_bytes, size_t qs_at, int qh_at, bool affine>
-__attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t * w, bool, int64_t n, int64_t nb, int64_t c0,
-                                                                  const block32_panel<1> & panel) {
+// Columns [c0, c0 + 8) of a block-32 matrix of type T whose values are nibbles (Q4_1, Q5_0, Q5_1;
+// fewer columns at the right edge: zero weights, scales and offsets), as their unsigned u. A GGUF block
+// (x16_layout's src_ offsets) holds elements 0..15 in the low nibbles of its 16 qs bytes and 16..31 in
+// the high ones, plus 16 x bit j of its 32-bit qh where it has one; the F16 scale at 0, and an affine
+// type's F16 m. `interleaved`: w is in block32_x16.h's layout, whose blocks are first put back together.
+template <ggml_type T>
+__attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t * w, bool interleaved, int64_t n, int64_t nb,
+                                                                  int64_t c0, const block32_panel<1> & panel) {
+    constexpr x16_layout l = *x16_layout_of(T);
+    constexpr bool affine = l.src_m != 0, five_bits = l.src_qh != 0;
     const __m128i low = _mm_set1_epi8(0x0F);
     // byte j of a vector takes byte j / 8 of qh (shuffles stay in 128-bit lanes: qh is in both), then
     // tests its bit j % 8
@@ -51,25 +55,30 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
         _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
     const __m256i sixteen = _mm256_set1_epi8(0x10);
+    uint8_t joined[l.block_bytes];
     for (int64_t b = 0; b < nb; ++b) {
         __m256i v[8];
         for (int c = 0; c < 8; ++c) {
             panel.dw[b * 8 + c] = panel.mw[b * 8 + c] = 0.0f;
             v[c] = _mm256_setzero_si256();
             if (c0 + c >= n) continue;
-            const uint8_t * blk = w + ((c0 + c) * nb + b) * block_bytes;
+            const uint8_t * blk = w + ((c0 + c) * nb + b) * l.block_bytes;
+            if (interleaved) {
+                x16_gguf_block(l, w, nb, c0 + c, b, joined);
+                blk = joined;
+            }
             uint16_t h;
             std::memcpy(&h, blk, 2);
             panel.dw[b * 8 + c] = ggml_fp16_to_fp32(h);
             if constexpr (affine) {
-                std::memcpy(&h, blk + 2, 2);
+                std::memcpy(&h, blk + l.src_m, 2);
                 panel.mw[b * 8 + c] = ggml_fp16_to_fp32(h);
             }
-            const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + qs_at));
+            const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + l.src_qs));
             v[c] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-            if constexpr (qh_at >= 0) {
+            if constexpr (five_bits) {
                 int32_t qh;
-                std::memcpy(&qh, blk + qh_at, 4);
+                std::memcpy(&qh, blk + l.src_qh, 4);
                 const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
                 v[c] = _mm256_or_si256(v[c], _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), sixteen));
             }

@@ -14,7 +14,6 @@ namespace autoglm {
 
 namespace {
 constexpr int block = 32;
-constexpr size_t block_bytes = 22;  // F16 d, 4 bytes qh, 16 bytes qs
 }  // namespace
 
 #if AUTOGLM_GEMM_X86
@@ -29,7 +28,7 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 }
 
 // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
-using entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<block_bytes, 6, 2, false>>;  // u = w + 16
+using entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_0>>;  // u = w + 16
 
 }  // namespace
 #    pragma GCC pop_options

@@ -9,6 +9,7 @@
 #include "cpu_peak.h"
 #include "gemm.h"
 #include "gemv_block32.h"
+#include "gemv_block32_x16.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
 #include "gemv_q5_k.h"
@@ -87,7 +88,7 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
     } else if (const char * family = nullptr;
                gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes) || gemv_q4_k_node_info(t, &family, &r.ops, &r.bytes) ||
                gemv_q6_k_node_info(t, &family, &r.ops, &r.bytes) || gemv_q5_k_node_info(t, &family, &r.ops, &r.bytes) ||
-               gemv_block32_node_info(t, &family, &r.ops, &r.bytes)) {
+               gemv_block32_node_info(t, &family, &r.ops, &r.bytes) || x16_gemv_node_info(t, &family, &r.ops, &r.bytes)) {
         r.family = family;
     } else if (const char * family = nullptr, *peak = nullptr; gemm_node_info(t, &family, &r.ops, &peak)) {
         r.family = family;

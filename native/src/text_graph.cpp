@@ -4,8 +4,10 @@
 
 #include <cmath>
 
+#include "block32_x16.h"
 #include "gemm.h"
 #include "gemv_block32.h"
+#include "gemv_block32_x16.h"
 #include "gemv_q4_0.h"
 #include "gemv_q4_k.h"
 #include "gemv_q5_k.h"
@@ -34,6 +36,10 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
     // A weight matmul: our prompt GEMM (gemm.h) or decode GEMV (gemv_q4_0.h, gemv_q4_k.h, gemv_block32.h, gemv_q5_k.h, gemv_q6_k.h) where one
     // applies, else ggml's.
     auto mm = [&](ggml_tensor * w, ggml_tensor * x) {
+        if (x16_marked(w)) {  // our interleaved layout (block32_x16.h): only our kernels read it, at every batch size
+            if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+            return x16_gemv_applies(w, x) ? x16_gemv_mul_mat(ctx, w, x) : gemm_mul_mat(ctx, w, x);
+        }
         if (s.own_gemm && gemm_applies(w, x->ne[1])) return gemm_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_q4_0_applies(w, x)) return gemv_q4_0_mul_mat(ctx, w, x);
         if (s.own_gemm && gemv_q4_k_applies(w, x)) return gemv_q4_k_mul_mat(ctx, w, x);

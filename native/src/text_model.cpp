@@ -6,6 +6,7 @@
 #include <map>
 
 #include "arch.h"
+#include "block32_x16.h"
 #include "error.h"
 #include "weight_store.h"
 
@@ -147,6 +148,13 @@ void text_model::create_tensors(const gguf_file & f, const model_params & params
                       bool required = true) -> ggml_tensor * {
         const std::string name = arch::name(id, il);
         ggml_backend_buffer_type_t buft = backends_->weight_buft(where, f.tensor(name), u, params.repack);
+        // Q5_0/Q5_1/Q4_1 matrices in plain CPU memory: our interleaved layout (block32_x16.h), which
+        // every batch size of the graph multiplies with our kernels
+        const ggml_tensor * ft = f.tensor(name);
+        if (ft && u == use::matmul && params.repack && buft == ggml_backend_cpu_buffer_type() && x16_applies(ft)) {
+            ++n_interleaved_;
+            return store_->create_interleaved(name, std::move(ne));
+        }
         return store_->create(name, std::move(ne), buft, required);
     };
 

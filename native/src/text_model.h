@@ -97,6 +97,9 @@ public:
     const std::string & name() const { return name_; }
     size_t weight_bytes() const { return weight_bytes_; }
     size_t mapped_bytes() const;  // of which read in place from the file's mapping (weight_store.h)
+    // How many matrices are held in our interleaved layout (block32_x16.h), which only our kernels
+    // multiply (so ggml's MUL_MAT nodes never see them: an importance matrix cannot be collected).
+    int interleaved_weights() const { return n_interleaved_; }
     // Sessions over one model share its backends (the CPU backend's work buffer, a GPU stream), so
     // their graph computations take turns: each micro-batch runs under this lock.
     std::mutex & compute_mutex() const { return compute_mutex_; }
@@ -121,6 +124,7 @@ private:
     std::unique_ptr<tokenizer> tokenizer_;
     std::vector<int32_t> eog_ids_;
     size_t weight_bytes_ = 0;
+    int n_interleaved_ = 0;
     mutable std::mutex compute_mutex_;
 };
 

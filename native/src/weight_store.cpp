@@ -5,6 +5,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "block32_x16.h"
 #include "error.h"
 
 namespace autoglm {
@@ -63,6 +64,14 @@ ggml_tensor * weight_store::create(const std::string & name, std::vector<int64_t
     ggml_tensor * t = ggml_dup_tensor(ctx_for(buft), ft);
     ggml_set_name(t, name.c_str());
     pending_.push_back({t, f_.tensor_data(name), t->type});
+    return t;
+}
+
+ggml_tensor * weight_store::create_interleaved(const std::string & name, std::vector<int64_t> ne) {
+    ggml_tensor * t = create(name, std::move(ne), ggml_backend_cpu_buffer_type());
+    if (!x16_applies(t)) throw error("weight_store: '" + name + "' cannot take the interleaved layout");
+    pending_.back().interleave = true;
+    x16_mark(t);
     return t;
 }
 
@@ -155,7 +164,7 @@ void weight_store::map_plain_cpu_weights() {
     for (ggml_tensor * t = ggml_get_first_tensor(it->second); t; t = ggml_get_next_tensor(it->second, t)) plain.insert(t);
     std::vector<pending> in_place, rest;
     for (const pending & p : pending_) {
-        const bool as_stored = p.file_type == p.t->type && (uintptr_t) p.data % 32 == 0;  // ggml's CPU alignment
+        const bool as_stored = p.file_type == p.t->type && !p.interleave && (uintptr_t) p.data % 32 == 0;  // ggml's CPU alignment
         (plain.count(p.t) && as_stored ? in_place : rest).push_back(p);
     }
     if (in_place.empty()) return;
@@ -208,12 +217,14 @@ void weight_store::load(const std::function<bool(float)> & progress) {
     mapped_.clear();
     // progress counts the bytes read in place as done at once (mapping them costs nothing)
     size_t total = mapped_bytes_, done = mapped_bytes_;
-    for (auto & [t, data, from] : pending_) total += ggml_nbytes(t);
+    for (const pending & p : pending_) total += ggml_nbytes(p.t);
     if (progress && (done > 0 || pending_.empty()) && !progress(total ? (float) done / (float) total : 1.0f)) {
         throw aborted(f_.path() + ": loading aborted by the progress callback");
     }
-    for (auto & [t, data, from] : pending_) {
-        if (from == t->type) {
+    for (auto & [t, data, from, interleave] : pending_) {
+        if (interleave) {  // a host buffer: regrouped straight into the tensor's memory
+            x16_repack(t->type, data, t->ne[1], t->ne[0], (uint8_t *) t->data);
+        } else if (from == t->type) {
             ggml_backend_tensor_set(t, data, 0, ggml_nbytes(t));  // repacking buffer types convert here
         } else {
             set_converted(t, data, from);

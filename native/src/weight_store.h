@@ -43,6 +43,10 @@ public:
     // converted row by row at load (e.g. the vision tower's matrices in BF16 for AVX512_BF16 / AMX).
     // A quantized file tensor is kept as it is.
     ggml_tensor * create_as(const std::string & name, std::vector<int64_t> ne, ggml_backend_buffer_type_t buft, ggml_type type);
+    // create() into a plain CPU buffer, the data regrouped at load into our interleaved layout for
+    // Q5_0/Q5_1/Q4_1 matrices (block32_x16.h; the tensor is marked so): only for a weight that
+    // x16_applies() to and that only our kernels will multiply.
+    ggml_tensor * create_interleaved(const std::string & name, std::vector<int64_t> ne);
     // A tensor the file does not hold (filled by the caller after load()).
     ggml_tensor * create_extra(ggml_backend_buffer_type_t buft, ggml_type type, int64_t ne0, int64_t ne1, const char * name);
 
@@ -75,6 +79,7 @@ private:
         ggml_tensor * t;
         const uint8_t * data;
         ggml_type file_type;  // differs from t->type when converted at load
+        bool interleave = false;  // regrouped at load (create_interleaved)
     };
     std::vector<pending> pending_;
     std::vector<std::pair<ggml_tensor *, const uint8_t *>> mapped_;

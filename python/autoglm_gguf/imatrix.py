@@ -227,7 +227,8 @@ def run(model: str, calibration: list[Conversation], out: str | os.PathLike, *, 
     if not out.parent.is_dir():
         raise ImatrixError(f"the output folder {out.parent} does not exist; create it first")
     llm = AutoGLM(model, mmproj_path=mmproj, n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
-                  n_gpu_layers=n_gpu_layers, mmproj_offload=mmproj_offload, progress=None if progress else False)
+                  n_gpu_layers=n_gpu_layers, mmproj_offload=mmproj_offload, progress=None if progress else False,
+                  repack=False)  # the statistics come from ggml's matmul nodes, which read no repacked layout
     from tqdm import tqdm
 
     with tqdm(total=len(calibration), unit="conv", desc="imatrix", file=sys.stderr, disable=not progress) as bar:

@@ -51,7 +51,8 @@ class AutoGLM:
     def __init__(self, model_path: str | os.PathLike, *, mmproj_path: str | os.PathLike | None = None,
                  n_ctx: int = 8192, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  seed: int | None = None, kv_type: str = "f16", verbose: bool = False, progress: bool | None = None,
-                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20, vision_matmul_type: str = "file"):
+                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20, vision_matmul_type: str = "file",
+                 repack: bool = True):
         path = Path(model_path)
         if not path.is_file():
             raise GGUFFileError(f"{path}: no such model file")
@@ -64,7 +65,7 @@ class AutoGLM:
         self.verbose = verbose
         self.seed = seed
         try:
-            self._model = _load_with_progress(self.model_path, n_gpu_layers, n_threads or 0, progress)
+            self._model = _load_with_progress(self.model_path, n_gpu_layers, n_threads or 0, progress, repack)
         except _core.NativeError as e:
             raise GGUFFileError(str(e)) from None
         self._session_args = {"n_ctx": n_ctx, "n_batch": n_batch, "kv_type": kv_type}
@@ -317,13 +318,14 @@ class AutoGLM:
         return self._session.n_past
 
 
-def _load_with_progress(path: str, n_gpu_layers: int, n_threads: int, progress: bool | None):
-    """Load the text model; progress=None shows a bar on stderr for files over 256 MB when stderr is a terminal."""
+def _load_with_progress(path: str, n_gpu_layers: int, n_threads: int, progress: bool | None, repack: bool = True):
+    """Load the text model; progress=None shows a bar on stderr for files over 256 MB when stderr is a terminal.
+    repack=False keeps every CPU matrix in a layout ggml's kernels read (what importance-matrix collection needs)."""
     size = os.path.getsize(path)
     if progress is None:
         progress = size > (256 << 20) and sys.stderr.isatty()
     if not progress:
-        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads)
+        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, repack=repack)
     from tqdm import tqdm
 
     with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"loading {Path(path).name}",
@@ -332,7 +334,7 @@ def _load_with_progress(path: str, n_gpu_layers: int, n_threads: int, progress: 
             bar.update(int(fraction * size) - bar.n)
             return True
 
-        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, progress=update)
+        return _core.TextModel(path, n_gpu_layers=n_gpu_layers, n_threads=n_threads, repack=repack, progress=update)
 
 
 def _image_source(index: int, j: int, part: dict[str, Any]):
