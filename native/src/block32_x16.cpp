@@ -45,24 +45,6 @@ void x16_repack(ggml_type type, const uint8_t * src, int64_t n, int64_t k, uint8
     }
 }
 
-void x16_gguf_block(const x16_layout & l, const uint8_t * w, int64_t nb, int64_t row, int64_t b, uint8_t * out) {
-    const uint8_t * rec = w + (size_t) ((row / x16_rows) * nb + b) * l.record_bytes;
-    const int r = (int) (row % x16_rows);
-    std::memcpy(out, rec + 2 * r, 2);
-    if (l.m_at) std::memcpy(out + l.src_m, rec + l.m_at + 2 * r, 2);
-    if (l.masks_at) {
-        uint64_t masks[8];
-        std::memcpy(masks, rec + l.masks_at, sizeof(masks));
-        uint32_t qh = 0;
-        for (int c = 0; c < 4; ++c) {
-            qh |= (uint32_t) ((masks[2 * c] >> (4 * r)) & 0xF) << (4 * c);
-            qh |= (uint32_t) ((masks[2 * c + 1] >> (4 * r)) & 0xF) << (16 + 4 * c);
-        }
-        std::memcpy(out + l.src_qh, &qh, 4);
-    }
-    for (int c = 0; c < 4; ++c) std::memcpy(out + l.src_qs + 4 * c, rec + l.qs_at + 64 * c + 4 * r, 4);
-}
-
 void x16_mark(ggml_tensor * w) { std::memcpy(w->op_params, &mark_value, sizeof(mark_value)); }
 
 bool x16_marked(const ggml_tensor * w) {

@@ -12,7 +12,8 @@
 // so one 32-bit lane per row: a vpdpbusd of a chunk's nibbles against 4 activation bytes broadcast
 // adds to 16 rows' block sums at once, which stay exact int32 with nothing to reduce. The record is
 // as large as the 16 GGUF blocks (nothing is held twice). ggml has no kernel for it, so a weight in
-// this layout is multiplied only by ours (gemv_block32_x16.h, and gemm.h for any other batch), which
+// this layout is multiplied only by ours (gemv_block32_x16.h, and gemm.h for any other batch, whose
+// panels are 8 rows of a record's chunks as they are: gemm_block32.h unpack_x16_panel), which
 // the decoder graph guarantees (text_graph.cpp); it is marked in its op_params.
 #pragma once
 
@@ -45,10 +46,8 @@ constexpr const x16_layout * x16_layout_of(ggml_type type) {
 // kernels: Q5_0/Q5_1/Q4_1, rows a multiple of 16, AVX2, AUTOGLM_GEMM not "ggml".
 bool x16_applies(const ggml_tensor * w);
 
-// n GGUF rows of k elements of `type` (n a multiple of 16) into the interleaved layout; and back, one
-// row's block b as its GGUF bytes (the GEMMs' panel unpacking and the tests use it).
+// n GGUF rows of k elements of `type` (n a multiple of 16) into the interleaved layout.
 void x16_repack(ggml_type type, const uint8_t * src, int64_t n, int64_t k, uint8_t * dst);
-void x16_gguf_block(const x16_layout & l, const uint8_t * w, int64_t nb, int64_t row, int64_t b, uint8_t * out);
 
 // The mark a weight in this layout carries (op_params of a leaf tensor, which ggml never reads).
 void x16_mark(ggml_tensor * w);

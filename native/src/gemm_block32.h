@@ -38,11 +38,51 @@ struct block32_panel {
 // F32 steps in the GEMMs and the GEMV (gemv_block32.cpp), so both give a token the same bits.
 inline float affine_row_scale(const q8_0_rows & a, int64_t row, int64_t b) { return a.d(row)[b] * (float) a.corr(row)[b]; }
 
+// 32 bits of a block32_x16.h mask as bytes: 16 where bit j is set, for byte j.
+__attribute__((target("avx2"))) inline __m256i x16_mask_bytes(const uint8_t * at) {
+    // byte j takes byte j / 8 of the mask (each 128-bit lane has all four), then tests its bit j % 8
+    const __m256i spread =
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
+    int32_t m;
+    std::memcpy(&m, at, 4);
+    const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(m), spread), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16));
+}
+
+// Columns [c0, c0 + 8) of a matrix in block32_x16.h's layout (n a multiple of 16, so never an edge):
+// chunk c of a record holds, for 8 consecutive rows, exactly the panel's vectors for k = 4c .. 4c+3 (low
+// nibbles) and 16 + 4c .. (high nibbles), one row per 32-bit lane; the masks add the 5th bits.
+template <ggml_type T>
+__attribute__((target("avx2,fma,f16c"))) void unpack_x16_panel(const uint8_t * w, int64_t nb, int64_t c0,
+                                                               const block32_panel<1> & panel) {
+    constexpr x16_layout l = *x16_layout_of(T);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    const int h = (int) (c0 % x16_rows) / 8;  // which 8 rows of the record
+    const uint8_t * rec = w + (size_t) (c0 / x16_rows * nb) * l.record_bytes;
+    for (int64_t b = 0; b < nb; ++b, rec += l.record_bytes) {
+        __m256i * v = panel.v + b * 8;
+        for (int c = 0; c < 4; ++c) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *) (rec + l.qs_at + 64 * c + 32 * h));
+            v[c] = _mm256_and_si256(qs, low);
+            v[4 + c] = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
+            if constexpr (l.masks_at != 0) {
+                v[c] = _mm256_or_si256(v[c], x16_mask_bytes(rec + l.masks_at + 16 * c + 4 * h));
+                v[4 + c] = _mm256_or_si256(v[4 + c], x16_mask_bytes(rec + l.masks_at + 16 * c + 8 + 4 * h));
+            }
+        }
+        _mm256_storeu_ps(panel.dw + b * 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (rec + 16 * h))));
+        const __m256 mw =
+            l.m_at ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (rec + l.m_at + 16 * h))) : _mm256_setzero_ps();
+        _mm256_storeu_ps(panel.mw + b * 8, mw);
+    }
+}
+
 // Columns [c0, c0 + 8) of a block-32 matrix of type T whose values are nibbles (Q4_1, Q5_0, Q5_1;
 // fewer columns at the right edge: zero weights, scales and offsets), as their unsigned u. A GGUF block
 // (x16_layout's src_ offsets) holds elements 0..15 in the low nibbles of its 16 qs bytes and 16..31 in
 // the high ones, plus 16 x bit j of its 32-bit qh where it has one; the F16 scale at 0, and an affine
-// type's F16 m. `interleaved`: w is in block32_x16.h's layout, whose blocks are first put back together.
+// type's F16 m. `interleaved`: w is in block32_x16.h's layout (unpack_x16_panel).
 template <ggml_type T>
 __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t * w, bool interleaved, int64_t n, int64_t nb,
                                                                   int64_t c0, const block32_panel<1> & panel) {
@@ -55,7 +95,7 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
         _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
     const __m256i sixteen = _mm256_set1_epi8(0x10);
-    uint8_t joined[l.block_bytes];
+    if (interleaved) return unpack_x16_panel<T>(w, nb, c0, panel);
     for (int64_t b = 0; b < nb; ++b) {
         __m256i v[8];
         for (int c = 0; c < 8; ++c) {
@@ -63,10 +103,6 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
             v[c] = _mm256_setzero_si256();
             if (c0 + c >= n) continue;
             const uint8_t * blk = w + ((c0 + c) * nb + b) * l.block_bytes;
-            if (interleaved) {
-                x16_gguf_block(l, w, nb, c0 + c, b, joined);
-                blk = joined;
-            }
             uint16_t h;
             std::memcpy(&h, blk, 2);
             panel.dw[b * 8 + c] = ggml_fp16_to_fp32(h);

@@ -12,7 +12,7 @@
 #include "gemv_host.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_q8_act.h"
+#    include "gemm_block32.h"
 #endif
 
 namespace autoglm {
@@ -92,18 +92,6 @@ AUTOGLM_TARGET_AVX512_VNNI void rows_vnni(const uint8_t * w, int64_t nb, const g
 
 #    define AUTOGLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// 32 bits of a mask as bytes: 16 where bit j is set, for byte j.
-AUTOGLM_TARGET_AVX2 inline __m256i mask_bytes(const uint8_t * at) {
-    // byte j takes byte j / 8 of the mask (each 128-bit lane has all four), then tests its bit j % 8
-    const __m256i spread =
-        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
-    int32_t m;
-    __builtin_memcpy(&m, at, 4);
-    const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(m), spread), bit);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16));
-}
-
 // The same on AVX2, each group as two halves of 8 rows: vpmaddubsw pairs (<= 2 x 31 x 127) summed over a
 // block's four chunks in int16 (<= 31,496), then vpmaddwd widens them.
 template <ggml_type T>
@@ -125,8 +113,8 @@ AUTOGLM_TARGET_AVX2 void rows_avx2(const uint8_t * w, int64_t nb, const gemm::q8
                     const __m256i qs = _mm256_loadu_si256((const __m256i *) (rec + l.qs_at + 64 * c + 32 * h));
                     __m256i lo = _mm256_and_si256(qs, low), hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
                     if constexpr (five_bits<T>) {
-                        lo = _mm256_or_si256(lo, mask_bytes(rec + l.masks_at + 16 * c + 4 * h));
-                        hi = _mm256_or_si256(hi, mask_bytes(rec + l.masks_at + 16 * c + 8 + 4 * h));
+                        lo = _mm256_or_si256(lo, gemm::x16_mask_bytes(rec + l.masks_at + 16 * c + 4 * h));
+                        hi = _mm256_or_si256(hi, gemm::x16_mask_bytes(rec + l.masks_at + 16 * c + 8 + 4 * h));
                     }
                     int32_t a_lo, a_hi;
                     __builtin_memcpy(&a_lo, qb + 4 * c, 4);
