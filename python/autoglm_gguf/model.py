@@ -44,6 +44,9 @@ class AutoGLM:
     For parallel conversations use new_context() per thread (they share the weights and take turns
     on the compute).
 
+    repack=False keeps every CPU matrix in a layout ggml's kernels read (ggml's repacked Q4_0/Q4_K and our
+    interleaved Q5_0/Q5_1/Q4_1 make decoding faster; importance-matrix collection needs them off).
+
     >>> llm = AutoGLM("AutoGLM-Phone-9B-Q4_0.gguf", n_ctx=8192)
     >>> llm.generate(llm.apply_chat_template([{"role": "user", "content": "Hi"}]), max_tokens=32)
     """
