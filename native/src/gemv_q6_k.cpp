@@ -14,6 +14,7 @@
 
 #if AUTOGLM_GEMM_X86
 #    include "avx2_reduce.h"
+#    include "avx512_reduce.h"
 #    include "gemm_q8k_act.h"
 #endif
 
@@ -84,7 +85,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
         start[m] =
             _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(32), a[m]));
     }
-    __m256i d[group];
+    __m512i d[group];
     for (int r = 0; r < group; ++r) {
         const uint8_t * blk = rows[r] + off;
         const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *) (blk + scales_at))));
@@ -100,10 +101,12 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
         }
         const __m512i lo = _mm512_madd_epi16(_mm512_packs_epi32(dots[0], dots[1]), _mm512_permutexvar_epi16(pick, sc));
         const __m512i hi = _mm512_madd_epi16(_mm512_packs_epi32(dots[2], dots[3]), _mm512_permutexvar_epi16(pick_hi, sc));
-        const __m512i acc = _mm512_add_epi32(lo, hi);
-        d[r] = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        d[r] = _mm512_add_epi32(lo, hi);
     }
-    return avx2::hsum_rows(d);
+    // rows in pairs, then 512-bit unpacks (vphaddd costs 3 uops on Zen 4)
+    const __m512i z[4] = {avx512::fold_row_pair(d[0], d[1]), avx512::fold_row_pair(d[2], d[3]), avx512::fold_row_pair(d[4], d[5]),
+                          avx512::fold_row_pair(d[6], d[7])};
+    return avx512::hsum_row_pairs(z);
 }
 
 #    define AUTOGLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
