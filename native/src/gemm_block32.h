@@ -38,8 +38,9 @@ struct block32_panel {
 // F32 steps in the GEMMs and the GEMV (gemv_block32.cpp), so both give a token the same bits.
 inline float affine_row_scale(const q8_0_rows & a, int64_t row, int64_t b) { return a.d(row)[b] * (float) a.corr(row)[b]; }
 
-// 32 bits of a block32_x16.h mask as bytes: 16 where bit j is set, for byte j.
-__attribute__((target("avx2"))) inline __m256i x16_mask_bytes(const uint8_t * at) {
+// 32 5th bits as bytes: 16 where bit j of the 32 bits at `at` is set, for byte j. The bits are a GGUF
+// block's qh (elements 0..31) or half of one of block32_x16.h's masks (8 rows x 4 elements).
+__attribute__((target("avx2"))) inline __m256i fifth_bits(const uint8_t * at) {
     // byte j takes byte j / 8 of the mask (each 128-bit lane has all four), then tests its bit j % 8
     const __m256i spread =
         _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -67,8 +68,8 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_x16_panel(const uint8_t * w
             v[c] = _mm256_and_si256(qs, low);
             v[4 + c] = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
             if constexpr (l.masks_at != 0) {
-                v[c] = _mm256_or_si256(v[c], x16_mask_bytes(rec + l.masks_at + 16 * c + 4 * h));
-                v[4 + c] = _mm256_or_si256(v[4 + c], x16_mask_bytes(rec + l.masks_at + 16 * c + 8 + 4 * h));
+                v[c] = _mm256_or_si256(v[c], fifth_bits(rec + l.masks_at + 16 * c + 4 * h));
+                v[4 + c] = _mm256_or_si256(v[4 + c], fifth_bits(rec + l.masks_at + 16 * c + 8 + 4 * h));
             }
         }
         _mm256_storeu_ps(panel.dw + b * 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (rec + 16 * h))));
@@ -88,14 +89,8 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
                                                                   int64_t c0, const block32_panel<1> & panel) {
     constexpr x16_layout l = *x16_layout_of(T);
     constexpr bool affine = l.src_m != 0, five_bits = l.src_qh != 0;
-    const __m128i low = _mm_set1_epi8(0x0F);
-    // byte j of a vector takes byte j / 8 of qh (shuffles stay in 128-bit lanes: qh is in both), then
-    // tests its bit j % 8
-    const __m256i spread =
-        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
-    const __m256i sixteen = _mm256_set1_epi8(0x10);
     if (interleaved) return unpack_x16_panel<T>(w, nb, c0, panel);
+    const __m128i low = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; ++b) {
         __m256i v[8];
         for (int c = 0; c < 8; ++c) {
@@ -112,12 +107,7 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
             }
             const __m128i qs = _mm_loadu_si128((const __m128i *) (blk + l.src_qs));
             v[c] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
-            if constexpr (five_bits) {
-                int32_t qh;
-                std::memcpy(&qh, blk + l.src_qh, 4);
-                const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
-                v[c] = _mm256_or_si256(v[c], _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), sixteen));
-            }
+            if constexpr (five_bits) v[c] = _mm256_or_si256(v[c], fifth_bits(blk + l.src_qh));
         }
         transpose_columns(v, panel.v + b * 8);
     }

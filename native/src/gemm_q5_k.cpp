@@ -26,7 +26,7 @@ using gemm::kq::panel_block;
 using gemm::kq::sub_blocks;
 using gemm::kq::wide_block;
 
-constexpr size_t scales_at = 4, qh_at = 16, qs_at = 48;
+constexpr size_t scales_at = q5_k_scales_at, qh_at = q5_k_qh_at, qs_at = q5_k_qs_at;
 
 void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64_t r1, uint8_t * q_bytes) {
     gemm::quantize_q8_k_rows(a, a_row_stride, r0, r1, q8k_rows{q_bytes, k, k / q5_k_block});

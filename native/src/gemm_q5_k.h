@@ -22,6 +22,7 @@ namespace autoglm {
 
 constexpr int q5_k_block = 256;           // elements per Q5_K super-block
 constexpr size_t q5_k_block_bytes = 176;  // d, dmin (F16), 12 bytes of scales and mins, qh[32], qs[128]
+constexpr size_t q5_k_scales_at = 4, q5_k_qh_at = 16, q5_k_qs_at = 48;  // in a block (ggml's block_q5_K)
 
 // The kernel, for the dispatcher (gemm.h: the graph, tests and benchmarks use it through there).
 const gemm::kernel & gemm_q5_k_kernel();

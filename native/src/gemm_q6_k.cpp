@@ -15,9 +15,9 @@
 namespace autoglm {
 
 namespace {
-constexpr int block = 256;
-constexpr size_t block_bytes = 210;  // ql[128] low 4 bits, qh[64] high 2 bits, scales[16] int8, d F16
-constexpr size_t qh_at = 128, scales_at = 192, d_at = 208;
+constexpr int block = q6_k_block;
+constexpr size_t block_bytes = q6_k_block_bytes;
+constexpr size_t qh_at = q6_k_qh_at, scales_at = q6_k_scales_at, d_at = q6_k_d_at;
 constexpr int sub_blocks = 16;
 // per super-block of a row: q int8 x 256, d F32, s8 as int32 x 32 (VNNI) and as int16 x 32 (AVX2)
 constexpr size_t act_block_bytes = block + 4 + (block / 8) * 4 + (block / 8) * 2;

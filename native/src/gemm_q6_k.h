@@ -14,9 +14,16 @@
 // cvt(sum) * (d * da) is the decode GEMV's (gemv_q6_k.h): a token gets the same bits either way.
 #pragma once
 
+#include <cstddef>
+
 #include "gemm_panel.h"
 
 namespace autoglm {
+
+// ggml's block_q6_K, which the GEMM and the GEMV (gemv_q6_k.h) read as stored
+constexpr int q6_k_block = 256;           // elements per super-block: 16 sub-blocks of 16, one int8 scale each
+constexpr size_t q6_k_block_bytes = 210;  // ql[128] low 4 bits, qh[64] high 2 bits, scales[16] int8, d F16
+constexpr size_t q6_k_qh_at = 128, q6_k_scales_at = 192, q6_k_d_at = 208;
 
 // The kernel, for the dispatcher (gemm.h).
 const gemm::kernel & gemm_q6_k_kernel();

@@ -13,7 +13,7 @@
 
 #if AUTOGLM_GEMM_X86
 #    include "avx512_reduce.h"
-#    include "gemm_q8_act.h"
+#    include "gemm_block32.h"
 #endif
 
 namespace autoglm {
@@ -76,14 +76,7 @@ AUTOGLM_GEMV_AVX2 inline __m256i load_block(const uint8_t * blk) {
         if constexpr (!five_bits<T>) {
             return nib;
         } else {
-            // the 5th bits: byte j takes byte j / 8 of qh and tests its bit j % 8
-            const __m256i spread =
-                _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-            const __m256i bit = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
-            int32_t qh;
-            std::memcpy(&qh, blk + qh_at<T>, 4);
-            const __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), spread), bit);
-            return _mm256_or_si256(nib, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(16)));
+            return _mm256_or_si256(nib, gemm::fifth_bits(blk + qh_at<T>));
         }
     }
 }

@@ -23,14 +23,13 @@ constexpr int block = 32;
 
 struct type_names {
     ggml_type type;
-    int offset;  // the activations' quantization: u = w + offset (-1: affine, corr holds sum(q))
     const char * node_name;
     const char * family;
 };
 constexpr type_names names[] = {
-    {GGML_TYPE_Q5_0, 16, "gemv_x16_q5_0", "GEMV q5_0 x16 (ours)"},
-    {GGML_TYPE_Q5_1, -1, "gemv_x16_q5_1", "GEMV q5_1 x16 (ours)"},
-    {GGML_TYPE_Q4_1, -1, "gemv_x16_q4_1", "GEMV q4_1 x16 (ours)"},
+    {GGML_TYPE_Q5_0, "gemv_x16_q5_0", "GEMV q5_0 x16 (ours)"},
+    {GGML_TYPE_Q5_1, "gemv_x16_q5_1", "GEMV q5_1 x16 (ours)"},
+    {GGML_TYPE_Q4_1, "gemv_x16_q4_1", "GEMV q4_1 x16 (ours)"},
 };
 const type_names * names_of(ggml_type t) {
     for (const type_names & n : names) {
@@ -40,10 +39,11 @@ const type_names * names_of(ggml_type t) {
 }
 
 #if AUTOGLM_GEMM_X86
+// The affine types (w = d u + m) have offsets m, the 5-bit ones masks.
 template <ggml_type T>
-constexpr bool affine = T != GGML_TYPE_Q5_0;
+constexpr bool affine = x16_layout_of(T)->m_at != 0;
 template <ggml_type T>
-constexpr bool five_bits = T != GGML_TYPE_Q4_1;
+constexpr bool five_bits = x16_layout_of(T)->masks_at != 0;
 // software prefetch (gemm::prefetch_stream): a thread's records are one contiguous run
 constexpr int64_t l2_ahead = 8192, l1_ahead = 1024;
 
@@ -113,8 +113,8 @@ AUTOGLM_TARGET_AVX2 void rows_avx2(const uint8_t * w, int64_t nb, const gemm::q8
                     const __m256i qs = _mm256_loadu_si256((const __m256i *) (rec + l.qs_at + 64 * c + 32 * h));
                     __m256i lo = _mm256_and_si256(qs, low), hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), low);
                     if constexpr (five_bits<T>) {
-                        lo = _mm256_or_si256(lo, gemm::x16_mask_bytes(rec + l.masks_at + 16 * c + 4 * h));
-                        hi = _mm256_or_si256(hi, gemm::x16_mask_bytes(rec + l.masks_at + 16 * c + 8 + 4 * h));
+                        lo = _mm256_or_si256(lo, gemm::fifth_bits(rec + l.masks_at + 16 * c + 4 * h));
+                        hi = _mm256_or_si256(hi, gemm::fifth_bits(rec + l.masks_at + 16 * c + 8 + 4 * h));
                     }
                     int32_t a_lo, a_hi;
                     __builtin_memcpy(&a_lo, qb + 4 * c, 4);
@@ -154,7 +154,8 @@ void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const flo
     int64_t r0, r1;
     gemm::group_share(n, x16_rows, ith, nth, r0, r1);
     if (r0 >= r1) return;
-    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, names_of(t)->offset);
+    // the activations as for u = w + 16 (Q5_0), or with sum(q) in corr for the affine types' m (offset -1)
+    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, x16_layout_of(t)->m_at ? -1 : 16);
     rows_for(t, isa)(w, k / block, a, y, r0 / x16_rows, r1 / x16_rows);
 }
 

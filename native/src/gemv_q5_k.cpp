@@ -10,6 +10,7 @@
 
 #include "gemm.h"
 #include "gemm_panel.h"
+#include "gemm_q5_k.h"
 #include "gemv_host.h"
 
 #if AUTOGLM_GEMM_X86
@@ -22,9 +23,9 @@ namespace autoglm {
 
 namespace {
 
-constexpr int block = 256;
-constexpr size_t block_bytes = 176;
-constexpr size_t scales_at = 4, qh_at = 16, qs_at = 48;
+constexpr int block = q5_k_block;
+constexpr size_t block_bytes = q5_k_block_bytes;
+constexpr size_t scales_at = q5_k_scales_at, qh_at = q5_k_qh_at, qs_at = q5_k_qs_at;
 constexpr int sub_blocks = 8;  // of 32 weights, a 6-bit scale and min each
 constexpr int group = 8;       // rows per step
 constexpr const char * node_name = "gemv_q5_K";

@@ -10,6 +10,7 @@
 
 #include "gemm.h"
 #include "gemm_panel.h"
+#include "gemm_q6_k.h"
 #include "gemv_host.h"
 
 #if AUTOGLM_GEMM_X86
@@ -22,9 +23,9 @@ namespace autoglm {
 
 namespace {
 
-constexpr int block = 256;
-constexpr size_t block_bytes = 210;  // ql[128] low 4 bits, qh[64] high 2 bits, scales[16] int8, d F16
-constexpr size_t qh_at = 128, scales_at = 192, d_at = 208;
+constexpr int block = q6_k_block;
+constexpr size_t block_bytes = q6_k_block_bytes;
+constexpr size_t qh_at = q6_k_qh_at, scales_at = q6_k_scales_at, d_at = q6_k_d_at;
 constexpr int sub_blocks = 16;  // of 16 weights, one int8 scale each
 constexpr int group = 8;        // rows per step
 constexpr const char * node_name = "gemv_q6_K";
