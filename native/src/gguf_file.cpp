@@ -42,8 +42,12 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
     int fd = ::open(path.c_str(), O_RDONLY);
     if (fd >= 0) {
         void * m = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-        ::close(fd);
         if (m != MAP_FAILED) map_ = m;
+        if (map_) {
+            fd_ = fd;
+        } else {
+            ::close(fd);
+        }
     }
     if (!map_) {
         gguf_free(gguf_);
@@ -54,6 +58,7 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
 
 gguf_file::~gguf_file() {
     if (map_) ::munmap(map_, size_);
+    if (fd_ >= 0) ::close(fd_);
     if (gguf_) gguf_free(gguf_);
     if (meta_) ggml_free(meta_);
 }
@@ -69,6 +74,20 @@ void gguf_file::prefetch(const void * data, size_t n) const {
     const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
     const uintptr_t lo = (uintptr_t) data / page * page;
     if (n > 0) ::madvise((void *) lo, (uintptr_t) data + n - lo, MADV_WILLNEED);
+}
+
+void gguf_file::read(const void * data, void * dst, size_t n) const {
+    const uint8_t * src = (const uint8_t *) data;
+    size_t done = 0;
+    while (done < n && fd_ >= 0) {
+        const ssize_t got = ::pread(fd_, (uint8_t *) dst + done, n - done, (off_t) (src + done - (const uint8_t *) map_));
+        if (got <= 0) {
+            if (got < 0 && errno == EINTR) continue;
+            break;
+        }
+        done += (size_t) got;
+    }
+    if (done < n) std::memcpy((uint8_t *) dst + done, src + done, n - done);
 }
 
 bool gguf_file::has(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }

@@ -46,6 +46,10 @@ public:
     // stays mapped and is read a few rows at a time (the token embeddings) would otherwise fault
     // its pages in one disk read per row, on the first use of each token.
     void prefetch(const void * data, size_t n) const;
+    // Copies [data, data + n) of the mapping to dst by reading the file (pread): the kernel copies from
+    // its page cache without faulting the mapping's pages into this process one 4 KB page at a time.
+    // Falls back to copying from the mapping where a read fails.
+    void read(const void * data, void * dst, size_t n) const;
     uint32_t n_tensors() const;
 
 private:
@@ -55,6 +59,7 @@ private:
     ggml_context * meta_ = nullptr;
     void * map_ = nullptr;
     size_t size_ = 0;
+    int fd_ = -1;  // kept open for read()
 };
 
 }  // namespace autoglm
