@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-gpu", action="store_true")
-    ap.add_argument("--vision-type", default="file", help="the matrices' type: file, auto, f32, f16, bf16")
+    ap.add_argument("--vision-type", default="auto", help="the matrices' type: file, auto, f32, f16, bf16")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 

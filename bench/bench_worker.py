@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--kv", default="f16", choices=["f16", "f32"])
     ap.add_argument("--image-size", default="1036x2352", help="WxH of the already-resized screenshot")
     ap.add_argument("--system-tokens", type=int, default=1500)
-    ap.add_argument("--vision-type", default="file", help="ours: the tower's matrices' type (file, auto, f32, f16, bf16)")
+    ap.add_argument("--vision-type", default="auto", help="ours: the tower's matrices' type (file, auto, f32, f16, bf16)")
     a = ap.parse_args()
     runner = Ours(a) if a.runtime == "ours" else LlamaCpp(a)
     res = getattr(runner, a.figure)()

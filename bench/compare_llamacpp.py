@@ -121,7 +121,7 @@ def main() -> None:
                                                "(default --model; a 1-layer model of the same width keeps its RSS "
                                                "the tower's alone)")
     ap.add_argument("--system-tokens", type=int, default=1500)
-    ap.add_argument("--vision-type", default="file", help="image, agent: our tower's matrices' type (file, auto, "
+    ap.add_argument("--vision-type", default="auto", help="image, agent: our tower's matrices' type (file, auto, "
                                                              "f32, f16, bf16); llama.cpp's are as stored")
     ap.add_argument("--checkpoint", type=Path, help="HF checkpoint for the convert figure")
     ap.add_argument("--convert-out", type=Path, default=Path("bench-convert-out"))

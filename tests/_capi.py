@@ -53,7 +53,7 @@ class SessionParams(Structure):
 
 
 class VisionParams(Structure):
-    _fields_ = [("n_threads", c_int32), ("use_gpu", c_bool), ("cache_bytes", c_size_t)]
+    _fields_ = [("n_threads", c_int32), ("use_gpu", c_bool), ("cache_bytes", c_size_t), ("matmul_type", c_char_p)]
 
 
 class Image(Structure):

@@ -64,6 +64,22 @@ def test_raw_pixels_give_pythons_embeddings(capi, vision, llm, channels, pad):
     assert (rows.value, cols.value) == (h // 28, w // 28) and got.shape[0] == rows.value * cols.value
 
 
+def test_matmul_type_is_pythons_vision_matmul_type(capi, tiny_f32_files):
+    """Both APIs default to "auto"; "file" gives the F32 path's floats in both."""
+    params = capi.autoglm_vision_default_params()
+    params.matmul_type = b"file"
+    h = ctypes.c_void_p()
+    assert capi.autoglm_vision_load(str(tiny_f32_files[1]).encode(), params, ctypes.byref(h)) == 0
+    try:
+        arr = np.random.default_rng(7).integers(0, 256, (61, 97, 3), dtype=np.uint8)
+        img, _pixels = c_image(arr)
+        got = embed(capi, h, img, max_pixels=60000)
+        llm_file = AutoGLM(tiny_f32_files[0], mmproj_path=tiny_f32_files[1], n_ctx=256, vision_matmul_type="file")
+        assert np.array_equal(got, llm_file.embed_image(arr, image_max_pixels=60000))
+    finally:
+        capi.autoglm_vision_free(h)
+
+
 def test_rgba_is_composited_like_pillow(llm):
     a = np.arange(256, dtype=np.uint8)
     rgba = np.stack(np.meshgrid(a, a, indexing="ij"), -1)  # every (colour, alpha) pair
@@ -129,6 +145,11 @@ def test_vision_load_errors(capi, tiny_f32_files, tmp_path):
     assert capi.autoglm_vision_load(str(tiny_f32_files[0]).encode(), capi.autoglm_vision_default_params(),
                                     ctypes.byref(h)) == -3
     assert "expected a vision projector" in capi.autoglm_last_error().decode()
+    params = capi.autoglm_vision_default_params()
+    assert params.matmul_type == b"auto"
+    params.matmul_type = b"int4"
+    assert capi.autoglm_vision_load(str(tiny_f32_files[1]).encode(), params, ctypes.byref(h)) != 0 and not h.value
+    assert "matmul_type 'int4' is unknown" in capi.autoglm_last_error().decode()
     assert capi.autoglm_vision_n_embd(None) == -1
     bad = Image(None, 10, 10, 30, 3)
     n = ctypes.c_size_t()

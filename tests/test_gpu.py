@@ -248,13 +248,15 @@ def test_image_prompt_on_the_gpu_matches_the_cpu(files, arch):
     text, mmproj = files(arch)
     img = picture(140, 260, seed=7)
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Tap the blue button."}]}]
-    cpu = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, mmproj_offload=False)
+    # the towers in the file's type on both (auto is BF16 on an AVX512_BF16 CPU, the file's on a GPU)
+    cpu = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, mmproj_offload=False, vision_matmul_type="file")
     prompt = cpu.apply_chat_template(msgs)
     ref = cpu.prompt_logits(prompt, images=[img])
     cpu.reset()
     ref_out = cpu.generate(prompt, images=[img], max_tokens=16)
     for ngl, offload in [(-1, True), (1, True), (-1, False), (0, True)]:
-        gpu = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, n_gpu_layers=ngl, mmproj_offload=offload)
+        gpu = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, n_gpu_layers=ngl, mmproj_offload=offload,
+                      vision_matmul_type="file")
         got = gpu.prompt_logits(prompt, images=[img])
         err = rel_err(got, ref)
         gpu.reset()

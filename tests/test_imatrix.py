@@ -182,7 +182,7 @@ def test_image_prompt_matches_transformers(case):
     ids = ref.run(messages, [arr])
     n_image = ids.count(ref.image_id)
     assert n_image >= 16
-    llm = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, n_threads=2, kv_type="f32")
+    llm = AutoGLM(text, mmproj_path=mmproj, n_ctx=512, n_threads=2, kv_type="f32", vision_matmul_type="file")
     conv = Conversation([messages[0], {"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": _data_url(arr)}}, {"type": "text", "text": TEXT}]}], "test")
     got = collect(llm, [conv])

@@ -32,7 +32,8 @@ class Case:
         self.tok = AutoTokenizer.from_pretrained(ckpt)
         self.hf = Glm4vForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float64).eval()
         self.proc = Glm4vImageProcessorPil.from_pretrained(ckpt)
-        self.llm = AutoGLM(text, mmproj_path=mmproj, n_ctx=1024, n_threads=2, kv_type="f32")
+        self.llm = AutoGLM(text, mmproj_path=mmproj, n_ctx=1024, n_threads=2, kv_type="f32",
+                           vision_matmul_type="file")  # F32 arithmetic: the 1e-4 parity
         self.image_id = self.tok.convert_tokens_to_ids("<|image|>")
 
     def hf_inputs(self, messages, images):
@@ -92,6 +93,29 @@ def test_embed_image_matches_transformers(case, size):
     ours = case.llm.embed_image(arr)
     assert ours.shape == ref.shape
     assert np.abs(ours - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+def test_the_default_tower_is_bf16_where_the_cpu_has_it_within_the_bf16_bound(case):
+    """AutoGLM's default vision_matmul_type is "auto": BF16 matrices and attention on an AVX512_BF16 CPU (as
+    vLLM and SGLang run this ViT), the file's type elsewhere. Its embeddings stay within the tower tests'
+    BF16 bound (3% of the largest value) of transformers in float64, and equal the pinned F32 path's where
+    the CPU has no BF16."""
+    from autoglm_gguf import AutoGLM, _core
+
+    llm = AutoGLM(case.llm.model_path, mmproj_path=case.llm.mmproj_path, n_ctx=256, n_threads=2)
+    want = _core.VisionModel(case.llm.mmproj_path, n_threads=1, use_gpu=False, matmul_type="auto").matmul_type
+    assert llm._vision.model.matmul_type == want and want in ("bf16", "f32")
+    arr = picture(270, 600, seed=4)
+    px = case.proc(images=[Image.fromarray(arr)], return_tensors="pt")
+    with torch.no_grad():
+        ref = case.hf.model.get_image_features(px["pixel_values"].double(), px["image_grid_thw"]).pooler_output[0].numpy()
+    ours, f32 = llm.embed_image(arr), case.llm.embed_image(arr)
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert err <= 3e-2
+    if want == "bf16":
+        assert err > np.abs(f32 - ref).max() / np.abs(ref).max()  # measurably not the F32 path
+    else:
+        assert np.array_equal(ours, f32)
 
 
 @pytest.mark.parametrize("size", [(112, 56), (56, 112), (112, 112)])  # no resize: identical pixels in both
@@ -195,7 +219,7 @@ def test_cli_image(case, tmp_path):
     Image.fromarray(arr).save(path)
     text, mmproj = case.llm.model_path, case.llm.mmproj_path
     proc = subprocess.run([sys.executable, "-m", "autoglm_gguf.cli", "run", "-m", text, "--mmproj", mmproj,
-                           "--image", str(path), "-p", "Describe.", "-n", "6", "-c", "512"],
+                           "--image", str(path), "-p", "Describe.", "-n", "6", "-c", "512", "--vision-type", "file"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "images:" in proc.stderr and "tokens, encoded in" in proc.stderr

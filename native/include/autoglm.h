@@ -326,6 +326,10 @@ typedef struct autoglm_vision_params {
     int32_t n_threads;  /* CPU threads; 0 (default): the number of physical cores */
     bool use_gpu;       /* encode on the GPU backend when the library has one (default true) */
     size_t cache_bytes; /* embeddings of recent images kept for reuse, by content (default 256 MiB; 0: off) */
+    /* the tower's matrices: "auto" (default, also for NULL): BF16 matrices and attention where the CPU
+     * has AVX512_BF16, as production servers run this ViT (embeddings within ~2% of F32), else as stored;
+     * "file": as stored, in F32 arithmetic (transformers' numbers within 1e-4); "f32", "f16", "bf16" */
+    const char * matmul_type;
 } autoglm_vision_params;
 
 AUTOGLM_API autoglm_vision_params autoglm_vision_default_params(void);

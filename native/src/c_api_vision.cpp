@@ -83,6 +83,7 @@ autoglm_vision_params autoglm_vision_default_params(void) {
     p.n_threads = 0;
     p.use_gpu = true;
     p.cache_bytes = (size_t) 256 << 20;
+    p.matmul_type = "auto";
     return p;
 }
 
@@ -101,6 +102,7 @@ autoglm_status autoglm_vision_load(const char * path, autoglm_vision_params para
         autoglm::vision_params vp;
         vp.n_threads = params.n_threads;
         vp.use_gpu = params.use_gpu;
+        vp.matmul_type = params.matmul_type ? params.matmul_type : "auto";
         auto st = std::make_shared<vision_state>();
         st->vm = std::make_unique<autoglm::vision_model>(path, vp);
         st->embedder = std::make_unique<autoglm::image_embedder>(*st->vm, params.cache_bytes);

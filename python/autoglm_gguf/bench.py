@@ -178,7 +178,7 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--system-tokens", type=int, default=1500, help="system prompt length of the agent step")
     b.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     b.add_argument("-ngl", "--gpu-layers", type=int, default=0, help="decoder layers to offload to a GPU backend")
-    b.add_argument("--vision-type", default="file", choices=("file", "auto", "f32", "f16", "bf16"),
+    b.add_argument("--vision-type", default="auto", choices=("auto", "file", "f32", "f16", "bf16"),
                    help="type of the vision tower's matrices (see `run --help`)")
     b.add_argument("-b", "--batch", type=int, default=512)
     b.add_argument("-c", "--ctx", type=int, default=8192, help="context of the agent-step session")

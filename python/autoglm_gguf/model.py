@@ -54,7 +54,7 @@ class AutoGLM:
     def __init__(self, model_path: str | os.PathLike, *, mmproj_path: str | os.PathLike | None = None,
                  n_ctx: int = 8192, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  seed: int | None = None, kv_type: str = "f16", verbose: bool = False, progress: bool | None = None,
-                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20, vision_matmul_type: str = "file",
+                 mmproj_offload: bool = True, image_cache_bytes: int = 256 << 20, vision_matmul_type: str = "auto",
                  repack: bool = True):
         path = Path(model_path)
         if not path.is_file():

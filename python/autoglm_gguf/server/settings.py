@@ -22,7 +22,7 @@ class ServerSettings:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     mmproj_offload: bool = True          # the vision tower on the GPU when there is one
-    vision_matmul_type: str = "file"     # the vision tower's matrices: file, auto, f32, f16, bf16
+    vision_matmul_type: str = "auto"     # the vision tower's matrices: auto, file, f32, f16, bf16
     parallel: int = 1                    # slots: conversation contexts kept side by side
     max_queue: int = 16                  # requests waiting for a slot beyond those running
     image_max_pixels: int | None = None  # None: the mmproj's own bound
