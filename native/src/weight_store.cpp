@@ -245,7 +245,12 @@ void weight_store::load(const std::function<bool(float)> & progress) {
     if (progress && (done > 0 || pending_.empty()) && !progress(total ? (float) done / (float) total : 1.0f)) {
         throw aborted(f_.path() + ": loading aborted by the progress callback");
     }
-    for (auto & [t, data, from, interleave] : pending_) {
+    for (const pending & p : pending_) {
+        // plain locals, not structured bindings: C++17 lambdas cannot capture those (clang refuses)
+        ggml_tensor * t = p.t;
+        const uint8_t * data = p.data;
+        const ggml_type from = p.file_type;
+        const bool interleave = p.interleave;
         const size_t row_bytes = ggml_row_size(t->type, t->ne[0]);
         if (interleave) {  // a host buffer: regrouped straight into the tensor's memory, 16 rows at a time
             in_parallel(t->ne[1] / x16_rows, [&](int64_t g0, int64_t g1) {
