@@ -39,6 +39,23 @@ def _weights(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", TYPES)
+def test_a_few_rows_each_get_the_one_row_gemvs_bits(isa, qtype):
+    """Batches of up to 6 rows take the GEMV once per row (gemv_block32_x16.h x16_gemv_max_rows): each row
+    of the result is what the row alone gets, a decode step's bits."""
+    need_isa(isa)
+    w, x = _weights(48, 256, 11)
+    wx = _core._x16_repack(_core.quantize(w, qtype), qtype)
+    xs = np.stack([x, -0.5 * x, np.roll(x, 32), np.zeros_like(x), x * 1e-3]).astype(np.float32)
+    for threads in (1, 2, 3):
+        got = _core._gemv(wx, xs, qtype, threads, isa, interleaved=True)
+        assert got.shape == (5, 48)
+        for j in range(5):
+            assert np.array_equal(got[j], _core._gemv(wx, xs[j], qtype, threads, isa, interleaved=True)), (threads, j)
+    assert not got[3].any()  # a zero row
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("qtype", TYPES)
 @pytest.mark.parametrize("n,k", SHAPES)
 def test_gemv_matches_exact_arithmetic_and_the_gguf_layout_bit_for_bit(isa, qtype, n, k):
     need_isa(isa)
@@ -139,15 +156,17 @@ def test_the_loader_interleaves_the_q5_1_matrices_only_where_our_kernels_run(q5_
     assert _count_in_child(q, "ggml", True) == 0  # ggml's kernels everywhere: nothing they cannot read
 
 
-@pytest.mark.parametrize("n_batch", [2, 5, 31])
-def test_micro_batches_below_32_rows_run_our_gemm_on_the_layout(q5_k_m_file, n_batch):
-    """ggml cannot read the layout, so micro-batches of 2-31 rows take our GEMM too: as accurate as ggml's
-    kernels on the GGUF layout against the F32 file, and a token's logits the same whether its batch was
-    cut at n_batch or decoded one by one up to the F32 steps' order (the same block sums)."""
+@pytest.mark.parametrize("n_batch", [2, 5, 6, 7, 31])
+def test_micro_batches_below_32_rows_run_our_kernels_on_the_layout(q5_k_m_file, n_batch):
+    """ggml cannot read the layout, so micro-batches of 2-31 rows take our kernels too: up to 6 rows the
+    GEMV once per row, from 7 the GEMM. As accurate as ggml's kernels on the GGUF layout against the F32
+    file."""
     f32, q = q5_k_m_file
     prof: list[str] = []
     ours = prompt_logits(q, None, n_batch=n_batch, n_tokens=40, profile=prof)
-    assert "GEMM q5_1 (ours)" in prof[0]
+    gemv, gemm = "GEMV q5_1 x16 (ours)" in prof[0], "GEMM q5_1 (ours)" in prof[0]
+    # 40 tokens: from 7 rows the micro-batches take the GEMM (a last one of up to 6 the GEMV)
+    assert (gemv, gemm) == (True, False) if n_batch <= 6 else gemm, prof[0]
     ggml = prompt_logits(q, "ggml", n_batch=n_batch, n_tokens=40)
     ref = prompt_logits(f32, None, n_batch=n_batch, n_tokens=40)
     err_ours, err_ggml = np.abs(ours - ref).max(), np.abs(ggml - ref).max()

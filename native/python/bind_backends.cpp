@@ -107,20 +107,22 @@ void bind_backends(py::module_ & m) {
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> x, const std::string & type,
            int n_threads, const std::string & isa, bool interleaved) {
             const ggml_type t = autoglm::parse_storage_type(type);
-            if (w.ndim() != 2 || x.ndim() != 1) throw autoglm::invalid_argument("_gemv: expected w 2-D and x 1-D");
-            const int64_t n = w.shape(0), k = x.shape(0);
+            if (w.ndim() != 2 || x.ndim() < 1 || x.ndim() > 2 || (x.ndim() == 2 && !interleaved)) {
+                throw autoglm::invalid_argument("_gemv: expected w 2-D and x 1-D (2-D: rows, for interleaved weights)");
+            }
+            const int64_t n = w.shape(0), k = x.shape(x.ndim() - 1), m = x.ndim() == 2 ? x.shape(0) : 1;
             if (k % ggml_blck_size(t) != 0 || (size_t) w.shape(1) != ggml_row_size(t, k)) {
                 throw autoglm::invalid_argument("_gemv: w must be N rows of K/" + std::to_string(ggml_blck_size(t)) + " " + type +
                                                 " blocks");
             }
-            py::array_t<float> y(n);
+            py::array_t<float> y = x.ndim() == 2 ? py::array_t<float>({(py::ssize_t) m, (py::ssize_t) n}) : py::array_t<float>(n);
             const uint8_t * wp = w.data();
             const float * xp = x.data();
             float * yp = y.mutable_data();
             {
                 py::gil_scoped_release nogil;
                 if (interleaved) {
-                    autoglm::x16_gemv_run(t, wp, n, k, xp, yp, n_threads, isa.c_str());
+                    autoglm::x16_gemv_run(t, wp, n, k, xp, m, yp, n_threads, isa.c_str());
                 } else if (t == GGML_TYPE_Q6_K) {
                     autoglm::gemv_q6_k_run(wp, n, k, xp, yp, n_threads, isa.c_str());
                 } else if (t == GGML_TYPE_Q5_K) {
@@ -136,7 +138,8 @@ void bind_backends(py::module_ & m) {
         "Our decode GEMV for GGUF-layout q8_0/q5_0/q4_0/q5_1/q4_1 rows (native/src/gemv_block32.h), q5_k (gemv_q5_k.h) or q6_k\n"
         "rows (gemv_q6_k.h): w (N rows of blocks) times x [K] float32 quantized as ggml's Q8_0 (Q8_K for the K-quants)\n"
         "-> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
-        "empty: the best); `interleaved`: q5_0/q5_1/q4_1 rows from _x16_repack (gemv_block32_x16.h). For tests.");
+        "empty: the best); `interleaved`: q5_0/q5_1/q4_1 rows from _x16_repack (gemv_block32_x16.h), x [K] or [M, K] -> y [N]\n"
+        "or [M, N]. For tests.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

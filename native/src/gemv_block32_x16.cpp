@@ -148,20 +148,23 @@ rows_fn rows_for(ggml_type t, gemm_isa isa) {
     }
 }
 
-// One thread's share: the row quantized into this thread's buffer, then its groups of 16 rows.
-void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, gemm_isa isa, int ith,
-                 int nth) {
+// One thread's share for each of the m activation rows (x: m rows of k, y: m rows of n): the row quantized
+// into this thread's buffer, then its groups of 16 weight rows.
+void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const float * x, int64_t m, float * y, gemm_isa isa,
+                 int ith, int nth) {
     int64_t r0, r1;
     gemm::group_share(n, x16_rows, ith, nth, r0, r1);
     if (r0 >= r1) return;
-    // the activations as for u = w + 16 (Q5_0), or with sum(q) in corr for the affine types' m (offset -1)
-    const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, x16_layout_of(t)->m_at ? -1 : 16);
-    rows_for(t, isa)(w, k / block, a, y, r0 / x16_rows, r1 / x16_rows);
+    for (int64_t j = 0; j < m; ++j) {
+        // the activations as for u = w + 16 (Q5_0), or with sum(q) in corr for the affine types' m (offset -1)
+        const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x + j * k, k, x16_layout_of(t)->m_at ? -1 : 16);
+        rows_for(t, isa)(w, k / block, a, y + j * n, r0 / x16_rows, r1 / x16_rows);
+    }
 }
 
 void gemv_op(ggml_tensor * dst, int ith, int nth, void *) {
-    const ggml_tensor * w = dst->src[0];
-    gemv_thread(w->type, (const uint8_t *) w->data, w->ne[1], w->ne[0], (const float *) dst->src[1]->data, (float *) dst->data,
+    const ggml_tensor *w = dst->src[0], *x = dst->src[1];
+    gemv_thread(w->type, (const uint8_t *) w->data, w->ne[1], w->ne[0], (const float *) x->data, x->ne[1], (float *) dst->data,
                 gemm_best_isa(), ith, nth);
 }
 #endif  // AUTOGLM_GEMM_X86
@@ -170,7 +173,9 @@ void gemv_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool x16_gemv_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    return x16_marked(w) && gemm::one_f32_row(w, x) && gemm_available();
+    const bool rows_ok = x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] >= 1 && x->ne[1] <= x16_gemv_max_rows &&
+                         x->ne[2] == 1 && x->ne[3] == 1 && ggml_is_contiguous(x);
+    return x16_marked(w) && rows_ok && gemm_available();
 #else
     (void) w, (void) x;
     return false;
@@ -179,28 +184,39 @@ bool x16_gemv_applies(const ggml_tensor * w, const ggml_tensor * x) {
 
 ggml_tensor * x16_gemv_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    if (x16_gemv_applies(w, x)) return gemm::host_gemv_node(ctx, w, x, gemv_op, names_of(w->type)->node_name);
+    if (x16_gemv_applies(w, x)) {
+        ggml_tensor * args[2] = {w, x};
+        ggml_tensor * out =
+            ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX, nullptr);
+        ggml_set_name(out, names_of(w->type)->node_name);
+        return out;
+    }
 #endif
-    throw error(std::string("x16_gemv_mul_mat: '") + ggml_get_name(w) + "' is not an interleaved weight times one F32 row");
+    throw error(std::string("x16_gemv_mul_mat: '") + ggml_get_name(w) + "' is not an interleaved weight times 1-" +
+                std::to_string(x16_gemv_max_rows) + " F32 rows");
 }
 
-void x16_gemv_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * x, float * y, int n_threads,
+void x16_gemv_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * x, int64_t m, float * y, int n_threads,
                   const char * isa_name) {
+    if (m < 1) throw invalid_argument("gemv x16: M must be positive (got " + std::to_string(m) + ")");
     if (!names_of(type)) throw invalid_argument(std::string("gemv x16: no interleaved layout for ") + ggml_type_name(type));
     if (n % x16_rows != 0) throw invalid_argument("gemv x16: N must be a multiple of 16 (got " + std::to_string(n) + ")");
     gemm::run_host_gemv(std::string("gemv x16 ") + ggml_type_name(type), n, k, block, n_threads, isa_name,
                         [&](gemm_isa isa, int t, int nt) {
 #if AUTOGLM_GEMM_X86
-                            gemv_thread(type, w, n, k, x, y, isa, t, nt);
+                            gemv_thread(type, w, n, k, x, m, y, isa, t, nt);
 #else
-                            (void) w, (void) x, (void) y, (void) isa, (void) t, (void) nt;
+                            (void) w, (void) x, (void) m, (void) y, (void) isa, (void) t, (void) nt;
 #endif
                         });
 }
 
 bool x16_gemv_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
-    if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;
-    return gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), names_of(t->src[0]->type)->family, family, ops, bytes);
+    if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;  // before t's sources are read
+    gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), names_of(t->src[0]->type)->family, family, ops, bytes);
+    *ops *= (double) t->src[1]->ne[1];  // m rows, each a pass over the weights
+    *bytes *= (double) t->src[1]->ne[1];
+    return true;
 }
 
 }  // namespace autoglm
