@@ -39,7 +39,7 @@ gguf_file::gguf_file(const std::string & path) : path_(path) {
                              " but the file has " + std::to_string(size_) + " bytes (incomplete download?)");
         }
     }
-    int fd = ::open(path.c_str(), O_RDONLY);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // kept open for read(): not for child processes
     if (fd >= 0) {
         void * m = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
         if (m != MAP_FAILED) map_ = m;
