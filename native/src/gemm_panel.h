@@ -47,12 +47,15 @@ inline bool weight_on_cpu(const ggml_tensor * w, int64_t n_rows) {
     return !is_repacked(w) || w->ne[1] % 8 == 0;  // ggml repacks only whole groups of 8 rows
 }
 
-// x is one F32 row of w's K contiguous elements: what a decode step's matmul multiplies, the
-// operand of our matrix-vector products (gemv_q4_0.h, gemv_block32.h).
-inline bool one_f32_row(const ggml_tensor * w, const ggml_tensor * x) {
-    return x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
-           x->nb[0] == sizeof(float);
+// x is 1 to max_rows F32 rows of w's K contiguous elements, the rows one after another: the operand of
+// our matrix-vector products, which take a row at a time.
+inline bool f32_rows(const ggml_tensor * w, const ggml_tensor * x, int64_t max_rows) {
+    return x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] >= 1 && x->ne[1] <= max_rows && x->ne[2] == 1 &&
+           x->ne[3] == 1 && x->nb[0] == sizeof(float) && (x->ne[1] == 1 || x->nb[1] == x->ne[0] * sizeof(float));
 }
+
+// x is one such row: what a decode step's matmul multiplies (gemv_q4_0.h, gemv_block32.h).
+inline bool one_f32_row(const ggml_tensor * w, const ggml_tensor * x) { return f32_rows(w, x, 1); }
 
 // fn(t, n) for t = 0 .. n - 1 on n threads (the calling one runs t = 0): the thread pool of the test and
 // benchmark entry points (in a graph our kernels run on ggml's threads).
@@ -122,11 +125,11 @@ inline bool host_gemv_operands(const ggml_tensor * w, const ggml_tensor * x) {
            w->ne[0] % ggml_blck_size(w->type) == 0 && w->nb[1] == ggml_row_size(w->type, w->ne[0]) && one_f32_row(w, x);
 }
 
-// Their node: w and x are the sources of the custom op fn.
+// Their node: w and x are the sources of the custom op fn, the result [N, x's rows].
 inline ggml_tensor * host_gemv_node(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_custom_op_t fn,
                                     const char * name) {
     ggml_tensor * args[2] = {w, x};
-    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, fn, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, fn, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, name);
     return out;
 }

@@ -155,10 +155,11 @@ void gemv_thread(ggml_type t, const uint8_t * w, int64_t n, int64_t k, const flo
     int64_t r0, r1;
     gemm::group_share(n, x16_rows, ith, nth, r0, r1);
     if (r0 >= r1) return;
+    // the activations as for u = w + 16 (Q5_0), or with sum(q) in corr for the affine types' m (offset -1)
+    const int offset = x16_layout_of(t)->m_at ? -1 : 16;
+    const rows_fn rows = rows_for(t, isa);
     for (int64_t j = 0; j < m; ++j) {
-        // the activations as for u = w + 16 (Q5_0), or with sum(q) in corr for the affine types' m (offset -1)
-        const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x + j * k, k, x16_layout_of(t)->m_at ? -1 : 16);
-        rows_for(t, isa)(w, k / block, a, y + j * n, r0 / x16_rows, r1 / x16_rows);
+        rows(w, k / block, gemm::quantize_row_for_thread(x + j * k, k, offset), y + j * n, r0 / x16_rows, r1 / x16_rows);
     }
 }
 
@@ -173,9 +174,7 @@ void gemv_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool x16_gemv_applies(const ggml_tensor * w, const ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    const bool rows_ok = x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[1] >= 1 && x->ne[1] <= x16_gemv_max_rows &&
-                         x->ne[2] == 1 && x->ne[3] == 1 && ggml_is_contiguous(x);
-    return x16_marked(w) && rows_ok && gemm_available();
+    return x16_marked(w) && gemm::f32_rows(w, x, x16_gemv_max_rows) && gemm_available();
 #else
     (void) w, (void) x;
     return false;
@@ -184,13 +183,7 @@ bool x16_gemv_applies(const ggml_tensor * w, const ggml_tensor * x) {
 
 ggml_tensor * x16_gemv_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 #if AUTOGLM_GEMM_X86
-    if (x16_gemv_applies(w, x)) {
-        ggml_tensor * args[2] = {w, x};
-        ggml_tensor * out =
-            ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX, nullptr);
-        ggml_set_name(out, names_of(w->type)->node_name);
-        return out;
-    }
+    if (x16_gemv_applies(w, x)) return gemm::host_gemv_node(ctx, w, x, gemv_op, names_of(w->type)->node_name);
 #endif
     throw error(std::string("x16_gemv_mul_mat: '") + ggml_get_name(w) + "' is not an interleaved weight times 1-" +
                 std::to_string(x16_gemv_max_rows) + " F32 rows");
@@ -213,10 +206,7 @@ void x16_gemv_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const
 
 bool x16_gemv_node_info(const ggml_tensor * t, const char ** family, double * ops, double * bytes) {
     if (!gemm::is_custom_op(t, AUTOGLM_GEMM_FN(gemv_op))) return false;  // before t's sources are read
-    gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), names_of(t->src[0]->type)->family, family, ops, bytes);
-    *ops *= (double) t->src[1]->ne[1];  // m rows, each a pass over the weights
-    *bytes *= (double) t->src[1]->ne[1];
-    return true;
+    return gemm::host_gemv_node_info(t, AUTOGLM_GEMM_FN(gemv_op), names_of(t->src[0]->type)->family, family, ops, bytes);
 }
 
 }  // namespace autoglm

@@ -36,14 +36,16 @@ void run_host_gemv(const std::string & what, int64_t n, int64_t k, int64_t block
     on_threads(n_threads, [&](int t, int nt) { thread(isa, t, nt); });
 }
 
-// The profiler's figures for a node of op fn (host_gemv_node: the weight is src[0]), or false.
+// The profiler's figures for a node of op fn (host_gemv_node: the weight is src[0], the rows src[1],
+// each row a pass over the weight), or false.
 inline bool host_gemv_node_info(const ggml_tensor * t, ggml_custom_op_t fn, const char * family_name, const char ** family,
                                 double * ops, double * bytes) {
     if (!is_custom_op(t, fn)) return false;
     const ggml_tensor * w = t->src[0];
+    const double rows = (double) t->src[1]->ne[1];
     *family = family_name;
-    *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1];
-    *bytes = (double) ggml_nbytes(w);
+    *ops = 2.0 * (double) w->ne[0] * (double) w->ne[1] * rows;
+    *bytes = (double) ggml_nbytes(w) * rows;
     return true;
 }
 
