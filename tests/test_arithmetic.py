@@ -4,6 +4,7 @@ the instruction set's operations per cycle), and AUTOGLM_PROFILE's per-family ta
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -56,13 +57,22 @@ def test_cpu_peak_follows_the_instruction_set():
     feats = _core.cpu_features()
     p1, p2 = _core.cpu_peak(1), _core.cpu_peak(2)
     assert 0.3 < p1["clock_ghz"] < 8.0, p1  # measured: one dependent add per cycle
-    per_cycle = p1["f32_gops"] / p1["clock_ghz"]
+    per_cycle = {fam: p1[f"{fam}_gops"] / p1["clock_ghz"] for fam in ("f32", "bf16", "int8")}
+    # measured rates, rounded to powers of two: one 256-bit FMA per cycle (Zen 1) up to two 512-bit ones
+    for fam, rate in per_cycle.items():
+        assert rate == pytest.approx(2 ** round(math.log2(rate))), (fam, rate)
     if "AVX512" in feats:
-        assert per_cycle in (32, 64)
+        assert per_cycle["f32"] in (32, 64) and "AVX-512 FMA" in p1["f32_isa"] and "measured" in p1["f32_isa"], p1
     elif "AVX2" in feats or "FMA" in feats:
-        assert per_cycle == 32
-    assert p2["threads"] == 2 and p2["f32_gops"] == pytest.approx(2 * p2["clock_ghz"] * per_cycle)
-    assert p1["bf16_gops"] == pytest.approx(p1["f32_gops"] * (2 if "AVX512_BF16" in feats else 1))
+        assert per_cycle["f32"] in (16, 32) and "AVX2 FMA" in p1["f32_isa"] and "measured" in p1["f32_isa"], p1
+    if "AVX2" in feats:
+        # vpmaddubsw (32 products) every second cycle (Zen 1) up to vpdpbusd (64) twice a cycle
+        assert 32 <= per_cycle["int8"] <= 256 and "measured" in p1["int8_isa"], p1
+    assert p2["threads"] == 2 and p2["f32_gops"] == pytest.approx(2 * p2["clock_ghz"] * per_cycle["f32"])
+    if "AVX512_BF16" in feats:
+        assert per_cycle["bf16"] >= per_cycle["f32"] and "vdpbf16ps" in p1["bf16_isa"], p1
+    else:
+        assert per_cycle["bf16"] == per_cycle["f32"], p1
     assert p1["int8_gops"] >= p1["f32_gops"]
     assert (p1["amx_int8_gops"] > 0) == ("AMX_INT8" in feats)
 

@@ -214,5 +214,5 @@ void bind_backends(py::module_ & m) {
         py::arg("threads"),
         "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
         "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
-        "operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
+        "measured operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
 }

@@ -1,19 +1,25 @@
 // The arithmetic peak of this machine for each family of kernels, so that profiles and benchmarks can
 // say how close a kernel gets (AUTOGLM_PROFILE, `autoglm-gguf bench`).
 //
-// How it is derived: peak = cores x measured clock x (operations per core per cycle of the widest
-// instruction the loaded CPU kernels use). The clock is measured, not read from /proc or CPUID (VMs
-// and turbo make those wrong): a chain of dependent integer adds retires exactly one add per cycle on
-// every x86-64 and AArch64 core, so adds per second = cycles per second. Operations per cycle come
-// from the vendors' published throughputs (one multiply-add = 2 operations):
-//   f32  (F32/F16 weights): AVX2 FMA 2 x 8 lanes = 32/cycle; AVX-512 on Intel 2 x 16 = 64, on AMD
-//        Zen 4 one 512-bit FMA per cycle = 32; NEON 2 x 4 = 16 (generic AArch64).
-//   bf16 (BF16 weights): AVX512_BF16 vdpbf16ps, twice the f32 rate; AMX-BF16 (tile dot product,
-//        16x16x32 per 16 cycles) 1024/cycle; otherwise the f32 rate (converted to F32).
-//   int8 (quantized weights x int8 activations): AVX2 vpmaddubsw, 32 byte products per instruction,
-//        2 per cycle = 128/cycle (a kernel that also spends a vpmaddwd per vpmaddubsw gets at most
-//        half); AVX-VNNI vpdpbusd (256-bit) 2 x 32 x 2 = 128; AVX-512 VNNI Intel 2 x 64 x 2 = 256,
-//        Zen 4 128; AMX-INT8 (16x16x64 per 16 cycles) 2048; NEON sdot 2 x 16 x 2 = 64.
+// How it is derived: peak = cores x measured clock x operations per core per cycle of the widest
+// instruction the loaded CPU kernels use. Both are measured on one core, not read from /proc, CPUID or
+// a vendor table (VMs and turbo make the clock wrong, and cores of one ISA differ in units: an AVX2
+// core retires one or two 256-bit FMAs per cycle, and one 256-bit vpmaddubsw every second cycle up to
+// two per cycle; Zen 1, measured: one FMA, half a vpmaddubsw):
+//   clock: a chain of dependent integer adds retires exactly one add per cycle on every x86-64 and
+//          AArch64 core, so adds per second = cycles per second;
+//   per cycle: 12 independent chains of the instruction (enough to hide its latency), instructions
+//          per second over the clock, rounded to a power of two. Each run lasts about a millisecond
+//          and the best of 9 counts, so a run preempted on a busy machine does not count.
+// The instructions (one multiply-add = 2 operations):
+//   f32  (F32/F16 weights): vfmadd231ps, 256-bit (8 lanes) or 512-bit (16) where AVX-512 is in use.
+//   bf16 (BF16 weights): AVX512_BF16 vdpbf16ps (16 lanes x 2 products); otherwise the f32 rate
+//        (converted to F32). AMX-BF16 is not measured.
+//   int8 (quantized weights x int8 activations): AVX-512 VNNI vpdpbusd (64 byte products), else
+//        AVX-VNNI vpdpbusd (32), else AVX2 vpmaddubsw (32; a kernel that also spends a vpmaddwd per
+//        vpmaddubsw gets at most half); AMX-INT8 from Intel's figure (16x16x64 per 16 cycles = 2048).
+//   Where nothing is measured (AArch64, x86 without AVX2): NEON FMA 2 x 4 lanes = 16, NEON sdot
+//        2 x 16 x 2 = 64, SSE 8 and 64.
 // These are the instruction throughputs, the ceiling no kernel passes; real kernels also load,
 // unpack and scale, so 50-80% is good.
 #pragma once
@@ -37,7 +43,7 @@ struct cpu_peak_info {
 };
 
 // For `threads` cores, with the instruction sets of the CPU backend in use (cpu_features()). The clock
-// is measured once per process (~50 ms).
+// and the rates are measured once per process (~50 ms).
 cpu_peak_info cpu_peak(int threads);
 
 double measured_clock_ghz();
