@@ -50,3 +50,38 @@ def test_repacked_weights_are_still_copied(tiny_checkpoint, convert_tiny):
     text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
     m = _core.TextModel(str(text), n_threads=1)
     assert 0 < m.mapped_bytes < m.weight_bytes
+
+
+def test_repacked_weights_load_on_threads_with_progress_abort_and_errors(tiny_checkpoint, convert_tiny):
+    """ggml's repacking takes a whole tensor per call, so the repacked tensors are set several at a time
+    (weight_store::set_repacked); progress is still reported in order from the loading thread, an abort
+    (or a callback that raises, which the binding turns into one) stops the other threads and surfaces,
+    and the weights are right."""
+    from autoglm_gguf import _core
+
+    if not _core._gemm_available():
+        pytest.skip("ggml repacks Q4_0 only on AVX2 CPUs")
+    text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
+    seen = []
+    m = _core.TextModel(str(text), n_threads=2, progress=seen.append)
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == 1.0
+    # the same file in its GGUF layout (nothing repacked), through ggml's kernels on both sides: a tensor
+    # repacked into the wrong place, or not at all, would change the logits wholesale
+    ids = list(range(5, 45))
+    flat = _core.TextModel(str(text), n_threads=2, repack=False)
+    got = _core.Session(m, n_ctx=128, kv_type="f32").eval_tokens(ids, "all")
+    want = _core.Session(flat, n_ctx=128, kv_type="f32").eval_tokens(ids, "all")
+    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+
+    with pytest.raises(KeyboardInterrupt, match="aborted"):
+        _core.TextModel(str(text), n_threads=2, progress=lambda f: f < 0.3 or f >= 1.0)
+
+    def boom(f):
+        if 0 < f < 1:
+            raise ValueError("progress callback failed")
+        return True
+
+    with pytest.raises(KeyboardInterrupt, match="aborted"):
+        _core.TextModel(str(text), n_threads=2, progress=boom)
+    again = _core.TextModel(str(text), n_threads=2)  # nothing left behind by the failed loads
+    assert again.weight_bytes == m.weight_bytes

@@ -69,6 +69,12 @@ private:
     // Moves the pending tensors that qualify for read_cpu_weights_in_place() onto one buffer over
     // their span of the mapping.
     void map_plain_cpu_weights();
+    struct pending;
+    // Sets the tensors of ggml's repacking CPU buffer (list), several at a time; adds their bytes to
+    // done, reporting progress(done / total) on the calling thread. Throws what a set or progress threw,
+    // or autoglm::aborted.
+    void set_repacked(const std::vector<pending> & list, size_t & done, size_t total,
+                      const std::function<bool(float)> & progress);
 
     const gguf_file & f_;
     std::string what_;
