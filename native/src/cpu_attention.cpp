@@ -28,21 +28,7 @@ namespace autoglm {
 #    pragma GCC target("avx512f,avx2,fma")
 namespace {
 using vf512 = __m512;
-inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp)
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
+inline __m512 round512(__m512 x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 }  // namespace
 #    define VA_NS          k512
 #    define VA_W           16
@@ -60,7 +46,9 @@ inline __m512 exp512(__m512 x) {  // exp(x) for x <= 0 (Cephes expf polynomial, 
 #    define VA_MAX         _mm512_max_ps
 #    define VA_HMAX        _mm512_reduce_max_ps
 #    define VA_HSUM        _mm512_reduce_add_ps
-#    define VA_EXP         exp512
+#    define VA_FNMADD      _mm512_fnmadd_ps
+#    define VA_ROUND       round512
+#    define VA_SCALE2      _mm512_scalef_ps
 #    define VA_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (p)))
 #    include "cpu_attention_kernel.inc"
 #    pragma GCC pop_options
@@ -78,20 +66,8 @@ namespace {
 using vf256 = __m256;
 inline float hmax256(__m256 v) { return avx2::hmax(v); }
 inline float hsum256(__m256 v) { return avx2::hsum(v); }
-inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n =
-        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    // 2^n for n in [-126, 0]: the exponent field directly
+inline __m256 round256(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline __m256 scale2_256(__m256 p, __m256 n) {  // p * 2^n for n in [-127, 0]: 2^n's exponent field directly
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
@@ -112,7 +88,9 @@ inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
 #    define VA_MAX         _mm256_max_ps
 #    define VA_HMAX        hmax256
 #    define VA_HSUM        hsum256
-#    define VA_EXP         exp256
+#    define VA_FNMADD      _mm256_fnmadd_ps
+#    define VA_ROUND       round256
+#    define VA_SCALE2      scale2_256
 #    define VA_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
 #    include "cpu_attention_kernel.inc"
 #    pragma GCC pop_options
@@ -120,36 +98,81 @@ inline __m256 exp256(__m256 x) {  // exp(x) for x <= 0, as exp512
 namespace {
 
 constexpr int BLOCK_Q = 48;   // query rows per task (a multiple of VA_RM)
-constexpr int BLOCK_K = 256;  // keys per softmax block (a multiple of both ISAs' RN * W)
+constexpr int BLOCK_K = 256;  // keys per softmax block (a multiple of both ISAs' panel width)
+static_assert(BLOCK_K % k256::PW == 0 && BLOCK_K % k512::PW == 0);
+
+// The F32 kernels' panel width: K and V are packed for the ISA that attends.
+template <bool AVX512>
+constexpr int panel_width = AVX512 ? k512::PW : k256::PW;
+
+constexpr int PACK_V_KEYS = 512;  // keys per task when packing V (enough tasks for many threads)
+
+// One layer's K as K^T panels (dst F32 [PW, hd, ceil(n_kv/PW), n_head_kv]); tasks are (head, panel).
+template <bool AVX512>
+void pack_k_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * k = dst->src[0];  // F32 [hd, n_head_kv, n_kv], rows contiguous
+    const int hd = (int) k->ne[0], n_kv = (int) k->ne[2], panels = (int) dst->ne[2];
+    for (int t = ith; t < (int) k->ne[1] * panels; t += nth) {
+        const int h = t / panels, p = t % panels;
+        const float * kh = (const float *) ((const char *) k->data + h * k->nb[1]);
+        float * out = (float *) ((char *) dst->data + h * dst->nb[3] + p * dst->nb[2]);
+        if constexpr (AVX512) {
+            k512::pack_k_panel(kh, k->nb[2] / sizeof(float), hd, n_kv, p * k512::PW, out);
+        } else {
+            k256::pack_k_panel(kh, k->nb[2] / sizeof(float), hd, n_kv, p * k256::PW, out);
+        }
+    }
+}
+
+// One layer's V as panels of PW dims (dst F32 [PW, n_kv, ceil(hd/PW), n_head_kv]); tasks are
+// (head, panel, PACK_V_KEYS keys).
+template <bool AVX512>
+void pack_v_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * v = dst->src[0];  // F32 [hd, n_head_kv, n_kv], rows contiguous
+    const int hd = (int) v->ne[0], n_kv = (int) v->ne[2], panels = (int) dst->ne[2];
+    const int chunks = (n_kv + PACK_V_KEYS - 1) / PACK_V_KEYS;
+    constexpr int PW = panel_width<AVX512>;
+    for (int t = ith; t < (int) v->ne[1] * panels * chunks; t += nth) {
+        const int h = t / (panels * chunks), p = t / chunks % panels, j0 = t % chunks * PACK_V_KEYS;
+        const float * vh = (const float *) ((const char *) v->data + h * v->nb[1] + (size_t) j0 * v->nb[2]);
+        float * out = (float *) ((char *) dst->data + h * dst->nb[3] + p * dst->nb[2] + (size_t) j0 * dst->nb[1]);
+        const int keys = std::min(PACK_V_KEYS, n_kv - j0);
+        if constexpr (AVX512) {
+            k512::pack_v_panel(vh, v->nb[2] / sizeof(float), hd, keys, p * PW, out);
+        } else {
+            k256::pack_v_panel(vh, v->nb[2] / sizeof(float), hd, keys, p * PW, out);
+        }
+    }
+}
 
 template <bool AVX512>
 void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * q = dst->src[0];
-    const ggml_tensor * kt = dst->src[1];
-    const ggml_tensor * v = dst->src[2];
+    const ggml_tensor * kp = dst->src[1];    // pack_k_op's panels
+    const ggml_tensor * vp = dst->src[2];    // pack_v_op's panels
     const ggml_tensor * mask = dst->src[3];  // may be null
     const int hd = (int) q->ne[0], n_head = (int) q->ne[1], n = (int) q->ne[2];
-    const int n_kv = (int) kt->ne[0], group = n_head / (int) kt->ne[2];  // query heads per K/V head
+    const int n_kv = (int) vp->ne[1], group = n_head / (int) kp->ne[3];  // query heads per K/V head
     const float scale = 1.0f / std::sqrt((float) hd);
     const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
     thread_local std::vector<float> scratch;
-    scratch.resize((size_t) BLOCK_Q * (2 * hd + BLOCK_K + 2));
-    // Tasks (head, query block) dealt round-robin: neighbouring threads share a head's K^T and V in cache.
+    scratch.resize(AVX512 ? k512::scratch_floats(BLOCK_Q, hd, BLOCK_K) : k256::scratch_floats(BLOCK_Q, hd, BLOCK_K));
+    // Tasks (head, query block) dealt round-robin: neighbouring threads share a head's panels in cache.
     for (int t = ith; t < n_head * n_qb; t += nth) {
         const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
         const int M = std::min(BLOCK_Q, n - q0);
-        const float * qp = (const float *) ((const char *) q->data + h * q->nb[1] + (size_t) q0 * q->nb[2]);
-        const float * ktp = (const float *) ((const char *) kt->data + hk * kt->nb[2]);
-        const float * vp = (const float *) ((const char *) v->data + hk * v->nb[1]);
-        float * op = (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]);
-        const ggml_fp16_t * mp = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr;
+        const float * qh = (const float *) ((const char *) q->data + h * q->nb[1] + (size_t) q0 * q->nb[2]);
+        const float * kh = (const float *) ((const char *) kp->data + hk * kp->nb[3]);
+        const float * vh = (const float *) ((const char *) vp->data + hk * vp->nb[3]);
+        float * oh = (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]);
+        const ggml_fp16_t * mh = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr;
         const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
         if constexpr (AVX512) {
-            k512::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op, dst->nb[2] / 4, mp,
-                               mrow, scratch.data(), BLOCK_K);
+            k512::attend_block(M, n_kv, hd, scale, qh, q->nb[2] / 4, kh, vh, oh, dst->nb[2] / 4, mh, mrow, scratch.data(),
+                               BLOCK_K);
         } else {
-            k256::attend_block(M, n_kv, hd, scale, qp, q->nb[2] / 4, ktp, kt->nb[1] / 4, vp, v->nb[2] / 4, op, dst->nb[2] / 4, mp,
-                               mrow, scratch.data(), BLOCK_K);
+            k256::attend_block(M, n_kv, hd, scale, qh, q->nb[2] / 4, kh, vh, oh, dst->nb[2] / 4, mh, mrow, scratch.data(),
+                               BLOCK_K);
         }
     }
 }
@@ -256,20 +279,30 @@ const char * attn_kernel_name(attn_kernel kernel) {
     }
 }
 
-ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kt, ggml_tensor * v, ggml_tensor * mask,
+ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
                             attn_kernel kernel) {
-    const bool ok = q->type == GGML_TYPE_F32 && kt->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 && ggml_is_contiguous(kt) &&
-                    q->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && kt->ne[1] == q->ne[0] && v->ne[0] == q->ne[0] &&
-                    kt->ne[0] == v->ne[2] && kt->ne[2] == v->ne[1] && q->ne[1] % kt->ne[2] == 0 &&
-                    (!mask || (mask->type == GGML_TYPE_F16 && mask->ne[0] == kt->ne[0] && mask->ne[1] >= q->ne[2]));
+    const bool ok = q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
+                    q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && k->ne[0] == q->ne[0] &&
+                    v->ne[0] == q->ne[0] && k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && q->ne[1] % k->ne[1] == 0 &&
+                    (!mask || (mask->type == GGML_TYPE_F16 && mask->ne[0] == k->ne[2] && mask->ne[1] >= q->ne[2]));
     if (!ok) throw error("cpu_attention: unexpected tensor layout");
 #if AUTOGLM_X86_ATTN
     if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
-    ggml_tensor * args[4] = {q, kt, v, mask};
     // (avx512_bf16 is the vision tower's, through cpu_attention_bf16; here it keeps F32 on AVX-512)
-    ggml_custom_op_t fn = kernel == attn_kernel::avx2 ? attention_op<false> : attention_op<true>;
-    ggml_tensor * out =
-        ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, fn, GGML_N_TASKS_MAX, nullptr);
+    const bool avx512 = kernel != attn_kernel::avx2;
+    const int64_t pw = avx512 ? panel_width<true> : panel_width<false>;
+    const int64_t hd = q->ne[0], heads_kv = k->ne[1], n_kv = k->ne[2];
+    ggml_tensor * ks[1] = {k};
+    ggml_tensor * kp = ggml_custom_4d(ctx, GGML_TYPE_F32, pw, hd, (n_kv + pw - 1) / pw, heads_kv, ks, 1,
+                                      avx512 ? pack_k_op<true> : pack_k_op<false>, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(kp, "attention K^T panels");
+    ggml_tensor * vs[1] = {v};
+    ggml_tensor * vp = ggml_custom_4d(ctx, GGML_TYPE_F32, pw, n_kv, (hd + pw - 1) / pw, heads_kv, vs, 1,
+                                      avx512 ? pack_v_op<true> : pack_v_op<false>, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(vp, "attention V panels");
+    ggml_tensor * args[4] = {q, kp, vp, mask};
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, hd, q->ne[1], q->ne[2], 1, args, mask ? 4 : 3,
+                                       avx512 ? attention_op<true> : attention_op<false>, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, cpu_attention_name);  // what the profiler counts this op's work by
     return out;
 #else

@@ -70,11 +70,11 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
             2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (q->ne[0] + v->ne[0]);
         r.peak = "f32";
     } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_name) {
-        // our attention kernel: q [hd, n_head, n], kt [n_kv, hd, H_kv]; with a (causal) mask the kernel
-        // skips the masked tail, so count the keys each query sees when the last one sees all n_kv
+        // our attention kernel: q [hd, n_head, n], V panels [PW, n_kv, ...]; with a (causal) mask the
+        // kernel skips the masked tail, so count the keys each query sees when the last one sees all n_kv
         const ggml_tensor * q = t->src[0];
         const double hd = (double) q->ne[0], heads = (double) q->ne[1], n = (double) q->ne[2];
-        const double n_kv = (double) t->src[1]->ne[0];
+        const double n_kv = (double) t->src[2]->ne[1];
         const double pairs = t->src[3] ? n * (n_kv - n + 1) + n * (n - 1) / 2 : n * n_kv;
         r.family = "ATTENTION (ours)";
         r.ops = 4.0 * hd * heads * pairs;

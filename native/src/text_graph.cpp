@@ -110,12 +110,11 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         ggml_tensor * V = ggml_view_3d(ctx, v_cache, head_dim, n_kv, n_head_kv, row, ggml_row_size(v_cache->type, head_dim), 0);
         ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);                        // [hd, n_tok, n_head]
         if (s.flash_attn && s.cpu_attn != attn_kernel::none && n_tokens >= 32 && ggml_backend_buffer_is_host(k_cache->buffer)) {
-            // Prompt processing on the CPU: our kernel over F32 copies of this layer's K (transposed)
-            // and V, made once here instead of per tile; the mask's causal tail is skipped.
-            ggml_tensor * Kt =
-                ggml_cont(ctx, ggml_permute(ctx, ggml_cast(ctx, K, GGML_TYPE_F32), 1, 0, 2, 3));  // [n_kv, hd, n_kv_h]
+            // Prompt processing on the CPU: our kernel over F32 copies of this layer's K and V, made
+            // (and packed) once here instead of per tile; the mask's causal tail is skipped.
+            ggml_tensor * Kf = ggml_permute(ctx, ggml_cast(ctx, K, GGML_TYPE_F32), 0, 2, 1, 3);  // [hd, n_kv_h, n_kv]
             ggml_tensor * Vf = ggml_permute(ctx, ggml_cast(ctx, V, GGML_TYPE_F32), 0, 2, 1, 3);  // [hd, n_kv_h, n_kv]
-            ggml_tensor * kqv = cpu_attention(ctx, q, Kt, Vf, g.inp_mask, s.cpu_attn);  // [hd, n_head, n_tok]
+            ggml_tensor * kqv = cpu_attention(ctx, q, Kf, Vf, g.inp_mask, s.cpu_attn);  // [hd, n_head, n_tok]
             cur = ggml_reshape_2d(ctx, kqv, head_dim * n_head, n_tokens);
         } else if (s.flash_attn) {
             // Fused softmax(QK^T)V without materializing the [n_kv, n_tok, n_head] scores.

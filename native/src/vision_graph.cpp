@@ -126,10 +126,7 @@ vision_graph build_vision_graph(ggml_context * ctx, const vision_hparams & hp, c
         if (attn == attn_kernel::avx512_bf16) {
             o = cpu_attention_bf16(ctx, q, k, head_view(2));  // [hd, n_head, N]; packs K and V itself
         } else if (attn != attn_kernel::none) {
-            // Our CPU kernel wants K transposed ([N, hd, n_head]); one copy per layer, far cheaper
-            // than the attention itself.
-            ggml_tensor * kt = named(ggml_cont(ctx, ggml_permute(ctx, k, 1, 2, 0, 3)), "v_kt", il);
-            o = cpu_attention(ctx, q, kt, head_view(2), nullptr, attn);  // [hd, n_head, N]
+            o = cpu_attention(ctx, q, k, head_view(2), nullptr, attn);  // [hd, n_head, N]; packs K and V itself
         } else {
             // K/V stay F32, so the CPU kernel computes in F32 (a GPU backend converts them as it needs).
             ggml_tensor * Q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [hd, N, n_head]
