@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "error.h"
@@ -101,9 +102,9 @@ constexpr int BLOCK_Q = 48;   // query rows per task (a multiple of VA_RM)
 constexpr int BLOCK_K = 256;  // keys per softmax block (a multiple of both ISAs' panel width)
 static_assert(BLOCK_K % k256::PW == 0 && BLOCK_K % k512::PW == 0);
 
-// The F32 kernels' panel width: K and V are packed for the ISA that attends.
+// The F32 kernel of the ISA that attends (K and V are packed in its panels).
 template <bool AVX512>
-constexpr int panel_width = AVX512 ? k512::PW : k256::PW;
+using f32_kernel = std::conditional_t<AVX512, k512::kernel, k256::kernel>;
 
 constexpr int PACK_V_KEYS = 512;  // keys per task when packing V (enough tasks for many threads)
 
@@ -116,11 +117,7 @@ void pack_k_op(ggml_tensor * dst, int ith, int nth, void *) {
         const int h = t / panels, p = t % panels;
         const float * kh = (const float *) ((const char *) k->data + h * k->nb[1]);
         float * out = (float *) ((char *) dst->data + h * dst->nb[3] + p * dst->nb[2]);
-        if constexpr (AVX512) {
-            k512::pack_k_panel(kh, k->nb[2] / sizeof(float), hd, n_kv, p * k512::PW, out);
-        } else {
-            k256::pack_k_panel(kh, k->nb[2] / sizeof(float), hd, n_kv, p * k256::PW, out);
-        }
+        f32_kernel<AVX512>::pack_k(kh, k->nb[2] / sizeof(float), hd, n_kv, p * f32_kernel<AVX512>::pw, out);
     }
 }
 
@@ -131,17 +128,12 @@ void pack_v_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * v = dst->src[0];  // F32 [hd, n_head_kv, n_kv], rows contiguous
     const int hd = (int) v->ne[0], n_kv = (int) v->ne[2], panels = (int) dst->ne[2];
     const int chunks = (n_kv + PACK_V_KEYS - 1) / PACK_V_KEYS;
-    constexpr int PW = panel_width<AVX512>;
     for (int t = ith; t < (int) v->ne[1] * panels * chunks; t += nth) {
         const int h = t / (panels * chunks), p = t / chunks % panels, j0 = t % chunks * PACK_V_KEYS;
         const float * vh = (const float *) ((const char *) v->data + h * v->nb[1] + (size_t) j0 * v->nb[2]);
         float * out = (float *) ((char *) dst->data + h * dst->nb[3] + p * dst->nb[2] + (size_t) j0 * dst->nb[1]);
         const int keys = std::min(PACK_V_KEYS, n_kv - j0);
-        if constexpr (AVX512) {
-            k512::pack_v_panel(vh, v->nb[2] / sizeof(float), hd, keys, p * PW, out);
-        } else {
-            k256::pack_v_panel(vh, v->nb[2] / sizeof(float), hd, keys, p * PW, out);
-        }
+        f32_kernel<AVX512>::pack_v(vh, v->nb[2] / sizeof(float), hd, keys, p * f32_kernel<AVX512>::pw, out);
     }
 }
 
@@ -156,7 +148,7 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
     const float scale = 1.0f / std::sqrt((float) hd);
     const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
     thread_local std::vector<float> scratch;
-    scratch.resize(AVX512 ? k512::scratch_floats(BLOCK_Q, hd, BLOCK_K) : k256::scratch_floats(BLOCK_Q, hd, BLOCK_K));
+    scratch.resize(f32_kernel<AVX512>::scratch_floats(BLOCK_Q, hd, BLOCK_K));
     // Tasks (head, query block) dealt round-robin: neighbouring threads share a head's panels in cache.
     for (int t = ith; t < n_head * n_qb; t += nth) {
         const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
@@ -167,13 +159,8 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
         float * oh = (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]);
         const ggml_fp16_t * mh = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr;
         const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
-        if constexpr (AVX512) {
-            k512::attend_block(M, n_kv, hd, scale, qh, q->nb[2] / 4, kh, vh, oh, dst->nb[2] / 4, mh, mrow, scratch.data(),
-                               BLOCK_K);
-        } else {
-            k256::attend_block(M, n_kv, hd, scale, qh, q->nb[2] / 4, kh, vh, oh, dst->nb[2] / 4, mh, mrow, scratch.data(),
-                               BLOCK_K);
-        }
+        f32_kernel<AVX512>::attend(M, n_kv, hd, scale, qh, q->nb[2] / 4, kh, vh, oh, dst->nb[2] / 4, mh, mrow, scratch.data(),
+                                   BLOCK_K);
     }
 }
 
@@ -290,7 +277,7 @@ ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
     // (avx512_bf16 is the vision tower's, through cpu_attention_bf16; here it keeps F32 on AVX-512)
     const bool avx512 = kernel != attn_kernel::avx2;
-    const int64_t pw = avx512 ? panel_width<true> : panel_width<false>;
+    const int64_t pw = avx512 ? f32_kernel<true>::pw : f32_kernel<false>::pw;
     const int64_t hd = q->ne[0], heads_kv = k->ne[1], n_kv = k->ne[2];
     ggml_tensor * ks[1] = {k};
     ggml_tensor * kp = ggml_custom_4d(ctx, GGML_TYPE_F32, pw, hd, (n_kv + pw - 1) / pw, heads_kv, ks, 1,
