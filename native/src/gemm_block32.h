@@ -13,8 +13,10 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "block32_x16.h"
@@ -113,54 +115,74 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
     }
 }
 
-// Four rows (rows[0..3]) x one panel -> out[4][8]: C = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q),
-// accumulated per block in F32 as ggml's block kernels do (one fmadd per block and row); for an affine
-// type C = sum_b (da * dw * sum_k q * u + mw * (da * sum(q))), two fmadds.
-template <int planes, int quads_per_widen, bool affine = false>
-__attribute__((target("avx2,fma,f16c"))) inline void block32_kernel_4x8(const block32_panel<planes> & panel, int64_t nb,
-                                                                        const q8_0_rows & a, const int64_t * rows,
-                                                                        float out[4][8]) {
+// R rows (rows[0..R-1]) x P panels side by side -> out[R][8P]: C = sum_b da * dw * (corr + sum_k q * u),
+// corr = -offset * sum(q), accumulated per block in F32 as ggml's block kernels do (one fmadd per block
+// and row); for an affine type C = sum_b (da * dw * sum_k q * u + mw * (da * sum(q))), two fmadds. Each
+// broadcast of 4 activation bytes serves P x planes vpmaddubsw. The F32 steps of every (R, P) are the
+// same, so the shape a caller picks does not change a bit.
+template <int planes, int quads_per_widen, bool affine, int R, int P>
+__attribute__((target("avx2,fma,f16c"))) inline void block32_kernel(const block32_panel<planes> * const * pan, int64_t nb,
+                                                                    const q8_0_rows & a, const int64_t * rows,
+                                                                    float out[R][8 * P]) {
     static_assert(8 % quads_per_widen == 0, "a block is 8 quads");
     const __m256i weight[2] = {_mm256_set1_epi16(planes == 2 ? 16 : 1), _mm256_set1_epi16(1)};
-    const int8_t * q[4];
-    for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int8_t * q[R];
+    for (int r = 0; r < R; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[R][P];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const __m256i * wv = panel.block(b);
-        __m256i dot[4];  // each starts from the offset's share
-        for (int r = 0; r < 4; ++r) dot[r] = affine ? _mm256_setzero_si256() : _mm256_set1_epi32(a.corr(rows[r])[b]);
+        const __m256i * wv[P];
+        for (int c = 0; c < P; ++c) wv[c] = pan[c]->block(b);
+        __m256i dot[R][P];  // the offset's share plus each widened group (formed at the first: fewer live registers)
+#pragma GCC unroll 2
         for (int t0 = 0; t0 < 8; t0 += quads_per_widen) {
-            __m256i s[planes][4];
+            __m256i s[planes][R][P];
             for (int p = 0; p < planes; ++p)
-                for (int r = 0; r < 4; ++r) s[p][r] = _mm256_setzero_si256();
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < P; ++c) s[p][r][c] = _mm256_setzero_si256();
+            // unrolled, so that the sums stay in registers (GCC keeps the arrays on the stack otherwise)
+#pragma GCC unroll 8
             for (int t = t0; t < t0 + quads_per_widen; ++t) {
-                __m256i w[planes];
-                for (int p = 0; p < planes; ++p) w[p] = _mm256_load_si256(wv + p * 8 + t);
-                for (int r = 0; r < 4; ++r) {
-                    // one broadcast of 4 activation bytes serves every plane
+                __m256i w[P][planes];
+                for (int c = 0; c < P; ++c)
+                    for (int p = 0; p < planes; ++p) w[c][p] = _mm256_load_si256(wv[c] + p * 8 + t);
+                for (int r = 0; r < R; ++r) {
+                    // one broadcast of 4 activation bytes serves every panel and plane
                     const __m256i x = _mm256_set1_epi32(quad(q[r] + b * q8_0_block + 4 * t));
-                    for (int p = 0; p < planes; ++p) {
-                        s[p][r] = _mm256_add_epi16(s[p][r], _mm256_maddubs_epi16(w[p], x));
-                        // keep the sum a chain: GCC otherwise reassociates the adds into a tree whose
-                        // partial sums spill to the stack (measured: half the speed)
-                        asm("" : "+x"(s[p][r]));
-                    }
+                    for (int c = 0; c < P; ++c)
+                        for (int p = 0; p < planes; ++p) {
+                            s[p][r][c] = _mm256_add_epi16(s[p][r][c], _mm256_maddubs_epi16(w[c][p], x));
+                            // keep the sum a chain: GCC otherwise reassociates the adds into a tree whose
+                            // partial sums spill to the stack (measured: half the speed)
+                            asm("" : "+x"(s[p][r][c]));
+                        }
                 }
             }
-            for (int p = 0; p < planes; ++p)
-                for (int r = 0; r < 4; ++r)
-                    dot[r] = _mm256_add_epi32(dot[r], _mm256_madd_epi16(s[p][r], weight[planes == 2 ? p : 1]));
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < P; ++c) {
+                    __m256i wide = _mm256_madd_epi16(s[0][r][c], weight[planes == 2 ? 0 : 1]);
+                    if constexpr (planes == 2) wide = _mm256_add_epi32(wide, _mm256_madd_epi16(s[1][r][c], weight[1]));
+                    const __m256i start = t0 > 0   ? dot[r][c]
+                                          : affine ? _mm256_setzero_si256()
+                                                   : _mm256_set1_epi32(a.corr(rows[r])[b]);
+                    dot[r][c] = _mm256_add_epi32(start, wide);
+                }
         }
-        const __m256 dwv = _mm256_loadu_ps(panel.dw + b * 8);
-        for (int r = 0; r < 4; ++r) {
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
-            if constexpr (affine) {
-                acc[r] =
-                    _mm256_fmadd_ps(_mm256_loadu_ps(panel.mw + b * 8), _mm256_set1_ps(affine_row_scale(a, rows[r], b)), acc[r]);
+        for (int c = 0; c < P; ++c) {
+            const __m256 dwv = _mm256_loadu_ps(pan[c]->dw + b * 8);
+            for (int r = 0; r < R; ++r) {
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r][c]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])),
+                                            acc[r][c]);
+                if constexpr (affine) {
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(pan[c]->mw + b * 8),
+                                                _mm256_set1_ps(affine_row_scale(a, rows[r], b)), acc[r][c]);
+                }
             }
         }
     }
-    for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) _mm256_storeu_ps(out[r] + 8 * c, acc[r][c]);
 }
 
 // A panel's memory for K/32 blocks.
@@ -174,21 +196,75 @@ struct block32_panel_storage {
           dw((size_t) nb * 8),
           mw((size_t) nb * 8),
           panel{v_bytes.as<__m256i>(), dw.data(), mw.data()} {}
+    // no columns: zero weights, scales and offsets (a group's panel past the thread's last)
+    void clear(int64_t nb) {
+        std::memset(panel.v, 0, (size_t) nb * planes * 8 * sizeof(__m256i));
+        std::fill(dw.begin(), dw.end(), 0.0f);
+        std::fill(mw.begin(), mw.end(), 0.0f);
+    }
 };
 
+// One-plane types that widen once per block: `group` panels (32 columns) unpacked at a time, then
+// every tile of R rows multiplied by them two panels (16 columns) per kernel call. Per vpmaddubsw that
+// is half the activation broadcasts of one panel per call, and a tile's activations are read once per
+// 32 columns instead of once per 8 (bench/README.md: on a 2-core Zen 1, 1.15-1.3x the rate of 4 rows
+// x one panel). A group's panel past p1 (one at most, where p1 - p0 is odd) is zero and its columns
+// are not written.
+template <int quads_per_widen, bool affine, class Unpack>
+__attribute__((target("avx2,fma,f16c"))) void block32_grouped_panels(int64_t n, int64_t nb, const q8_0_rows & a, int64_t m,
+                                                                     float * c, int64_t c_row_stride, int64_t p0, int64_t p1,
+                                                                     Unpack unpack) {
+    // 3 rows x 2 panels: 6 int16 sums, 6 F32 sums, 2 weight vectors and the broadcast in registers
+    constexpr int R = 3;
+    constexpr int group = 4;
+    std::unique_ptr<block32_panel_storage<1>> st[group];
+    for (auto & s : st) s = std::make_unique<block32_panel_storage<1>>(nb);
+    const int64_t c_end = n < p1 * 8 ? n : p1 * 8;
+    for (int64_t g0 = p0; g0 < p1; g0 += group) {
+        const int ours = (int) std::min<int64_t>(group, p1 - g0), pairs = (ours + 1) / 2;
+        for (int i = 0; i < 2 * pairs; ++i) {
+            if (i < ours) {
+                unpack((g0 + i) * 8, st[i]->panel);
+            } else {
+                st[i]->clear(nb);
+            }
+        }
+        for (int64_t m0 = 0; m0 < m; m0 += R) {
+            int64_t rows[R];
+            for (int r = 0; r < R; ++r) rows[r] = m0 + r < m ? m0 + r : m - 1;
+            for (int pr = 0; pr < pairs; ++pr) {
+                const block32_panel<1> * pan[2] = {&st[2 * pr]->panel, &st[2 * pr + 1]->panel};
+                float out[R][16];
+                block32_kernel<1, quads_per_widen, affine, R, 2>(pan, nb, a, rows, out);
+                const int64_t c0 = (g0 + 2 * pr) * 8, nc = std::min<int64_t>(16, c_end - c0);
+                for (int r = 0; r < R && m0 + r < m; ++r)
+                    std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
+            }
+        }
+    }
+}
+
 // Panels [p0, p1) of 8 columns for every row of the quantized activations q (gemm_q8_act.h), each
-// panel filled by unpack(c0, panel): the `panels` function of every block-32 kernel.
+// panel filled by unpack(c0, panel): the `panels` function of every block-32 kernel. Types whose
+// block widens once (4-bit u: Q4_0, Q4_1) take two panels per call; the others keep one: Q8_0's two
+// planes need twice the int16 sums, and the 5-bit types' second widening six more int32 sums, which
+// spill (measured on Zen 1: no faster than one panel).
 template <int planes, int quads_per_widen, bool affine, class Unpack>
 __attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                              int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
     const int64_t nb = k / q8_0_block;
     const q8_0_rows a{const_cast<uint8_t *>(q), k, nb};
-    block32_panel_storage<planes> st(nb);
-    panel_loop<4, 8>(
-        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
-        [&](const int64_t * rows, float out[4][8]) {
-            block32_kernel_4x8<planes, quads_per_widen, affine>(st.panel, nb, a, rows, out);
-        });
+    if constexpr (planes == 1 && quads_per_widen == 8) {
+        block32_grouped_panels<quads_per_widen, affine>(n, nb, a, m, c, c_row_stride, p0, p1, unpack);
+    } else {
+        block32_panel_storage<planes> st(nb);
+        const block32_panel<planes> * pan[1] = {&st.panel};
+        panel_loop<4, 8>(
+            n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
+            [&](const int64_t * rows, float out[4][8]) {
+                block32_kernel<planes, quads_per_widen, affine, 4, 1>(pan, nb, a, rows, out);
+            });
+    }
 }
 
 }  // namespace autoglm::gemm

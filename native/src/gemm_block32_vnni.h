@@ -59,7 +59,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline void join_panels(const block32_panel<planes> &
 }
 
 // R rows x 16 columns: out[r][c] = sum_b da * dw * (corr + sum_k q * u), corr = -offset * sum(q) (an
-// affine type: the sum without corr, then + mw * (da * sum(q)), as block32_kernel_4x8).
+// affine type: the sum without corr, then + mw * (da * sum(q)), as block32_kernel).
 template <int R, bool affine>
 AUTOGLM_TARGET_AVX512_VNNI inline void block32_vnni_kernel(const __m512i * v, const float * dw, const float * mw, int64_t nb,
                                                            const q8_0_rows & a, const int64_t * rows, float out[R][16]) {
