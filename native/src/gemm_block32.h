@@ -115,15 +115,15 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
     }
 }
 
-// R rows (rows[0..R-1]) x P panels side by side -> out[R][8P]: C = sum_b da * dw * (corr + sum_k q * u),
+// R rows (rows[0..R-1]) x P panels side by side -> out[r * ldo + j], j < 8P: C = sum_b da * dw * (corr + sum_k q * u),
 // corr = -offset * sum(q), accumulated per block in F32 as ggml's block kernels do (one fmadd per block
 // and row); for an affine type C = sum_b (da * dw * sum_k q * u + mw * (da * sum(q))), two fmadds. Each
 // broadcast of 4 activation bytes serves P x planes vpmaddubsw. The F32 steps of every (R, P) are the
 // same, so the shape a caller picks does not change a bit.
 template <int planes, int quads_per_widen, bool affine, int R, int P>
 __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel(const block32_panel<planes> * const * pan, int64_t nb,
-                                                                    const q8_0_rows & a, const int64_t * rows,
-                                                                    float out[R][8 * P]) {
+                                                                    const q8_0_rows & a, const int64_t * rows, float * out,
+                                                                    int ldo) {
     static_assert(8 % quads_per_widen == 0, "a block is 8 quads");
     const __m256i weight[2] = {_mm256_set1_epi16(planes == 2 ? 16 : 1), _mm256_set1_epi16(1)};
     const int8_t * q[R];
@@ -182,7 +182,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel(const block3
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < P; ++c) _mm256_storeu_ps(out[r] + 8 * c, acc[r][c]);
+        for (int c = 0; c < P; ++c) _mm256_storeu_ps(out + r * ldo + 8 * c, acc[r][c]);
 }
 
 // A panel's memory for K/32 blocks.
@@ -204,44 +204,40 @@ struct block32_panel_storage {
     }
 };
 
-// One-plane types that widen once per block: `group` panels (32 columns) unpacked at a time, then
-// every tile of R rows multiplied by them two panels (16 columns) per kernel call. Per vpmaddubsw that
-// is half the activation broadcasts of one panel per call, and a tile's activations are read once per
-// 32 columns instead of once per 8 (bench/README.md: on a 2-core Zen 1, 1.15-1.3x the rate of 4 rows
-// x one panel). A group's panel past p1 (one at most, where p1 - p0 is odd) is zero and its columns
-// are not written.
+// One-plane types that widen once per block: panel_loop over groups of 4 panels (32 columns), every
+// tile of 3 rows multiplied by them two panels (16 columns) per kernel call. Per vpmaddubsw that is
+// half the activation broadcasts of one panel per call, and a tile's activations are read once per 32
+// columns instead of once per 8 (bench/README.md: on a 2-core Zen 1, 1.15-1.3x the rate of 4 rows x
+// one panel). A group's panels past this thread's last are zeroed, not unpacked (the interleaved
+// layout's unpacker reads no further than n), and their pair is skipped.
 template <int quads_per_widen, bool affine, class Unpack>
 __attribute__((target("avx2,fma,f16c"))) void block32_grouped_panels(int64_t n, int64_t nb, const q8_0_rows & a, int64_t m,
                                                                      float * c, int64_t c_row_stride, int64_t p0, int64_t p1,
                                                                      Unpack unpack) {
     // 3 rows x 2 panels: 6 int16 sums, 6 F32 sums, 2 weight vectors and the broadcast in registers
-    constexpr int R = 3;
-    constexpr int group = 4;
+    constexpr int R = 3, group = 4, W = group * 8;
     std::unique_ptr<block32_panel_storage<1>> st[group];
     for (auto & s : st) s = std::make_unique<block32_panel_storage<1>>(nb);
     const int64_t c_end = n < p1 * 8 ? n : p1 * 8;
-    for (int64_t g0 = p0; g0 < p1; g0 += group) {
-        const int ours = (int) std::min<int64_t>(group, p1 - g0), pairs = (ours + 1) / 2;
-        for (int i = 0; i < 2 * pairs; ++i) {
-            if (i < ours) {
-                unpack((g0 + i) * 8, st[i]->panel);
-            } else {
-                st[i]->clear(nb);
+    int64_t g0 = 0;  // the group's first column
+    panel_loop<R, W>(
+        n, m, c, c_row_stride, p0, p1,
+        [&](int64_t c0) {
+            g0 = c0;
+            for (int i = 0; i < group; ++i) {
+                if (c0 + 8 * i < c_end) {
+                    unpack(c0 + 8 * i, st[i]->panel);
+                } else {
+                    st[i]->clear(nb);
+                }
             }
-        }
-        for (int64_t m0 = 0; m0 < m; m0 += R) {
-            int64_t rows[R];
-            for (int r = 0; r < R; ++r) rows[r] = m0 + r < m ? m0 + r : m - 1;
-            for (int pr = 0; pr < pairs; ++pr) {
+        },
+        [&](const int64_t * rows, float out[R][W]) {
+            for (int pr = 0; pr < group / 2 && g0 + 16 * pr < c_end; ++pr) {
                 const block32_panel<1> * pan[2] = {&st[2 * pr]->panel, &st[2 * pr + 1]->panel};
-                float out[R][16];
-                block32_kernel<1, quads_per_widen, affine, R, 2>(pan, nb, a, rows, out);
-                const int64_t c0 = (g0 + 2 * pr) * 8, nc = std::min<int64_t>(16, c_end - c0);
-                for (int r = 0; r < R && m0 + r < m; ++r)
-                    std::memcpy(c + (m0 + r) * c_row_stride + c0, out[r], (size_t) nc * sizeof(float));
+                block32_kernel<1, quads_per_widen, affine, R, 2>(pan, nb, a, rows, out[0] + 16 * pr, W);
             }
-        }
-    }
+        });
 }
 
 // Panels [p0, p1) of 8 columns for every row of the quantized activations q (gemm_q8_act.h), each
@@ -262,7 +258,7 @@ __attribute__((target("avx2,fma,f16c"))) void block32_panels(int64_t n, int64_t 
         panel_loop<4, 8>(
             n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack(c0, st.panel); },
             [&](const int64_t * rows, float out[4][8]) {
-                block32_kernel<planes, quads_per_widen, affine, 4, 1>(pan, nb, a, rows, out);
+                block32_kernel<planes, quads_per_widen, affine, 4, 1>(pan, nb, a, rows, out[0], 8);
             });
     }
 }

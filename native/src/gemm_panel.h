@@ -147,7 +147,7 @@ struct aligned_bytes {
 
 // The loop every GEMM runs: the columns of panels [p0, p1) of 8 (c0 = 8 p0 up to min(n, 8 p1)), W at a
 // time, each group unpacked once (unpack(c0)) and then multiplied by every row, R rows at a time
-// (kernel(rows, out): the bottom edge repeats the last row). A group of W = 16 may reach past 8 p1 into
+// (kernel(rows, out): the bottom edge repeats the last row). A group of W > 8 may reach past 8 p1 into
 // another thread's panels: those columns are computed but not written.
 template <int R, int W, class Unpack, class Kernel>
 inline void panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack,
