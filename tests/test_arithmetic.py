@@ -104,6 +104,32 @@ def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, co
         assert any(line.strip().startswith("ATTENTION (ours)") and "of f32 peak" in line for line in vis.splitlines())
 
 
+def test_profile_by_shape_names_each_matrix_product_by_its_weight(tiny_checkpoint, convert_tiny):
+    """AUTOGLM_PROFILE=shapes: every matrix product's row ends in its weight's K x N (ours and ggml's),
+    so a kernel's rate can be read per shape (where a break-even in K shows)."""
+    from gguf import GGUFReader
+
+    text, _ = convert_tiny(tiny_checkpoint, "q8_0", "f32")
+    shapes = {f"{int(t.shape[0])}x{int(t.shape[1])}" for t in GGUFReader(str(text)).tensors
+              if len(t.shape) == 2 and t.name.startswith("blk.")}
+    code = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=2)\n"
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(text)], capture_output=True, text=True,
+                          env=dict(os.environ, AUTOGLM_PROFILE="shapes"), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln.strip() for ln in proc.stderr.splitlines()
+            if ln.strip().startswith(("MUL_MAT", "GEMM")) and "GOP/s" in ln and "(vector)" not in ln]
+    assert rows, proc.stderr
+    seen = set()
+    for row in rows:
+        name = row.split("  ")[0]  # the family, then two or more spaces before the time
+        shape = name.rsplit(" ", 1)[1]
+        assert shape in shapes, (row, shapes)
+        seen.add(shape)
+    # the layers' square and non-square matrices each get their own row (q/k/v fused or not)
+    assert len(seen) >= 3 and seen <= shapes, (seen, shapes)
+
+
 def test_profile_names_our_q4_0_gemm(tiny_checkpoint, convert_tiny):
     if not _core._gemm_available():
         pytest.skip("our Q4_0 GEMM needs AVX2")

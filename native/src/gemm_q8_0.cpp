@@ -58,12 +58,14 @@ using entry = gemm::block32_entry<2, 8, unpack_panel>;
 #    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
 
+// min_k 0: on a Zen 1 the unrolled kernel runs 1.4-1.6x ggml's at every K of the 9B; the first
+// version, whose int16 sums spilled to the stack, trailed it below K = 8,192 on a Zen 3.
 const gemm::kernel & gemm_q8_0_kernel() {
     static const gemm::kernel k{GGML_TYPE_Q8_0,
                                 block,
                                 block + 8,  // gemm_q8_act.h: int8 q, F32 scale, int32 sum per block
                                 false,
-                                8192,  // measured on M2: ~75 GOP/s at K = 4,096 (tinyBLAS ~94), 108 at 13,696 (~90)
+                                0,  // no break-even: 1.4-1.6x ggml's at K = 4,096 and 13,696 (bench/README.md)
                                 "gemm_q8_0",
                                 "gemm_q8_0_quantize",
                                 "GEMM q8_0 (ours)",

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cpu_attention.h"
@@ -24,6 +25,28 @@ bool op_profile::enabled() {
         return v && *v && *v != '0';
     }();
     return on;
+}
+
+bool op_profile::by_shape() {
+    static const bool on = [] {
+        const char * v = std::getenv("AUTOGLM_PROFILE");
+        return v && std::string(v) == "shapes";
+    }();
+    return on;
+}
+
+// " K x N" of a matrix product's weight, for AUTOGLM_PROFILE=shapes: whether a kernel pays can
+// depend on K (a kernel's break-even, gemm_panel.h kernel::min_k), which one row per family hides.
+static std::string weight_shape(const ggml_tensor * t, const op_profile::row & r) {
+    int64_t k = 0, n = 0;
+    if (t->op == GGML_OP_MUL_MAT) {
+        k = t->src[0]->ne[0], n = t->src[0]->ne[1];
+    } else if (t->op == GGML_OP_CUSTOM && r.ops > 0 && !r.peak.empty() && t->ne[0] > 0 && t->ne[1] > 0) {
+        // our prompt GEMMs: dst [N, M] and 2*K*N*M operations
+        n = t->ne[0];
+        k = (int64_t) (r.ops / (2.0 * (double) t->ne[0] * (double) t->ne[1]) + 0.5);
+    }
+    return k > 0 ? " " + std::to_string(k) + "x" + std::to_string(n) : std::string();
 }
 
 void op_profile::attach(int n_threads) {
@@ -109,7 +132,8 @@ bool op_profile::eval_cb(ggml_tensor * t, bool ask, void * user) {
         return true;  // stop after every node
     }
     // Called once the nodes up to t have run: everything since the last stop belongs to t's family.
-    const row c = classify(t);
+    row c = classify(t);
+    if (by_shape()) c.family += weight_shape(t, c);
     row & r = self->by_family_[c.family];
     if (r.n == 0) r = c, r.ops = 0, r.bytes = 0;
     r.ms += std::chrono::duration<double, std::milli>(now - self->last_).count();

@@ -5,7 +5,8 @@
 // also gives the operations done, the achieved GOP/s, and their share of this machine's peak for that
 // family (cpu_peak.h says how the peak is derived). Stopping after each node costs some speed (one
 // thread barrier per node), so totals are a little above a normal run; the shares are what to read.
-// Off (and free) unless the variable is set.
+// AUTOGLM_PROFILE=shapes splits the matrix products further by weight shape. Off (and free) unless
+// the variable is set.
 #pragma once
 
 #include <chrono>
@@ -30,6 +31,8 @@ public:
     };
 
     static bool enabled();
+    // AUTOGLM_PROFILE=shapes: also split matrix products by their weight's shape (K x N).
+    static bool by_shape();
     // Starts timing a computation; then install eval_cb (user = this) on its scheduler, alone or in
     // an eval_chain. n_threads: the CPU threads the graph runs on (for the peak).
     void attach(int n_threads);
