@@ -204,39 +204,23 @@ struct block32_panel_storage {
     }
 };
 
-// One-plane types that widen once per block: panel_loop over groups of 4 panels (32 columns), every
-// tile of 3 rows multiplied by them two panels (16 columns) per kernel call. Per vpmaddubsw that is
-// half the activation broadcasts of one panel per call, and a tile's activations are read once per 32
-// columns instead of once per 8 (bench/README.md: on a 2-core Zen 1, 1.15-1.3x the rate of 4 rows x
-// one panel). A group's panels past this thread's last are zeroed, not unpacked (the interleaved
-// layout's unpacker reads no further than n), and their pair is skipped.
+// One-plane types that widen once per block: paired_panel_loop over groups of 4 panels (32 columns),
+// 3 rows x 2 panels per kernel call (bench/README.md: on a 2-core Zen 1, 1.15-1.3x the rate of 4 rows
+// x one panel). A panel past the thread's last is zeroed, not unpacked (the interleaved layout's
+// unpacker reads no further than n).
 template <int quads_per_widen, bool affine, class Unpack>
 __attribute__((target("avx2,fma,f16c"))) void block32_grouped_panels(int64_t n, int64_t nb, const q8_0_rows & a, int64_t m,
                                                                      float * c, int64_t c_row_stride, int64_t p0, int64_t p1,
                                                                      Unpack unpack) {
     // 3 rows x 2 panels: 6 int16 sums, 6 F32 sums, 2 weight vectors and the broadcast in registers
-    constexpr int R = 3, group = 4, W = group * 8;
+    constexpr int R = 3, group = 4;
     std::unique_ptr<block32_panel_storage<1>> st[group];
     for (auto & s : st) s = std::make_unique<block32_panel_storage<1>>(nb);
-    const int64_t c_end = n < p1 * 8 ? n : p1 * 8;
-    int64_t g0 = 0;  // the group's first column
-    panel_loop<R, W>(
-        n, m, c, c_row_stride, p0, p1,
-        [&](int64_t c0) {
-            g0 = c0;
-            for (int i = 0; i < group; ++i) {
-                if (c0 + 8 * i < c_end) {
-                    unpack(c0 + 8 * i, st[i]->panel);
-                } else {
-                    st[i]->clear(nb);
-                }
-            }
-        },
-        [&](const int64_t * rows, float out[R][W]) {
-            for (int pr = 0; pr < group / 2 && g0 + 16 * pr < c_end; ++pr) {
-                const block32_panel<1> * pan[2] = {&st[2 * pr]->panel, &st[2 * pr + 1]->panel};
-                block32_kernel<1, quads_per_widen, affine, R, 2>(pan, nb, a, rows, out[0] + 16 * pr, W);
-            }
+    paired_panel_loop<R, group>(
+        n, m, c, c_row_stride, p0, p1, [&](int64_t c0, int i) { unpack(c0, st[i]->panel); }, [&](int i) { st[i]->clear(nb); },
+        [&](int i, const int64_t * rows, float * out, int ldo) {
+            const block32_panel<1> * pan[2] = {&st[i]->panel, &st[i + 1]->panel};
+            block32_kernel<1, quads_per_widen, affine, R, 2>(pan, nb, a, rows, out, ldo);
         });
 }
 

@@ -167,6 +167,36 @@ inline void panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, in
     }
 }
 
+// panel_loop over groups of `group` panels (8 x group columns), each tile of R rows multiplied by the
+// group two panels (16 columns) per kernel call: kernel(i, rows, out, ldo) for panels i and i + 1 of
+// the group, writing R rows of 16 floats ldo apart at out. unpack(c0, i) fills panel i with columns
+// [c0, c0 + 8); a panel past this thread's last is cleared (clear(i)) instead, and a pair that starts
+// there is skipped. Per vpmaddubsw that halves the activation broadcasts of one panel per call, and a
+// tile's activations are read once per group instead of once per panel.
+template <int R, int group, class Unpack, class Clear, class Kernel>
+inline void paired_panel_loop(int64_t n, int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack,
+                              Clear clear, Kernel kernel) {
+    static_assert(group % 2 == 0, "panels go in pairs");
+    constexpr int W = group * 8;
+    const int64_t c_end = n < p1 * 8 ? n : p1 * 8;
+    int64_t g0 = 0;  // the group's first column
+    panel_loop<R, W>(
+        n, m, c, c_row_stride, p0, p1,
+        [&](int64_t c0) {
+            g0 = c0;
+            for (int i = 0; i < group; ++i) {
+                if (c0 + 8 * i < c_end) {
+                    unpack(c0 + 8 * i, i);
+                } else {
+                    clear(i);
+                }
+            }
+        },
+        [&](const int64_t * rows, float out[R][W]) {
+            for (int i = 0; i < group && g0 + 8 * i < c_end; i += 2) kernel(i, rows, out[0] + 8 * i, W);
+        });
+}
+
 // panel_loop for kernels whose 16-column groups are two 8-column panels joined (the AVX-512 forms of
 // the K-quant GEMMs): the scratch for nb blocks of each, unpack(c0, narrow) filling columns
 // [c0, c0 + 8), join(lo, hi, wide), kernel(wide, rows, out) on R rows.

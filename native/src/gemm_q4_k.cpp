@@ -84,63 +84,88 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
     }
 }
 
-// Four rows (rows[0..3], possibly repeated at the bottom edge) x one panel -> out[4][8].
+// R rows (rows[0..R-1], possibly repeated at the bottom edge) x P panels side by side -> out[r * ldo
+// + j], j < 8P. Each broadcast of 4 activation bytes serves P vpmaddubsw.
 //
 // The F32 steps are ggml's (ggml_gemm_q4_K_8x8_q8_K), so that the results equal its kernel's bit for
 // bit (the integer sums are the same): per pair of sub-blocks one fmadd of the scaled sums and one of
 // the mins' into two accumulators, subtracted at the end. Summed per super-block instead, a float
 // difference of 1e-6 flipped one activation's int8 rounding a layer later and moved a logit by 0.46
-// on a test model: quantized paths amplify any difference.
-inline void kernel_4x8(const panel_block * panel, int64_t nb, const q8k_rows & a, const int64_t * rows, float out[4][8]) {
-    const int8_t * q[4];
-    for (int r = 0; r < 4; ++r) q[r] = a.q(rows[r]);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 acc_min[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+// on a test model: quantized paths amplify any difference. They are the same for every (R, P).
+template <int R, int P>
+inline void kernel(const panel_block * const * pan, int64_t nb, const q8k_rows & a, const int64_t * rows, float * out, int ldo) {
+    const int8_t * q[R];
+    for (int r = 0; r < R; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[R][P], acc_min[R][P];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) acc[r][c] = acc_min[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const panel_block & P = panel[b];
-        const __m256 dw = _mm256_loadu_ps(P.d), dm = _mm256_loadu_ps(P.dmin);
+        const panel_block * blk[P];
+        for (int c = 0; c < P; ++c) blk[c] = pan[c] + b;
         for (int p = 0; p < sub_blocks / 2; ++p) {
-            __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+            __m256i isum[R][P];
             for (int j = 2 * p; j < 2 * p + 2; ++j) {
-                __m256i s[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                __m256i s[R][P];
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < P; ++c) s[r][c] = _mm256_setzero_si256();
                 const int64_t k0 = b * q4_k_block + 32 * j;
+                // unrolled, so that the sums stay in registers (GCC keeps the arrays on the stack otherwise)
+#    pragma GCC unroll 8
                 for (int t = 0; t < 8; ++t) {
-                    const __m256i wv = _mm256_load_si256(P.q + 8 * j + t);
-                    for (int r = 0; r < 4; ++r) {
-                        int32_t a4;
-                        std::memcpy(&a4, q[r] + k0 + 4 * t, 4);
-                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4)));
-                        // keep the sum a chain: GCC otherwise reassociates the 8 adds into a tree whose
-                        // partial sums spill to the stack (measured: half the speed)
-                        asm("" : "+x"(s[r]));
+                    __m256i wv[P];
+                    for (int c = 0; c < P; ++c) wv[c] = _mm256_load_si256(blk[c]->q + 8 * j + t);
+                    for (int r = 0; r < R; ++r) {
+                        const __m256i x = _mm256_set1_epi32(gemm::quad(q[r] + k0 + 4 * t));
+                        for (int c = 0; c < P; ++c) {
+                            s[r][c] = _mm256_add_epi16(s[r][c], _mm256_maddubs_epi16(wv[c], x));
+                            // keep the sum a chain: GCC otherwise reassociates the 8 adds into a tree whose
+                            // partial sums spill to the stack (measured: half the speed)
+                            asm("" : "+x"(s[r][c]));
+                        }
                     }
                 }
                 // widen with the sub-block scales as the multipliers: sc * (pair0 + pair1) per column
-                for (int r = 0; r < 4; ++r) isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], P.sc[j]));
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < P; ++c) {
+                        const __m256i wide = _mm256_madd_epi16(s[r][c], blk[c]->sc[j]);
+                        isum[r][c] = j == 2 * p ? wide : _mm256_add_epi32(isum[r][c], wide);
+                    }
             }
-            for (int r = 0; r < 4; ++r) {
+            for (int r = 0; r < R; ++r) {
                 const __m256 dy = _mm256_set1_ps(a.d(rows[r])[b]);
                 int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
                 std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
-                const __m256i ms = _mm256_madd_epi16(P.mins[p], _mm256_set1_epi32(pair));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, dy), acc[r]);
-                acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dm, dy), acc_min[r]);
+                for (int c = 0; c < P; ++c) {
+                    const __m256i ms = _mm256_madd_epi16(blk[c]->mins[p], _mm256_set1_epi32(pair));
+                    acc[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][c]), _mm256_mul_ps(_mm256_loadu_ps(blk[c]->d), dy), acc[r][c]);
+                    acc_min[r][c] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(_mm256_loadu_ps(blk[c]->dmin), dy), acc_min[r][c]);
+                }
             }
         }
     }
-    for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], _mm256_sub_ps(acc[r], acc_min[r]));
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) _mm256_storeu_ps(out + r * ldo + 8 * c, _mm256_sub_ps(acc[r][c], acc_min[r][c]));
 }
 
-// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats).
+// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats). Groups of
+// 4 panels, 3 rows x 2 panels per kernel call (gemm_panel.h paired_panel_loop; as the block-32 GEMMs,
+// gemm_block32.h): 6 int16 and 6 int32 sums, 2 weight vectors and the broadcast in registers.
 void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
             int64_t p0, int64_t p1) {
     const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
     const int64_t nb = k / q4_k_block;
-    gemm::aligned_bytes panel_bytes((size_t) nb * sizeof(panel_block));
-    auto * panel = panel_bytes.as<panel_block>();
-    gemm::panel_loop<4, 8>(
-        n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, repacked, panel); },
-        [&](const int64_t * rows, float out[4][8]) { kernel_4x8(panel, nb, a, rows, out); });
+    constexpr int R = 3, group = 4;
+    gemm::aligned_bytes panel_bytes((size_t) group * nb * sizeof(panel_block));
+    panel_block * panel = panel_bytes.as<panel_block>();  // panel i at panel + i * nb
+    gemm::paired_panel_loop<R, group>(
+        n, m, c, c_row_stride, p0, p1, [&](int64_t c0, int i) { unpack_panel(w, n, nb, c0, repacked, panel + i * nb); },
+        [&](int i) { std::memset((void *) (panel + i * nb), 0, (size_t) nb * sizeof(panel_block)); },
+        [&](int i, const int64_t * rows, float * out, int ldo) {
+            const panel_block * pan[2] = {panel + i * nb, panel + (i + 1) * nb};
+            kernel<R, 2>(pan, nb, a, rows, out, ldo);
+        });
 }
 
 // The AVX-512 VNNI form: 16 columns, two of the panels above joined per super-block. vpdpbusd sums a
@@ -148,7 +173,7 @@ void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_
 // multiply. They are applied in F32, exactly: |sum| <= 32 x 15 x 127 and scale <= 63, so each product
 // and the pair's total stay below 2^24, and cvt(s0) * sc0 + cvt(s1) * sc1 is the integer that
 // vpmaddwd gives on AVX2 (two conversions, a multiply and an fmadd where vpmulld would take 4 uops
-// and still need the add and the conversion). The other F32 steps are kernel_4x8's: the same bits.
+// and still need the add and the conversion). The other F32 steps are kernel's: the same bits.
 // R rows x 16 columns (gemm_kquant_panel.h's wide_block).
 template <int R>
 AUTOGLM_TARGET_AVX512_VNNI inline void kernel_vnni(const wide_block * panel, int64_t nb, const q8k_rows & a, const int64_t * rows,
