@@ -153,44 +153,11 @@ AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const
 
 // The AVX2 form, 4 columns per 256-bit vector: vpmaddubsw sums of 8 products (exact in 16 bits) per
 // sub-block, weighted by the scales in the widening vpmaddwd; column order 0, 1, 4, 5, 2, 3, 6, 7
-// (vphaddd's) until the store.
+// (vphaddd's) until the store. Two panels at a time, so that each activation broadcast serves both;
+// the scales are unpacked with scalar code (the integer pipes, idle here) into memory, where each
+// pair's are read back with one vbroadcasti128: the vector form's lane permutes cost Zen 1 (8 uops
+// per vperm2i128) more than the whole unpacking (bench/README.md, Q4_K decode on the Zen 1).
 #    define AUTOGLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-// Dwords 3j + i (j = 0..7) of the 24 in d0, d1, d2: word i of every sub-block's 12 scale bytes.
-template <int i>
-AUTOGLM_TARGET_AVX2 inline __m256i stride3(__m256i d0, __m256i d1, __m256i d2) {
-    const __m256i at =
-        _mm256_setr_epi32(i % 8, (3 + i) % 8, (6 + i) % 8, (9 + i) % 8, (12 + i) % 8, (15 + i) % 8, (18 + i) % 8, (21 + i) % 8);
-    // lane j comes from d1 where 8 <= 3j + i < 16, from d2 where 3j + i >= 16
-    constexpr int from_d1 = i == 0 ? 0x38 : i == 1 ? 0x18 : 0x1C, from_d2 = i == 0 ? 0xC0 : 0xE0;
-    const __m256i v = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(d0, at), _mm256_permutevar8x32_epi32(d1, at), from_d1);
-    return _mm256_blend_epi32(v, _mm256_permutevar8x32_epi32(d2, at), from_d2);
-}
-
-// All 8 sub-blocks' scales and mins of a block_q4_Kx8: sc[p] = 16 bytes, column c's scale of
-// sub-block 2p in byte c and of 2p + 1 in byte 8 + c, in both 128-bit lanes (vpshufb's reach);
-// mins[p] the same for the mins.
-struct block_scales_avx2 {
-    __m256i sc[4], mins[4];
-};
-AUTOGLM_TARGET_AVX2 inline block_scales_avx2 unpack_block_scales_avx2(const uint8_t * s) {
-    const __m256i d0 = _mm256_loadu_si256((const __m256i *) s), d1 = _mm256_loadu_si256((const __m256i *) (s + 32));
-    const __m256i d2 = _mm256_loadu_si256((const __m256i *) (s + 64));
-    const __m256i w0 = stride3<0>(d0, d1, d2), w1 = stride3<1>(d0, d1, d2), w2 = stride3<2>(d0, d1, d2);
-    const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
-    // columns 0-3 in x, 4-7 in y (unpack_scales, 8 sub-blocks at once)
-    const __m256i x_sc = _mm256_and_si256(w0, low6), x_m = _mm256_and_si256(w1, low6);
-    const __m256i y_sc = _mm256_or_si256(_mm256_and_si256(w2, low4), _mm256_and_si256(_mm256_srli_epi32(w0, 2), top));
-    const __m256i y_m =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), low4), _mm256_and_si256(_mm256_srli_epi32(w1, 2), top));
-    // 64-bit lanes: sub-blocks 0, 1, 4, 5 (a) and 2, 3, 6, 7 (b)
-    const __m256i sc_a = _mm256_unpacklo_epi32(x_sc, y_sc), sc_b = _mm256_unpackhi_epi32(x_sc, y_sc);
-    const __m256i m_a = _mm256_unpacklo_epi32(x_m, y_m), m_b = _mm256_unpackhi_epi32(x_m, y_m);
-    return {{_mm256_permute2x128_si256(sc_a, sc_a, 0x00), _mm256_permute2x128_si256(sc_b, sc_b, 0x00),
-             _mm256_permute2x128_si256(sc_a, sc_a, 0x11), _mm256_permute2x128_si256(sc_b, sc_b, 0x11)},
-            {_mm256_permute2x128_si256(m_a, m_a, 0x00), _mm256_permute2x128_si256(m_b, m_b, 0x00),
-             _mm256_permute2x128_si256(m_a, m_a, 0x11), _mm256_permute2x128_si256(m_b, m_b, 0x11)}};
-}
 
 // A vpshufb control that spreads scale bytes first .. first + 3 to int16 lanes 4c .. 4c+3 (zero
 // high bytes): the multipliers of the 4 columns of a 256-bit vector.
@@ -200,25 +167,47 @@ AUTOGLM_TARGET_AVX2 inline __m256i spread4(int first) {
     return _mm256_add_epi8(base, _mm256_set1_epi16((int16_t) first));
 }
 
-AUTOGLM_TARGET_AVX2 inline __m256i pair_dots_avx2(const uint8_t * x, const int8_t * q, const __m256i sc_pair, int p) {
+// One block_q4_Kx8's scales and mins, column c of sub-block j in byte c of sc[j] (mins: m[j]): pair p
+// (sub-blocks 2p, 2p + 1) is the 16 bytes at sc + 2p.
+struct block_scales_avx2 {
+    alignas(16) uint64_t sc[8], m[8];
+};
+
+// Sub-block pair p of P block_q4_Kx8 (x[c]) against the activations q: per panel c, lanes in vphaddd's
+// column order, sc[2p] S[2p] + sc[2p+1] S[2p+1] (S: the exact int8 dot product of the sub-block).
+template <int P>
+AUTOGLM_TARGET_AVX2 inline void pair_dots_avx2(const uint8_t * const * x, const int8_t * q, const block_scales_avx2 * s, int p,
+                                               __m256i * out) {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    __m256i half[2];
-    for (int h = 0; h < 2; ++h) {  // columns 0-3, then 4-7
-        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-        for (int t = 0; t < 4; ++t) {
-            const __m256i z = _mm256_loadu_si256((const __m256i *) (x + qs_at + 256 * p + 64 * t + 32 * h));
-            lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(z, nibble), gemm::bcast8_256(q + 64 * p + 8 * t)));
-            hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(z, 4), nibble),
-                                                           gemm::bcast8_256(q + 64 * p + 32 + 8 * t)));
-        }
-        half[h] = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_shuffle_epi8(sc_pair, spread4(4 * h))),
-                                   _mm256_madd_epi16(hi, _mm256_shuffle_epi8(sc_pair, spread4(8 + 4 * h))));
+    __m256i lo[P][2], hi[P][2];  // per panel, columns 0-3 and 4-7
+    for (int c = 0; c < P; ++c)
+        for (int h = 0; h < 2; ++h) lo[c][h] = hi[c][h] = _mm256_setzero_si256();
+    for (int t = 0; t < 4; ++t) {
+        const __m256i a_lo = gemm::bcast8_256(q + 64 * p + 8 * t), a_hi = gemm::bcast8_256(q + 64 * p + 32 + 8 * t);
+        for (int c = 0; c < P; ++c)
+            for (int h = 0; h < 2; ++h) {
+                const __m256i z = _mm256_loadu_si256((const __m256i *) (x[c] + qs_at + 256 * p + 64 * t + 32 * h));
+                lo[c][h] = _mm256_add_epi16(lo[c][h], _mm256_maddubs_epi16(_mm256_and_si256(z, nibble), a_lo));
+                hi[c][h] =
+                    _mm256_add_epi16(hi[c][h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(z, 4), nibble), a_hi));
+                // keep the sums chains of adds (else GCC forms trees whose partial sums spill)
+                asm("" : "+x"(lo[c][h]), "+x"(hi[c][h]));
+            }
     }
-    return _mm256_hadd_epi32(half[0], half[1]);
+    for (int c = 0; c < P; ++c) {
+        const __m256i sc_pair = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *) (s[c].sc + 2 * p)));
+        __m256i half[2];
+        for (int h = 0; h < 2; ++h) {
+            half[h] = _mm256_add_epi32(_mm256_madd_epi16(lo[c][h], _mm256_shuffle_epi8(sc_pair, spread4(4 * h))),
+                                       _mm256_madd_epi16(hi[c][h], _mm256_shuffle_epi8(sc_pair, spread4(8 + 4 * h))));
+        }
+        out[c] = _mm256_hadd_epi32(half[0], half[1]);
+    }
 }
 
-AUTOGLM_TARGET_AVX2 void gemv_panels_avx2(const uint8_t * w, int64_t nb, const gemm::q8k_rows & a, float * y, int64_t p0,
-                                          int64_t p1) {
+// P panels from `panel` (consecutive, nb blocks each) -> y[0 .. 8P).
+template <int P>
+AUTOGLM_TARGET_AVX2 void gemv_step_avx2(const uint8_t * panel, int64_t nb, const gemm::q8k_rows & a, float * y) {
     const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // vphaddd's column order; its own inverse
     // dword lane i: (min of sub-block 2p, of 2p + 1) for column order[i], as two int16
     const __m256i min_pairs = _mm256_setr_epi8(0, -128, 8, -128, 1, -128, 9, -128, 4, -128, 12, -128, 5, -128, 13, -128, 2, -128,
@@ -226,28 +215,47 @@ AUTOGLM_TARGET_AVX2 void gemv_panels_avx2(const uint8_t * w, int64_t nb, const g
     const int8_t * q = a.q(0);
     const float * da = a.d(0);
     const int16_t * bsums = a.sums(0);
-    for (int64_t p = p0; p < p1; ++p) {
-        const uint8_t * panel = w + p * nb * (int64_t) x8_bytes;
-        __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) {
-            const uint8_t * x = panel + b * (int64_t) x8_bytes;
-            prefetch_block(x);
-            const block_scales_avx2 s = unpack_block_scales_avx2(x + scales_at);
-            const __m256 dy = _mm256_set1_ps(da[b]);
-            const __m256 dw_dy =
-                _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x)), order), dy);
-            const __m256 dm_dy =
-                _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (x + 16))), order), dy);
-            for (int pp = 0; pp < 4; ++pp) {
-                int32_t bs;  // the activations' sums of sub-blocks 2pp and 2pp + 1
-                std::memcpy(&bs, bsums + 8 * b + 2 * pp, 4);
-                const __m256i mins = _mm256_madd_epi16(_mm256_shuffle_epi8(s.mins[pp], min_pairs), _mm256_set1_epi32(bs));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pair_dots_avx2(x, q + 256 * b, s.sc[pp], pp)), dw_dy, acc);
-                acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), dm_dy, acc_min);
+    block_scales_avx2 s[P];
+    __m256 acc[P], acc_min[P];
+    for (int c = 0; c < P; ++c) acc[c] = acc_min[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t * x[P];
+        __m256 dw_dy[P], dm_dy[P];
+        const __m256 dy = _mm256_set1_ps(da[b]);
+        for (int c = 0; c < P; ++c) {
+            x[c] = panel + (c * nb + b) * (int64_t) x8_bytes;
+            prefetch_block(x[c]);
+            for (int j = 0; j < 8; ++j) {
+                const sub_block_scales u = unpack_scales(x[c] + scales_at + 12 * j);
+                s[c].sc[j] = u.sc;
+                s[c].m[j] = u.m;
+            }
+            dw_dy[c] =
+                _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x[c])), order), dy);
+            dm_dy[c] = _mm256_mul_ps(
+                _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (x[c] + 16))), order), dy);
+        }
+        for (int pp = 0; pp < 4; ++pp) {
+            int32_t bs;  // the activations' sums of sub-blocks 2pp and 2pp + 1
+            std::memcpy(&bs, bsums + 8 * b + 2 * pp, 4);
+            __m256i dots[P];
+            pair_dots_avx2<P>(x, q + 256 * b, s, pp, dots);
+            for (int c = 0; c < P; ++c) {
+                const __m256i m_pair = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *) (s[c].m + 2 * pp)));
+                const __m256i mins = _mm256_madd_epi16(_mm256_shuffle_epi8(m_pair, min_pairs), _mm256_set1_epi32(bs));
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[c]), dw_dy[c], acc[c]);
+                acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), dm_dy[c], acc_min[c]);
             }
         }
-        _mm256_storeu_ps(y + 8 * p, _mm256_permutevar8x32_ps(_mm256_sub_ps(acc, acc_min), order));
     }
+    for (int c = 0; c < P; ++c) _mm256_storeu_ps(y + 8 * c, _mm256_permutevar8x32_ps(_mm256_sub_ps(acc[c], acc_min[c]), order));
+}
+
+AUTOGLM_TARGET_AVX2 void gemv_panels_avx2(const uint8_t * w, int64_t nb, const gemm::q8k_rows & a, float * y, int64_t p0,
+                                          int64_t p1) {
+    int64_t p = p0;
+    for (; p + 2 <= p1; p += 2) gemv_step_avx2<2>(w + p * nb * (int64_t) x8_bytes, nb, a, y + 8 * p);
+    if (p < p1) gemv_step_avx2<1>(w + p * nb * (int64_t) x8_bytes, nb, a, y + 8 * p);
 }
 #    undef AUTOGLM_TARGET_AVX2
 
