@@ -154,9 +154,9 @@ AUTOGLM_TARGET_AVX512_VNNI void gemv_panels(const uint8_t * w, int64_t nb, const
 // The AVX2 form, 4 columns per 256-bit vector: vpmaddubsw sums of 8 products (exact in 16 bits) per
 // sub-block, weighted by the scales in the widening vpmaddwd; column order 0, 1, 4, 5, 2, 3, 6, 7
 // (vphaddd's) until the store. Two panels at a time, so that each activation broadcast serves both;
-// the scales are unpacked with scalar code (the integer pipes, idle here) into memory, where each
-// pair's are read back with one vbroadcasti128: the vector form's lane permutes cost Zen 1 (8 uops
-// per vperm2i128) more than the whole unpacking (bench/README.md, Q4_K decode on the Zen 1).
+// the scales are unpacked in 128-bit registers into memory, where each pair's are read back with one
+// vbroadcasti128: 256-bit lane permutes cost Zen 1 (8 uops per vperm2i128) more than the whole
+// unpacking (bench/README.md, Q4_K decode on the Zen 1).
 #    define AUTOGLM_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // A vpshufb control that spreads scale bytes first .. first + 3 to int16 lanes 4c .. 4c+3 (zero
@@ -172,6 +172,32 @@ AUTOGLM_TARGET_AVX2 inline __m256i spread4(int first) {
 struct block_scales_avx2 {
     alignas(16) uint64_t sc[8], m[8];
 };
+
+// All 8 sub-blocks' scales and mins of a block_q4_Kx8 into out, as unpack_scales per sub-block but 4 at
+// a time in 128-bit registers (one uop each on Zen 1; no lane crossing): the 12 bytes of 4 sub-blocks
+// transposed to their w0, w1, w2 dwords. The fourth load of the second half reads 4 bytes past the
+// scales (the nibbles that follow; unused).
+AUTOGLM_TARGET_AVX2 inline void unpack_block_scales_avx2(const uint8_t * s, block_scales_avx2 & out) {
+    const __m128i low6 = _mm_set1_epi8(0x3F), low4 = _mm_set1_epi8(0x0F), bits45 = _mm_set1_epi8(0x30);
+    for (int h = 0; h < 2; ++h) {
+        const uint8_t * g = s + 48 * h;
+        const __m128i r0 = _mm_loadu_si128((const __m128i *) g), r1 = _mm_loadu_si128((const __m128i *) (g + 12));
+        const __m128i r2 = _mm_loadu_si128((const __m128i *) (g + 24)), r3 = _mm_loadu_si128((const __m128i *) (g + 36));
+        const __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpackhi_epi32(r0, r1);
+        const __m128i t2 = _mm_unpacklo_epi32(r2, r3), t3 = _mm_unpackhi_epi32(r2, r3);
+        const __m128i w0 = _mm_unpacklo_epi64(t0, t2), w1 = _mm_unpackhi_epi64(t0, t2), w2 = _mm_unpacklo_epi64(t1, t3);
+        // columns 4-7: w2's nibble below bits 6-7 of w0 (scales) or w1 (mins), moved to bits 4-5
+        const __m128i sc_lo = _mm_and_si128(w0, low6);
+        const __m128i sc_hi = _mm_or_si128(_mm_and_si128(w2, low4), _mm_and_si128(_mm_srli_epi32(w0, 2), bits45));
+        const __m128i m_lo = _mm_and_si128(w1, low6);
+        const __m128i m_hi =
+            _mm_or_si128(_mm_and_si128(_mm_srli_epi32(w2, 4), low4), _mm_and_si128(_mm_srli_epi32(w1, 2), bits45));
+        _mm_store_si128((__m128i *) (out.sc + 4 * h), _mm_unpacklo_epi32(sc_lo, sc_hi));
+        _mm_store_si128((__m128i *) (out.sc + 4 * h + 2), _mm_unpackhi_epi32(sc_lo, sc_hi));
+        _mm_store_si128((__m128i *) (out.m + 4 * h), _mm_unpacklo_epi32(m_lo, m_hi));
+        _mm_store_si128((__m128i *) (out.m + 4 * h + 2), _mm_unpackhi_epi32(m_lo, m_hi));
+    }
+}
 
 // Sub-block pair p of P block_q4_Kx8 (x[c]) against the activations q: per panel c, lanes in vphaddd's
 // column order, sc[2p] S[2p] + sc[2p+1] S[2p+1] (S: the exact int8 dot product of the sub-block).
@@ -225,11 +251,7 @@ AUTOGLM_TARGET_AVX2 void gemv_step_avx2(const uint8_t * panel, int64_t nb, const
         for (int c = 0; c < P; ++c) {
             x[c] = panel + (c * nb + b) * (int64_t) x8_bytes;
             prefetch_block(x[c]);
-            for (int j = 0; j < 8; ++j) {
-                const sub_block_scales u = unpack_scales(x[c] + scales_at + 12 * j);
-                s[c].sc[j] = u.sc;
-                s[c].m[j] = u.m;
-            }
+            unpack_block_scales_avx2(x[c] + scales_at, s[c]);
             dw_dy[c] =
                 _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) x[c])), order), dy);
             dm_dy[c] = _mm256_mul_ps(
