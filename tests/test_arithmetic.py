@@ -77,11 +77,21 @@ def test_cpu_peak_follows_the_instruction_set():
     assert (p1["amx_int8_gops"] > 0) == ("AMX_INT8" in feats)
 
 
+def test_read_bandwidth_is_measured_and_checks_its_arguments():
+    for threads in (1, 2):
+        bw = _core.read_bandwidth(threads, mib=64, reps=2)
+        assert math.isfinite(bw) and 0.1 < bw < 10_000, (threads, bw)  # GB/s: from a slow VM to HBM
+    for bad in ({"threads": 0}, {"threads": 1, "mib": 0}, {"threads": 1, "reps": 0}):
+        with pytest.raises(ValueError, match="at least 1"):
+            _core.read_bandwidth(**bad)
+
+
 def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, convert_tiny):
     text, mmproj = convert_tiny(tiny_checkpoint, "q8_0", "f32")
     code = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
             "m = _core.TextModel(sys.argv[1], n_threads=2)\n"
-            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n"
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\n"
+            "for t in range(4): s.eval_tokens([80 + t], 'last')\ndel s\n"
             "v = _core.VisionModel(sys.argv[2], n_threads=2, use_gpu=False)\n"
             "v.encode(np.zeros((64, 3 * 14 * 14), np.float32), 8, 8)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(text), str(mmproj)], capture_output=True, text=True,
@@ -95,6 +105,10 @@ def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, co
     q8 = next(line for line in text_part.splitlines()
               if line.strip().startswith(("MUL_MAT q8_0", "GEMM q8_0 (ours)")) and "(vector)" not in line)
     assert "GOP/s" in q8 and "of int8 peak" in q8
+    # the decode steps' matrix-vector products read their weights: GB/s against the measured read bandwidth
+    assert "(read bandwidth on 2 threads, measured: " in text_part
+    gemv = [line for line in text_part.splitlines() if "GB/s of weights" in line]
+    assert gemv and all("% of read bw" in line for line in gemv), text_part
     vis = err.split("autoglm profile [vision encode]")[1]
     # the tower's matrices: our float GEMM where it applies (gemm_float.h; 64 patches, 16 merged tokens:
     # the merger's stay with ggml's), else ggml's matmul
@@ -113,7 +127,8 @@ def test_profile_by_shape_names_each_matrix_product_by_its_weight(tiny_checkpoin
     shapes = {f"{int(t.shape[0])}x{int(t.shape[1])}" for t in GGUFReader(str(text)).tensors
               if len(t.shape) == 2 and t.name.startswith("blk.")}
     code = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=2)\n"
-            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n")
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\n"
+            "for t in range(4): s.eval_tokens([80 + t], 'last')\ndel s\n")
     proc = subprocess.run([sys.executable, "-c", code, str(text)], capture_output=True, text=True,
                           env=dict(os.environ, AUTOGLM_PROFILE="shapes"), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -135,7 +150,8 @@ def test_profile_names_our_q4_0_gemm(tiny_checkpoint, convert_tiny):
         pytest.skip("our Q4_0 GEMM needs AVX2")
     text, _ = convert_tiny(tiny_checkpoint, "q4_0", "f16")
     code = ("import sys\nfrom autoglm_gguf import _core\nm = _core.TextModel(sys.argv[1], n_threads=2)\n"
-            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\ndel s\n")
+            "s = _core.Session(m, n_ctx=128)\ns.eval_tokens(list(range(10, 74)), 'last')\n"
+            "for t in range(4): s.eval_tokens([80 + t], 'last')\ndel s\n")
     proc = subprocess.run([sys.executable, "-c", code, str(text)], capture_output=True, text=True,
                           env=dict(os.environ, AUTOGLM_PROFILE="1"), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr

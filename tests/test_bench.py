@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoglm_gguf import _core, cli
+from autoglm_gguf import _core, cli, op_count
 from autoglm_gguf.bench import agent_prompt, random_image, system_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +32,12 @@ def test_bench_cli_json(tiny_checkpoint, convert_tiny, capsys):
         r = tests[name]
         assert r["gops"] > 0 and 0 < r["share_of_peak"] < 1 and r["peak_gops"] > 0, r
     assert tests["pp48"]["cpu_variant"] == _core.cpu_variant() and tests["pp48"]["clock_ghz"] > 0
+    # decode: the weights read per second against the cores' measured read bandwidth (a tiny model's
+    # weights stay in cache, so its share may pass 1)
+    tg = tests["tg6"]
+    assert tg["weight_gb_s"] == pytest.approx(op_count.decode_weight_bytes(str(text)) * tg["mean"] / 1e9, rel=0.01)
+    assert tg["read_bw_gb_s"] > 0 and tg["share_of_read_bw"] == pytest.approx(tg["weight_gb_s"] / tg["read_bw_gb_s"],
+                                                                              rel=0.01)
     # the default (auto): BF16 where this CPU computes BF16 matrices, else the test tower's file type
     auto = _core.VisionModel(str(mmproj), n_threads=1, use_gpu=False, matmul_type="auto").matmul_type
     assert auto in ("bf16", "f32")
@@ -51,6 +57,7 @@ def test_bench_cli_table_and_errors(tiny_checkpoint, convert_tiny, capsys):
     assert cli.main(["bench", "-m", str(text), "-p", "16", "-n", "4", "-r", "1"]) == 0
     out = capsys.readouterr().out
     assert "| pp16 |" in out and "| tg4 |" in out and "image" not in out
+    assert "of the read bandwidth" in next(line for line in out.splitlines() if line.startswith("| tg4 |"))
     assert cli.main(["bench", "-m", str(text), "--image", "64x64", "-r", "1", "-p", "0", "-n", "0"]) == 1
     assert "--mmproj" in capsys.readouterr().err
     assert cli.main(["bench", "-m", str(text), "-r", "0"]) == 1
@@ -91,6 +98,7 @@ def test_compare_llamacpp_smoke(tiny_checkpoint, convert_tiny, tmp_path):
     assert a_ours["step2"]["prompt_tokens"] == a_lc["step2"]["prompt_tokens"]
     assert a_ours["step2"]["reused_tokens"] > 64
     assert 0 < res["bandwidth"]["ours"]["fraction_of_copy_bw"]
+    assert res["bandwidth"]["read_bw_gb_s"] > 0 and 0 < res["bandwidth"]["llamacpp"]["fraction_of_read_bw"]
 
 
 def test_random_rows_do_not_depend_on_chunking():

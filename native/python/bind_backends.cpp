@@ -15,6 +15,7 @@
 #include "gemv_q5_k.h"
 #include "gemv_q6_k.h"
 #include "quantize.h"
+#include "read_bandwidth.h"
 
 void bind_backends(py::module_ & m) {
     m.def(
@@ -215,4 +216,13 @@ void bind_backends(py::module_ & m) {
         "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
         "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
         "measured operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
+    m.def(
+        "read_bandwidth",
+        [](int threads, int64_t mib, int reps) {
+            py::gil_scoped_release nogil;
+            return autoglm::read_bandwidth_gbs(threads, mib, reps);
+        },
+        py::arg("threads"), py::arg("mib") = 256, py::arg("reps") = 5,
+        "The rate (GB/s) at which `threads` threads read memory: each sums its share of `mib` MiB, best of `reps`\n"
+        "passes; the ceiling of a bandwidth-bound kernel such as the decode GEMVs (see native/src/read_bandwidth.h).");
 }

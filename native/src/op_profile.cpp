@@ -16,6 +16,7 @@
 #include "gemv_q5_k.h"
 #include "gemv_q6_k.h"
 #include "ggml.h"
+#include "read_bandwidth.h"
 
 namespace autoglm {
 
@@ -158,6 +159,15 @@ void op_profile::report(const char * what) {
                  what, total, rows.size(), peak.threads, peak.clock_ghz, peak.f32_gops(), peak.f32_isa.c_str(), peak.bf16_gops(),
                  peak.bf16_isa.c_str(), peak.int8_gops(), peak.int8_isa.c_str(),
                  peak.amx_int8_per_cycle > 0 ? (", AMX int8 " + std::to_string((int) peak.amx_int8_gops())).c_str() : "");
+    // The bandwidth-bound rows (the decode GEMVs) against what the cores can read, measured now: on a
+    // shared machine it moves with the neighbours (read_bandwidth.h; ~0.2 s)
+    const bool reads = std::any_of(rows.begin(), rows.end(), [](const row & r) { return r.bytes > 0 && r.on_cpu; });
+    double read_bw = 0;
+    try {
+        if (reads) read_bw = read_bandwidth_gbs(peak.threads);
+    } catch (const std::exception &) {  // no memory for the probe: the rows go without the share
+    }
+    if (reads) std::fprintf(stderr, "  (read bandwidth on %d threads, measured: %.1f GB/s)\n", peak.threads, read_bw);
     for (const auto & r : rows) {
         std::fprintf(stderr, "  %-34s %10.1f ms %5.1f%%  x%-6d", r.family.c_str(), r.ms, 100.0 * r.ms / total, r.n);
         if (r.ops > 0 && r.ms > 0) {
@@ -172,7 +182,11 @@ void op_profile::report(const char * what) {
             }
             if (p > 0) std::fprintf(stderr, " %5.1f%% of %s peak", 100.0 * gops / p, r.peak.c_str());
         }
-        if (r.bytes > 0 && r.ms > 0) std::fprintf(stderr, " %6.1f GB/s of weights", r.bytes / (r.ms * 1e6));
+        if (r.bytes > 0 && r.ms > 0) {
+            const double gbs = r.bytes / (r.ms * 1e6);
+            std::fprintf(stderr, " %6.1f GB/s of weights", gbs);
+            if (r.on_cpu && read_bw > 0) std::fprintf(stderr, " %5.1f%% of read bw", 100.0 * gbs / read_bw);
+        }
         std::fputc('\n', stderr);
     }
     by_family_.clear();

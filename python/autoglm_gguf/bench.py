@@ -129,7 +129,14 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
         record(f"pp{args.n_prompt}", "tok/s", vals, **arithmetic(work, args.n_prompt / statistics.fmean(vals)))
     if args.n_gen > 0:
         vals = [time_generation(llm, ids(1), args.n_gen).generation_tokens_per_s for _ in range(args.reps)]
-        record(f"tg{args.n_gen}", "tok/s", vals)
+        extra = {}
+        if args.gpu_layers == 0:
+            # decode reads every weight once per token: against what these cores can read (measured now)
+            weight_gb_s = op_count.decode_weight_bytes(args.model) * statistics.fmean(vals) / 1e9
+            read_bw = _core.read_bandwidth(n_threads)
+            extra = {"weight_gb_s": round(weight_gb_s, 2), "read_bw_gb_s": round(read_bw, 2),
+                     "share_of_read_bw": round(weight_gb_s / read_bw, 3)}
+        record(f"tg{args.n_gen}", "tok/s", vals, **extra)
     if args.image:
         vis = llm.vision
         if vis is None:
@@ -209,5 +216,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             arith = f"{r['gops']:.0f} GOP/s"
             if "share_of_peak" in r:
                 arith += f", {100 * r['share_of_peak']:.0f}% of the {r['peak_family']} peak ({r['peak_gops']:.0f})"
+        if "weight_gb_s" in r:
+            arith = (f"{r['weight_gb_s']:.1f} GB/s of weights, {100 * r['share_of_read_bw']:.0f}% of the read bandwidth "
+                     f"({r['read_bw_gb_s']:.1f}, measured)")
         print(f"| {r['test']}{extra} | {r['mean']:.2f}{spread} | {r['unit']} | {arith} |")
     return 0

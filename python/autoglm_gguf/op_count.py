@@ -79,3 +79,11 @@ def share_of_peak(work: Work, seconds: float, peak: dict) -> tuple[float, float]
     gops = work.ops / seconds / 1e9
     p = float(peak.get(f"{work.family}_gops", 0.0))
     return gops, (gops / p if p > 0 else float("nan"))
+
+
+def decode_weight_bytes(path: str) -> int:
+    """Bytes of weights one decode step reads from a text GGUF: every tensor but the token embedding table,
+    of which it reads one row (unless the output head is tied to it and reads it all)."""
+    tensors = GGUFReader(path).tensors
+    tied = not any(t.name == "output.weight" for t in tensors)
+    return sum(int(t.n_bytes) for t in tensors if tied or t.name != "token_embd.weight")

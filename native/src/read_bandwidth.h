@@ -1,0 +1,21 @@
+// The rate at which this machine's cores can read memory, the ceiling of a bandwidth-bound kernel (the
+// decode GEMVs), as cpu_peak.h is that of the compute-bound ones (AUTOGLM_PROFILE, `autoglm-gguf bench`,
+// bench/compare_llamacpp.py's bandwidth figure).
+//
+// How it is measured: `threads` threads each first touch, then sum, their own part of `mib` MiB (far
+// beyond any cache), with 256-bit loads where the CPU has AVX2 (four independent accumulators, so the
+// adds never wait on each other), else with 64-bit integer loads the compiler vectorizes. Bytes read per
+// second of the slowest thread, best of `reps` passes. Only reads: a copy (STREAM's convention, read +
+// write) moves bytes a GEMV never writes, and on some machines (measured on a Zen 1 VM: copy 20 GB/s,
+// this 15-17 GB/s on two cores) the two differ by a quarter.
+#pragma once
+
+#include <cstdint>
+
+namespace autoglm {
+
+// GB/s. Throws autoglm::invalid_argument for threads < 1, mib < 1 or reps < 1, autoglm::out_of_memory
+// when the buffers cannot be had.
+double read_bandwidth_gbs(int threads, int64_t mib = 256, int reps = 5);
+
+}  // namespace autoglm
