@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from gguf import GGMLQuantizationType, GGUFWriter
 
 from autoglm_gguf import _core, op_count
 
@@ -75,6 +77,24 @@ def test_cpu_peak_follows_the_instruction_set():
         assert per_cycle["bf16"] == per_cycle["f32"], p1
     assert p1["int8_gops"] >= p1["f32_gops"]
     assert (p1["amx_int8_gops"] > 0) == ("AMX_INT8" in feats)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_decode_weight_bytes_count_what_a_step_reads(tmp_path, tied):
+    """Every weight once, the embedding table one row (not counted) unless the output head is that table."""
+    path = tmp_path / "w.gguf"
+    w = GGUFWriter(str(path), "glm4")
+    w.add_tensor("token_embd.weight", np.zeros((100, 64), np.float32))  # 25,600 bytes
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 64), np.float16))  # 8,192
+    w.add_tensor("blk.0.ffn_down.weight", np.zeros((64, 2 * 34), np.uint8), raw_dtype=GGMLQuantizationType.Q8_0)  # 4,352
+    if not tied:
+        w.add_tensor("output.weight", np.zeros((100, 64), np.float16))  # 12,800
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    expected = 8192 + 4352 + (25600 if tied else 12800)
+    assert op_count.decode_weight_bytes(str(path)) == expected
 
 
 def test_read_bandwidth_is_measured_and_checks_its_arguments():
