@@ -167,7 +167,7 @@ void op_profile::report(const char * what) {
         if (reads) read_bw = read_bandwidth_gbs(peak.threads);
     } catch (const std::exception &) {  // no memory for the probe: the rows go without the share
     }
-    if (reads) std::fprintf(stderr, "  (read bandwidth on %d threads, measured: %.1f GB/s)\n", peak.threads, read_bw);
+    if (read_bw > 0) std::fprintf(stderr, "  (read bandwidth on %d threads, measured: %.1f GB/s)\n", peak.threads, read_bw);
     for (const auto & r : rows) {
         std::fprintf(stderr, "  %-34s %10.1f ms %5.1f%%  x%-6d", r.family.c_str(), r.ms, 100.0 * r.ms / total, r.n);
         if (r.ops > 0 && r.ms > 0) {

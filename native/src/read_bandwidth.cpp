@@ -67,16 +67,19 @@ double read_bandwidth_gbs(int threads, int64_t mib, int reps) {
         throw invalid_argument("read_bandwidth: threads, mib and reps must be at least 1 (got " + std::to_string(threads) + ", " +
                                std::to_string(mib) + ", " + std::to_string(reps) + ")");
     }
-    // each thread's part, a whole number of steps
+    // each thread's part, a whole number of steps, at least 32 MiB: beyond its share of any cache, also
+    // where many threads split a small total
+    constexpr size_t min_part_words = (size_t) 32 << 20 >> 3;
     const size_t words =
-        std::max<size_t>(words_per_step, (size_t) mib * (1 << 20) / 8 / (size_t) threads / words_per_step * words_per_step);
+        std::max<size_t>(min_part_words, (size_t) mib * (1 << 20) / 8 / (size_t) threads) / words_per_step * words_per_step;
     std::vector<std::unique_ptr<uint64_t[], aligned_delete>> parts;
     try {
         for (int t = 0; t < threads; ++t) {
             parts.emplace_back(static_cast<uint64_t *>(::operator new[](words * 8, std::align_val_t(64))));
         }
     } catch (const std::bad_alloc &) {
-        throw out_of_memory("read_bandwidth: cannot allocate " + std::to_string(mib) + " MiB; pass a smaller mib");
+        throw out_of_memory("read_bandwidth: cannot allocate " + std::to_string((words * 8 * (size_t) threads) >> 20) +
+                            " MiB; pass a smaller mib or fewer threads");
     }
     const sum_fn sum = best_sum();
     // The calling thread reads part 0 itself: with as many threads as cores, a caller that only waited
@@ -97,7 +100,13 @@ double read_bandwidth_gbs(int threads, int64_t mib, int reps) {
         }
     };
     std::vector<std::thread> pool;
-    for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    try {
+        for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    } catch (const std::exception &) {  // no more threads: release the started ones, never leave them waiting
+        go.store(reps + 1);
+        for (auto & th : pool) th.join();
+        throw error("read_bandwidth: cannot start " + std::to_string(threads) + " threads; pass fewer");
+    }
     touch(0);
     while (done.load() < threads - 1) std::this_thread::yield();
     double best = 0;

@@ -3,7 +3,7 @@
 // bench/compare_llamacpp.py's bandwidth figure).
 //
 // How it is measured: `threads` threads each first touch, then sum, their own part of `mib` MiB (far
-// beyond any cache), with 256-bit loads where the CPU has AVX2 (four independent accumulators, so the
+// beyond any cache; at least 32 MiB a thread), with 256-bit loads where the CPU has AVX2 (four independent accumulators, so the
 // adds never wait on each other), else with 64-bit integer loads the compiler vectorizes. Bytes read per
 // second of the slowest thread, best of `reps` passes. Only reads: a copy (STREAM's convention, read +
 // write) moves bytes a GEMV never writes, and on some machines (measured on a Zen 1 VM: copy 20 GB/s,
@@ -15,7 +15,7 @@
 namespace autoglm {
 
 // GB/s. Throws autoglm::invalid_argument for threads < 1, mib < 1 or reps < 1, autoglm::out_of_memory
-// when the buffers cannot be had.
+// when the buffers cannot be had, autoglm::error when the threads cannot be started.
 double read_bandwidth_gbs(int threads, int64_t mib = 256, int reps = 5);
 
 }  // namespace autoglm
