@@ -60,7 +60,8 @@ def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa, qtype):
     that leave a part of a row tile, 1 to 3 threads, K from one block to many."""
     need_isa(isa)
     rng = np.random.default_rng(7)
-    for m, n, k in [(1, 8, 32), (7, 13, 96), (9, 24, 160), (33, 40, 512), (130, 17, 256), (8, 72, 4096), (40, 56, 64)]:
+    for m, n, k in [(1, 8, 32), (7, 13, 96), (9, 24, 160), (33, 40, 512), (130, 17, 256), (8, 72, 4096), (40, 56, 64),
+                    (96, 100, 320)]:
         w = rng.standard_normal((n, k)).astype(np.float32)
         a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
         a[0, :32] = 0.0
@@ -79,8 +80,8 @@ def test_an_isa_this_machine_lacks_is_refused():
     assert _core._gemm_isa() in _core._gemm_isas()
 
 
-@pytest.mark.parametrize("value,message", [("avx9000", "is unknown: expected avx2, avx512_vnni or avx512_bf16"),
-                                           ("AVX2", "is unknown: expected avx2, avx512_vnni or avx512_bf16")])
+@pytest.mark.parametrize("value,message", [("avx9000", "is unknown: expected avx2, avx512_vnni, avx512_bf16 or amx_int8"),
+                                           ("AVX2", "is unknown: expected avx2, avx512_vnni, avx512_bf16 or amx_int8")])
 def test_a_bad_AUTOGLM_GEMM_ISA_is_a_clear_error(value, message, tiny_checkpoint, convert_tiny):
     """The setting is read once per process, so each case runs in a child: a session that could use our
     GEMMs refuses to start with the message (as ValueError; its graphs are planned when it is made), and

@@ -69,7 +69,7 @@ def test_every_isa_gives_the_same_bits(wtype):
     w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
     if wtype == "bf16":
         w = (w.view(np.uint32) & 0xFFFF0000).view(np.float32)
-    isas = [i for i in _core._gemm_isas() if not (wtype == "bf16" and i == "avx512_bf16")]  # (next test)
+    isas = [i for i in _core._gemm_isas() if not (wtype == "bf16" and i in ("avx512_bf16", "amx_int8"))]  # (next test)
     outs = {isa: _core._gemm(_weights(w, wtype), a, wtype, 2, isa) for isa in isas}
     first = next(iter(outs.values()))
     for isa, got in outs.items():

@@ -2,16 +2,13 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <thread>
 
-#if defined(__linux__) && defined(__x86_64__)
-#    include <sys/syscall.h>
-#    include <unistd.h>
-#endif
-
 #include "backend_loader.h"
+#include "cpu_amx.h"
 #include "error.h"
 #include "ggml_ptr.h"
 
@@ -63,19 +60,8 @@ void use_default_ggml_logger() {
 
 // Linux hands out AMX tile state only to processes that ask for it; until then the first tile
 // instruction is SIGILL. ggml asks only when its AMX buffer type is created, so a native build on a
-// Sapphire Rapids (or later) Xeon could reach tile code without it. Ask once, before any kernel runs.
-// Where the CPU or kernel has no AMX the call fails with EINVAL, which changes nothing.
-static void request_amx_permission() {
-#if defined(__linux__) && defined(__x86_64__)
-    static const bool once = [] {
-        constexpr long arch_req_xcomp_perm = 0x1023;  // ARCH_REQ_XCOMP_PERM, <asm/prctl.h>
-        constexpr long xfeature_xtiledata = 18;       // XFEATURE_XTILEDATA
-        return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
-    }();
-    (void) once;
-#endif
-}
-
+// Sapphire Rapids (or later) Xeon could reach tile code without it. Ask once, before any kernel runs
+// (cpu_amx.h; our own AMX kernels ask again there, which is free).
 backend_set::backend_set(int n_threads, bool want_gpu) {
     request_amx_permission();
     use_default_ggml_logger();
@@ -91,7 +77,16 @@ backend_set::backend_set(int n_threads, bool want_gpu) {
     auto get_extra =
         (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_dev_get_extra_bufts");
     if (get_extra) {
-        for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev_); b && *b; ++b) cpu_extra_.push_back(*b);
+        for (ggml_backend_buffer_type_t * b = get_extra(cpu_dev_); b && *b; ++b) {
+            // Not ggml's AMX buffer type (the sapphirerapids variant's): built with GCC 12 its kernels
+            // SIGILL at the first tile load. ggml fills its tile configuration through GCC's
+            // _tile_loadconfig, whose asm names only 8 of the 64 bytes as read, so the stores of the
+            // rows and widths are dropped (seen in the shipped module's code: ldtilecfg of zeros with
+            // palette 1). Our own AMX kernels (gemm_block32_amx.h) multiply those weights instead,
+            // from ggml's repacked or the file's layout.
+            if (std::strcmp(ggml_backend_buft_name(*b), "AMX") == 0) continue;
+            cpu_extra_.push_back(*b);
+        }
     }
 
     if (want_gpu) {

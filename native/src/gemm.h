@@ -3,8 +3,9 @@
 // gemm_q5_k.h, gemm_q8_0.h, gemm_affine32.h) multiplies its weight type against int8-quantized activations, reading
 // ggml's repacked layout where ggml repacked the weight; decode's matrix-vector products are the
 // gemv_*.h ones. Each
-// kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), which give the
-// same bits; the best the CPU and the OS allow is chosen at run time, whatever the build's flags.
+// kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), the block-32 ones
+// also in an AMX-INT8 one (gemm_block32_amx.h), which all give the same bits; the best the CPU and the
+// OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
 #include <cstdint>
@@ -19,9 +20,12 @@ bool gemm_available();
 
 // The instruction sets our kernels come in, chosen at run time by what the CPU and the OS allow.
 // avx512_bf16 is avx512_vnni plus AVX512_BF16: the same quantized kernels, and vdpbf16ps for BF16
-// weights in the float GEMM (gemm_float.h).
-enum class gemm_isa { avx2, avx512_vnni, avx512_bf16 };
-const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16"
+// weights in the float GEMM (gemm_float.h). amx_int8 is avx512_bf16 plus AMX-INT8 where this process
+// may use the tiles (cpu_amx.h): the block-32 kernels on the tile unit, the others as avx512_bf16.
+enum class gemm_isa { avx2, avx512_vnni, avx512_bf16, amx_int8 };
+const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16", "amx_int8"
+// The ISA has vdpbf16ps (avx512_bf16 and above).
+inline bool gemm_isa_has_bf16(gemm_isa isa) { return isa == gemm_isa::avx512_bf16 || isa == gemm_isa::amx_int8; }
 std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order
 // The best of them, which the graph uses; AUTOGLM_GEMM_ISA=avx2 keeps AVX2 (for comparisons).
 gemm_isa gemm_best_isa();

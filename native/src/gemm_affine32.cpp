@@ -9,7 +9,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_vnni.h"
+#    include "gemm_block32_amx.h"
 #endif
 
 namespace autoglm {
@@ -31,8 +31,8 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 }
 
 // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15); in 0..15 all 8
-using q5_1_entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_1>, true>;
-using q4_1_entry = gemm::block32_entry<1, 8, gemm::unpack_nibble_panel<GGML_TYPE_Q4_1>, true>;
+using q5_1_entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_1>, 0, true>;
+using q4_1_entry = gemm::block32_entry<1, 8, gemm::unpack_nibble_panel<GGML_TYPE_Q4_1>, 0, true>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -50,7 +50,8 @@ const gemm::kernel & gemm_q5_1_kernel() {
                                 "GEMM q5_1 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels),
-                                AUTOGLM_GEMM_FN(q5_1_entry::panels_vnni)};
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_vnni),
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_amx)};
     return k;
 }
 
@@ -66,7 +67,8 @@ const gemm::kernel & gemm_q4_1_kernel() {
                                 "GEMM q4_1 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels),
-                                AUTOGLM_GEMM_FN(q4_1_entry::panels_vnni)};
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_vnni),
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_amx)};
     return k;
 }
 

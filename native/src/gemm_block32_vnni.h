@@ -126,26 +126,4 @@ AUTOGLM_TARGET_AVX512_VNNI void block32_vnni_panels(int64_t n, int64_t k, const 
         });
 }
 
-// Both `panels` entry points of a block-32 weight type (kernel::panels and kernel::panels_avx512_vnni)
-// from its panel unpacker: unpack(w, repacked, n, nb, c0, panel) fills columns [c0, c0 + 8).
-template <int planes, int quads_per_widen,
-          void (*unpack)(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0,
-                         const block32_panel<planes> & panel),
-          bool affine = false>
-struct block32_entry {
-    __attribute__((target("avx2,fma,f16c"))) static void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k,
-                                                                const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-                                                                int64_t p0, int64_t p1) {
-        block32_panels<planes, quads_per_widen, affine>(
-            n, k, q, m, c, c_row_stride, p0, p1,
-            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
-    }
-    AUTOGLM_TARGET_AVX512_VNNI static void panels_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
-                                                       int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
-        block32_vnni_panels<planes, affine>(
-            n, k, q, m, c, c_row_stride, p0, p1,
-            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
-    }
-};
-
 }  // namespace autoglm::gemm

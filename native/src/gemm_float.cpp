@@ -201,7 +201,7 @@ namespace {
 void float_gemm_thread(const float_weights & w, int64_t k, const float * a, int64_t lda, int64_t m, float * c, int64_t ldc,
                        gemm_isa isa, int ith, int nth) {
 #if AUTOGLM_GEMM_X86
-    const bool wide = isa != gemm_isa::avx2, bf16_dot = isa == gemm_isa::avx512_bf16 && w.type == GGML_TYPE_BF16;
+    const bool wide = isa != gemm_isa::avx2, bf16_dot = gemm_isa_has_bf16(isa) && w.type == GGML_TYPE_BF16;
     const int P = wide ? f512::P : f256::P;
     const int64_t n_panels = (w.n + P - 1) / P;
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
@@ -271,7 +271,7 @@ bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * 
     const ggml_type type = t->src[1]->type;
     *family = family_of(type);
     *ops = 2.0 * (double) t->src[1]->ne[0] * (double) t->ne[0] * (double) t->ne[1];
-    *peak = type == GGML_TYPE_BF16 && gemm_best_isa() == gemm_isa::avx512_bf16 ? "bf16" : "f32";
+    *peak = type == GGML_TYPE_BF16 && gemm_isa_has_bf16(gemm_best_isa()) ? "bf16" : "f32";
     return true;
 }
 

@@ -264,6 +264,8 @@ struct kernel {
     // The same product on AVX-512 VNNI (vpdpbusd on 16 columns at a time), bit for bit: the integer
     // sums are exact on both and the F32 steps the same. nullptr where a kernel has none.
     panels_fn panels_avx512_vnni = nullptr;
+    // The same again on AMX-INT8 (tiles of 32 rows x 32 columns, one block of k at a time), bit for bit.
+    panels_fn panels_amx = nullptr;
     size_t row_bytes(int64_t k) const { return (size_t) (k / block) * act_block_bytes; }
 };
 

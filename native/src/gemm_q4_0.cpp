@@ -8,7 +8,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_vnni.h"
+#    include "gemm_block32_amx.h"
 #endif
 
 namespace autoglm {
@@ -65,7 +65,7 @@ void unpack_panel(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64
 }
 
 // u = w + 8 in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15)
-using entry = gemm::block32_entry<1, 8, unpack_panel>;
+using entry = gemm::block32_entry<1, 8, unpack_panel, 8>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -83,7 +83,8 @@ const gemm::kernel & gemm_q4_0_kernel() {
                                 "GEMM q4_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(entry::panels),
-                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
+                                AUTOGLM_GEMM_FN(entry::panels_vnni),
+                                AUTOGLM_GEMM_FN(entry::panels_amx)};
     return k;
 }
 

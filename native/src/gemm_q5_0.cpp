@@ -7,7 +7,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_vnni.h"
+#    include "gemm_block32_amx.h"
 #endif
 
 namespace autoglm {
@@ -28,7 +28,7 @@ void quantize(const float * a, size_t a_row_stride, int64_t k, int64_t r0, int64
 }
 
 // u in 0..31: 4 quads fit in 16 bits (4 x 2 x 31 x 127 < 2^15)
-using entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_0>>;  // u = w + 16
+using entry = gemm::block32_entry<1, 4, gemm::unpack_nibble_panel<GGML_TYPE_Q5_0>, 16>;  // u = w + 16
 
 }  // namespace
 #    pragma GCC pop_options
@@ -46,7 +46,8 @@ const gemm::kernel & gemm_q5_0_kernel() {
                                 "GEMM q5_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(entry::panels),
-                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
+                                AUTOGLM_GEMM_FN(entry::panels_vnni),
+                                AUTOGLM_GEMM_FN(entry::panels_amx)};
     return k;
 }
 

@@ -6,7 +6,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_vnni.h"
+#    include "gemm_block32_amx.h"
 #endif
 
 namespace autoglm {
@@ -52,7 +52,7 @@ void unpack_panel(const uint8_t * w, bool, int64_t n, int64_t nb, int64_t c0, co
 
 // each plane in 0..15: the 8 quads of a block fit in 16 bits (8 x 2 x 15 x 127 < 2^15); the VNNI
 // variant joins the planes back into u = w + 128 (vpdpbusd has no 16-bit bound)
-using entry = gemm::block32_entry<2, 8, unpack_panel>;
+using entry = gemm::block32_entry<2, 8, unpack_panel, 128>;
 
 }  // namespace
 #    pragma GCC pop_options
@@ -72,7 +72,8 @@ const gemm::kernel & gemm_q8_0_kernel() {
                                 "GEMM q8_0 rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(entry::panels),
-                                AUTOGLM_GEMM_FN(entry::panels_vnni)};
+                                AUTOGLM_GEMM_FN(entry::panels_vnni),
+                                AUTOGLM_GEMM_FN(entry::panels_amx)};
     return k;
 }
 

@@ -153,7 +153,7 @@ void vision_model::init_backends(const vision_params & params) {
     if (mt == "auto" && !backends_->gpu()) {
         // where vdpbf16ps runs the BF16 matrices: our float GEMM's avx512_bf16 variant, or ggml's kernels
         const auto feats = cpu_features();
-        const bool ours = gemm_available() && !gemm::disabled_by_env() && gemm_best_isa() == gemm_isa::avx512_bf16;
+        const bool ours = gemm_available() && !gemm::disabled_by_env() && gemm_isa_has_bf16(gemm_best_isa());
         if (ours || std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type_ = GGML_TYPE_BF16;
     }
     // a BF16 tower computes its attention in BF16 too, unless a kernel was asked for by name
