@@ -72,7 +72,7 @@ def ggml_avx2_kernels() -> bool:
     return "AVX2" in features and not any(f.startswith(("AVX512", "AVX_VNNI", "AMX")) for f in features)
 
 
-ISAS = ("avx2", "avx512_vnni", "avx512_bf16", "amx_int8")  # every variant of our kernels (native/src/gemm.h: gemm_isa)
+ISAS = ("avx2", "avx512_vnni", "avx512_bf16", "amx")  # every variant of our kernels (native/src/gemm.h: gemm_isa)
 
 
 def need_isa(isa: str) -> None:

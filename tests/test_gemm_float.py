@@ -69,7 +69,7 @@ def test_every_isa_gives_the_same_bits(wtype):
     w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
     if wtype == "bf16":
         w = (w.view(np.uint32) & 0xFFFF0000).view(np.float32)
-    isas = [i for i in _core._gemm_isas() if not (wtype == "bf16" and i in ("avx512_bf16", "amx_int8"))]  # (next test)
+    isas = [i for i in _core._gemm_isas() if not (wtype == "bf16" and i in ("avx512_bf16", "amx"))]  # (next test)
     outs = {isa: _core._gemm(_weights(w, wtype), a, wtype, 2, isa) for isa in isas}
     first = next(iter(outs.values()))
     for isa, got in outs.items():
@@ -82,17 +82,19 @@ def test_every_isa_gives_the_same_bits(wtype):
     assert np.abs(first - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.parametrize("isa", ["avx512_bf16", "amx"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_bf16_dot_products_round_the_activations(threads):
-    """avx512_bf16 with BF16 weights: the activations rounded to nearest-even BF16, the products summed
-    in F32. Within F32 rounding of the float64 product of the rounded activations (K across several k
-    blocks, odd, rows and columns off the tiles), and measurably not the F32-activation product."""
-    need_isa("avx512_bf16")
+@pytest.mark.parametrize("m,n,k", [(131, 75, 1301), (64, 64, 1024), (33, 1100, 96)])
+def test_bf16_dot_products_round_the_activations(isa, threads, m, n, k):
+    """avx512_bf16 (vdpbf16ps) and amx (tdpbf16ps) with BF16 weights: the activations rounded to
+    nearest-even BF16, the products summed in F32. Within F32 rounding of the float64 product of the
+    rounded activations (K across several k blocks, odd; rows and columns off the tiles, whole tiles,
+    and more columns than one packed block), and measurably not the F32-activation product."""
+    need_isa(isa)
     rng = np.random.default_rng(11)
-    m, n, k = 131, 75, 1301
     a = rng.standard_normal((m, k)).astype(np.float32)
     w = _round_to_bf16((rng.standard_normal((n, k)) * 0.05).astype(np.float32))
-    got = _core._gemm(_weights(w, "bf16"), a, "bf16", threads, "avx512_bf16")
+    got = _core._gemm(_weights(w, "bf16"), a, "bf16", threads, isa)
     a16 = _round_to_bf16(a).astype(np.float64)
     ref = a16 @ w.astype(np.float64).T
     scale = np.abs(a16) @ np.abs(w.astype(np.float64)).T

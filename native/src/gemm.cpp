@@ -44,7 +44,7 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * user) {
     kern->quantize((const float *) x->data, x->nb[1], k, m * ith / nth, m * (ith + 1) / nth, (uint8_t *) dst->data);
 }
 
-constexpr gemm_isa all_isas[] = {gemm_isa::avx2, gemm_isa::avx512_vnni, gemm_isa::avx512_bf16, gemm_isa::amx_int8};  // in order
+constexpr gemm_isa all_isas[] = {gemm_isa::avx2, gemm_isa::avx512_vnni, gemm_isa::avx512_bf16, gemm_isa::amx};  // in order
 
 bool cpu_has(gemm_isa isa) {
 #if AUTOGLM_GEMM_X86
@@ -57,7 +57,7 @@ bool cpu_has(gemm_isa isa) {
             return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
         case gemm_isa::avx512_bf16: return cpu_has(gemm_isa::avx512_vnni) && __builtin_cpu_supports("avx512bf16");
-        case gemm_isa::amx_int8: return cpu_has(gemm_isa::avx512_bf16) && amx_int8_usable();
+        case gemm_isa::amx: return cpu_has(gemm_isa::avx512_bf16) && amx_int8_usable() && amx_bf16_usable();
     }
 #endif
     (void) isa;
@@ -74,7 +74,7 @@ struct variant {
 variant variant_for(const gemm::kernel & kern, gemm_isa isa) {
     // AVX-512 VNNI has no break-even: measured 3-5x ggml's kernels at every K of the 9B shape, Q8_0
     // included (bench/README.md)
-    if (isa == gemm_isa::amx_int8 && kern.panels_amx) return {kern.panels_amx, 4, 0};
+    if (isa == gemm_isa::amx && kern.panels_amx) return {kern.panels_amx, 4, 0};
     if (isa != gemm_isa::avx2 && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
     return {kern.panels, 1, kern.min_k};
 }
@@ -105,7 +105,7 @@ const char * gemm_isa_name(gemm_isa isa) {
     switch (isa) {
         case gemm_isa::avx512_vnni: return "avx512_vnni";
         case gemm_isa::avx512_bf16: return "avx512_bf16";
-        case gemm_isa::amx_int8: return "amx_int8";
+        case gemm_isa::amx: return "amx";
         default: return "avx2";
     }
 }
@@ -135,7 +135,7 @@ gemm_isa gemm_best_isa() {
             return isa;
         }
         throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick +
-                               " is unknown: expected avx2, avx512_vnni, avx512_bf16 or amx_int8, or unset for the best");
+                               " is unknown: expected avx2, avx512_vnni, avx512_bf16 or amx, or unset for the best");
     }();
     return best;
 }
@@ -219,7 +219,7 @@ bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, c
         const double k = (double) (t->src[0]->ne[0] / (int64_t) kern->act_block_bytes) * kern->block;
         *family = kern->family;
         *ops = 2.0 * k * (double) t->ne[0] * (double) t->ne[1];
-        if (gemm_best_isa() == gemm_isa::amx_int8 && kern->panels_amx) *peak = "amx_int8";
+        if (gemm_best_isa() == gemm_isa::amx && kern->panels_amx) *peak = "amx_int8";
         return true;
     }
     if (gemm::is_custom_op(t, quantize_op, &user)) {  // user: the kernel

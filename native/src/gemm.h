@@ -20,12 +20,13 @@ bool gemm_available();
 
 // The instruction sets our kernels come in, chosen at run time by what the CPU and the OS allow.
 // avx512_bf16 is avx512_vnni plus AVX512_BF16: the same quantized kernels, and vdpbf16ps for BF16
-// weights in the float GEMM (gemm_float.h). amx_int8 is avx512_bf16 plus AMX-INT8 where this process
-// may use the tiles (cpu_amx.h): the block-32 kernels on the tile unit, the others as avx512_bf16.
-enum class gemm_isa { avx2, avx512_vnni, avx512_bf16, amx_int8 };
-const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16", "amx_int8"
+// weights in the float GEMM (gemm_float.h). amx is avx512_bf16 plus AMX-INT8 and AMX-BF16 where this
+// process may use the tiles (cpu_amx.h): the block-32 kernels and the BF16 float GEMM on the tile unit,
+// the others as avx512_bf16.
+enum class gemm_isa { avx2, avx512_vnni, avx512_bf16, amx };
+const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16", "amx"
 // The ISA has vdpbf16ps (avx512_bf16 and above).
-inline bool gemm_isa_has_bf16(gemm_isa isa) { return isa == gemm_isa::avx512_bf16 || isa == gemm_isa::amx_int8; }
+inline bool gemm_isa_has_bf16(gemm_isa isa) { return isa == gemm_isa::avx512_bf16 || isa == gemm_isa::amx; }
 std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order
 // The best of them, which the graph uses; AUTOGLM_GEMM_ISA=avx2 keeps AVX2 (for comparisons).
 gemm_isa gemm_best_isa();

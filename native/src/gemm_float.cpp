@@ -12,6 +12,7 @@
 #include "backend_loader.h"
 #include "bf16_pairs.h"
 #include "error.h"
+#include "gemm_float_amx.h"
 #include "gemm_panel.h"
 
 namespace autoglm {
@@ -206,6 +207,9 @@ void float_gemm_thread(const float_weights & w, int64_t k, const float * a, int6
     const int64_t n_panels = (w.n + P - 1) / P;
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
     if (p0 >= p1) return;
+    if (bf16_dot && isa == gemm_isa::amx) {  // the tile unit (gemm_float_amx.h), 32 columns a panel
+        return bf16_amx_gemm_columns(w.data, w.row_bytes, w.n, k, a, lda, m, c, ldc, p0 * P, std::min(w.n, p1 * P));
+    }
     // packed blocks, 64-byte aligned (a vector load never splits a cache line), kept per thread
     thread_local std::vector<float> buf;
     const size_t b_floats = (size_t) KC * std::min<int64_t>(NC, (p1 - p0) * P), a_floats = (size_t) KC * MC;
