@@ -72,11 +72,14 @@ def test_cpu_peak_follows_the_instruction_set():
         assert 32 <= per_cycle["int8"] <= 256 and "measured" in p1["int8_isa"], p1
     assert p2["threads"] == 2 and p2["f32_gops"] == pytest.approx(2 * p2["clock_ghz"] * per_cycle["f32"])
     if "AVX512_BF16" in feats:
-        assert per_cycle["bf16"] >= per_cycle["f32"] and "vdpbf16ps" in p1["bf16_isa"], p1
+        # a Zen 4 does twice the F32 rate, a Sapphire/Emerald Rapids Xeon half of it (one vdpbf16ps every
+        # second cycle against two FMAs)
+        assert per_cycle["bf16"] >= per_cycle["f32"] / 2 and "vdpbf16ps" in p1["bf16_isa"], p1
     else:
         assert per_cycle["bf16"] == per_cycle["f32"], p1
     assert p1["int8_gops"] >= p1["f32_gops"]
-    assert (p1["amx_int8_gops"] > 0) == ("AMX_INT8" in feats)
+    # the tiles are our kernels' (gemm_isa amx), whichever ggml variant is loaded
+    assert (p1["amx_int8_gops"] > 0) == (p1["amx_bf16_gops"] > 0) == ("amx" in _core._gemm_isas())
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -124,7 +127,7 @@ def test_profile_reports_each_kernel_family_against_the_peak(tiny_checkpoint, co
     # the 64-token prompt's Q8_0 matmuls: ggml's kernel, or our GEMM where it applies (gemm.h)
     q8 = next(line for line in text_part.splitlines()
               if line.strip().startswith(("MUL_MAT q8_0", "GEMM q8_0 (ours)")) and "(vector)" not in line)
-    assert "GOP/s" in q8 and "of int8 peak" in q8
+    assert "GOP/s" in q8 and ("of int8 peak" in q8 or "of amx_int8 peak" in q8), q8  # (AMX: gemm_block32_amx.h)
     # the decode steps' matrix-vector products read their weights: GB/s against the measured read bandwidth
     assert "(read bandwidth on 2 threads, measured: " in text_part
     gemv = [line for line in text_part.splitlines() if "GB/s of weights" in line]
@@ -174,5 +177,5 @@ def test_profile_names_our_q4_0_gemm(tiny_checkpoint, convert_tiny):
                           env=dict(os.environ, AUTOGLM_PROFILE="1"), timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     gemm = next(line for line in proc.stderr.splitlines() if line.strip().startswith("GEMM q4_0 (ours)"))
-    assert "GOP/s" in gemm and "of int8 peak" in gemm
+    assert "GOP/s" in gemm and ("of int8 peak" in gemm or "of amx_int8 peak" in gemm), gemm
     assert any(line.strip().startswith("GEMM q4_0 rows to int8 (ours)") for line in proc.stderr.splitlines())

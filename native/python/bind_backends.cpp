@@ -207,6 +207,7 @@ void bind_backends(py::module_ & m) {
             d["bf16_gops"] = p.bf16_gops();
             d["int8_gops"] = p.int8_gops();
             d["amx_int8_gops"] = p.amx_int8_gops();
+            d["amx_bf16_gops"] = p.amx_bf16_gops();
             d["f32_isa"] = p.f32_isa;
             d["bf16_isa"] = p.bf16_isa;
             d["int8_isa"] = p.int8_isa;
@@ -214,7 +215,7 @@ void bind_backends(py::module_ & m) {
         },
         py::arg("threads"),
         "This machine's arithmetic peak on `threads` cores for the CPU kernels in use, per kernel family (GOP/s:\n"
-        "f32, bf16, int8, amx_int8), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
+        "f32, bf16, int8, amx_int8, amx_bf16), from the measured clock (a chain of dependent adds, one per cycle) times the\n"
         "measured operations per cycle of the widest instructions those kernels use (see native/src/cpu_peak.h).");
     m.def(
         "read_bandwidth",

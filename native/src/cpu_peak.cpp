@@ -10,6 +10,7 @@
 #include <string>
 
 #include "backend_loader.h"
+#include "cpu_amx.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #    define AUTOGLM_PEAK_X86 1
@@ -250,7 +251,12 @@ cpu_peak_info cpu_peak(int threads) {
         p.int8_per_cycle = 64;
         p.int8_isa = "SSE pmaddubsw (two 128-bit/cycle)";
     }
-    if (has("AMX_INT8")) p.amx_int8_per_cycle = 2048;
+    // the tiles where this process may use them: our kernels' (gemm_isa amx), whichever ggml variant
+    // is loaded (ggml's own AMX buffer type is not used: backend.cpp)
+    if (amx_int8_usable() && amx_bf16_usable()) {
+        p.amx_int8_per_cycle = 2048;
+        p.amx_bf16_per_cycle = 1024;
+    }
     return p;
 }
 

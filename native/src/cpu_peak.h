@@ -14,7 +14,7 @@
 // The instructions (one multiply-add = 2 operations):
 //   f32  (F32/F16 weights): vfmadd231ps, 256-bit (8 lanes) or 512-bit (16) where AVX-512 is in use.
 //   bf16 (BF16 weights): AVX512_BF16 vdpbf16ps (16 lanes x 2 products); otherwise the f32 rate
-//        (converted to F32). AMX-BF16 is not measured.
+//        (converted to F32). AMX-BF16 from Intel's figure (16x16x32 per 16 cycles = 1024), not measured.
 //   int8 (quantized weights x int8 activations): AVX-512 VNNI vpdpbusd (64 byte products), else
 //        AVX-VNNI vpdpbusd (32), else AVX2 vpmaddubsw (32; a kernel that also spends a vpmaddwd per
 //        vpmaddubsw gets at most half); AMX-INT8 from Intel's figure (16x16x64 per 16 cycles = 2048).
@@ -32,7 +32,7 @@ struct cpu_peak_info {
     double clock_ghz = 0;  // measured on one core (0 where this architecture has no measurement)
     int threads = 1;       // the cores the peak is for
     // operations per cycle per core, and the instructions they assume
-    double f32_per_cycle = 0, bf16_per_cycle = 0, int8_per_cycle = 0, amx_int8_per_cycle = 0;
+    double f32_per_cycle = 0, bf16_per_cycle = 0, int8_per_cycle = 0, amx_int8_per_cycle = 0, amx_bf16_per_cycle = 0;
     std::string f32_isa, bf16_isa, int8_isa;
 
     // GOP/s for `threads` cores
@@ -40,6 +40,7 @@ struct cpu_peak_info {
     double bf16_gops() const { return bf16_per_cycle * clock_ghz * threads; }
     double int8_gops() const { return int8_per_cycle * clock_ghz * threads; }
     double amx_int8_gops() const { return amx_int8_per_cycle * clock_ghz * threads; }  // 0 without AMX
+    double amx_bf16_gops() const { return amx_bf16_per_cycle * clock_ghz * threads; }  // 0 without AMX-BF16
 };
 
 // For `threads` cores, with the instruction sets of the CPU backend in use (cpu_features()). The clock

@@ -275,7 +275,8 @@ bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * 
     const ggml_type type = t->src[1]->type;
     *family = family_of(type);
     *ops = 2.0 * (double) t->src[1]->ne[0] * (double) t->ne[0] * (double) t->ne[1];
-    *peak = type == GGML_TYPE_BF16 && gemm_isa_has_bf16(gemm_best_isa()) ? "bf16" : "f32";
+    const bool bf16_dot = type == GGML_TYPE_BF16 && gemm_isa_has_bf16(gemm_best_isa());
+    *peak = bf16_dot ? (gemm_best_isa() == gemm_isa::amx ? "amx_bf16" : "bf16") : "f32";
     return true;
 }
 

@@ -29,7 +29,7 @@ void float_gemm_run(ggml_type type, const void * w, int64_t n, int64_t k, const 
                     gemm_isa isa);
 
 // For the profiler: a float GEMM node's family name, operation count and the peak it is measured
-// against ("bf16" where vdpbf16ps runs it, else "f32"), or false for other nodes.
+// against ("amx_bf16" where the BF16 tiles run it, "bf16" where vdpbf16ps does, else "f32"), or false for other nodes.
 bool float_gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, const char ** peak);
 
 }  // namespace autoglm

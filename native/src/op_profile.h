@@ -26,7 +26,7 @@ public:
         int n = 0;          // nodes
         double ops = 0;     // arithmetic operations (a multiply-add = 2); 0 where not counted
         double bytes = 0;   // weight bytes a matrix-vector product reads (its rate is reported in GB/s)
-        std::string peak;   // which peak applies: "f32", "bf16", "int8", "amx_int8" or "" (none)
+        std::string peak;   // which peak applies: "f32", "bf16", "int8", "amx_int8", "amx_bf16" or "" (none)
         bool on_cpu = true;
     };
 

@@ -84,7 +84,7 @@ struct vision_params {
     // or "auto": bf16 where the CPU has AVX512_BF16 for our GEMM or ggml's, and the tower runs on the CPU (the
     // production deployments of this model run the ViT in bf16), else as stored. Sums stay F32; the
     // activations are rounded to BF16 inside BF16 matmuls, and a BF16 tower's attention ("auto") is
-    // BF16 too where the CPU has AVX512_BF16 (cpu_attention_bf16).
+    // BF16 too where the CPU has AVX512_BF16 and its vdpbf16ps outruns its F32 FMAs (cpu_attention_bf16).
     std::string matmul_type = "file";
 };
 
