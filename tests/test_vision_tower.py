@@ -246,16 +246,17 @@ def test_bf16_attention_matches_hf_within_bf16_bounds(case, capsys):
 
 def test_a_bf16_tower_attends_in_bf16(case):
     """With the matrices in BF16 the tower's 'auto' attention is BF16 too where the CPU has AVX512_BF16
-    and its vdpbf16ps does more multiply-adds per cycle than its F32 FMAs (a Zen 4, not a Sapphire
-    Rapids Xeon: cpu_peak measures both), unless a kernel is named; within BF16_BOUND of transformers
-    either way."""
+    and its products run faster than in F32: on the AMX tiles, or by a vdpbf16ps that does more
+    multiply-adds per cycle than the F32 FMAs (a Zen 4, not a Sapphire Rapids Xeon: cpu_peak measures
+    both); unless a kernel is named. Within BF16_BOUND of transformers either way."""
     if "avx512_bf16" not in _core._gemm_isas():
         pytest.skip("this CPU (or its OS) has no AVX512_BF16")
     vm = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, matmul_type="bf16")
     named = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, matmul_type="bf16", attention="avx512")
     peak = _core.cpu_peak(1)
+    fast = _core._gemm_isa() == "amx" or peak["bf16_gops"] > peak["f32_gops"]  # the tiles, or a fast vdpbf16ps
     assert named.attention == "avx512"
-    assert vm.attention == ("avx512_bf16" if peak["bf16_gops"] > peak["f32_gops"] else "avx512"), peak
+    assert vm.attention == ("avx512_bf16" if fast else "avx512"), peak
     patches, gh, gw = case.patches(270, 600)
     ref = case.reference(270, 600)
     assert _rel_err(vm.encode(patches, gh, gw), ref) <= BF16_BOUND
@@ -288,3 +289,49 @@ def test_auto_matmul_type_follows_the_cpu(case, convert_tiny):
     assert _core.VisionModel(str(q8), n_threads=1, use_gpu=False, matmul_type="bf16").matmul_type == want
     with pytest.raises(ValueError, match="matmul_type 'int4' is unknown; expected auto, file, f32, f16 or bf16"):
         _core.VisionModel(str(mmproj), matmul_type="int4")
+
+
+@pytest.fixture(scope="module")
+def wide_head_case(tmp_path_factory, convert_tiny):
+    """One ViT block with the 9B tower's head width (128: 2 heads of a 256-wide block), so that the
+    attention's products fill whole AMX tiles (16 pairs of the head dimension, 32 keys, 16 query rows)."""
+    from autoglm_gguf._tiny.checkpoint import make_config, write_checkpoint
+
+    cfg = make_config(vision={"hidden_size": 256, "num_heads": 2, "depth": 1})
+    ckpt = write_checkpoint(tmp_path_factory.mktemp("wide-head") / "glm4v", cfg, dtype="f32", seed=3)
+    return Case("wide-head", ckpt, convert_tiny)
+
+
+def test_bf16_attention_at_the_real_head_width(wide_head_case, capsys):
+    """BF16 attention where the tiles apply (on a CPU with AMX: tdpbf16ps for the whole blocks, vdpbf16ps
+    for the edges; elsewhere vdpbf16ps throughout), at 270x600 (about 800 patches: several blocks of
+    keys, a partial last one, query blocks with a 16-row remainder): within BF16_BOUND of transformers,
+    as the F32 attention is within F32_BOUND."""
+    case = wide_head_case
+    vm = _bf16_attention_or_skip(case, attention="avx512_bf16")
+    f32 = _core.VisionModel(str(case.mmproj), n_threads=2, use_gpu=False, attention="avx512")
+    patches, gh, gw = case.patches(270, 600)
+    ref = case.reference(270, 600)
+    err, err32 = _rel_err(vm.encode(patches, gh, gw), ref), _rel_err(f32.encode(patches, gh, gw), ref)
+    with capsys.disabled():
+        print(f"\n[wide head, bf16 attention ({_core._gemm_isa()})] rel err {err:.2e} (f32 {err32:.1e})")
+    assert err32 <= F32_BOUND and err32 < err <= BF16_BOUND
+    if _core._gemm_isa() != "amx":
+        return
+    # the tiles against vdpbf16ps on the same BF16 operands (a child: the setting is read once per
+    # process): only the order of the F32 sums differs, far below the BF16 rounding
+    import os
+    import subprocess
+    import sys
+
+    out = case.mmproj.parent / "wide-head-vdpbf16ps.npy"
+    np.save(case.mmproj.parent / "wide-head-patches.npy", patches)
+    child = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
+             "vm = _core.VisionModel(sys.argv[1], n_threads=2, use_gpu=False, attention='avx512_bf16')\n"
+             f"np.save(sys.argv[3], vm.encode(np.load(sys.argv[2]), {gh}, {gw}))\n")
+    proc = subprocess.run([sys.executable, "-c", child, str(case.mmproj), str(case.mmproj.parent / "wide-head-patches.npy"),
+                           str(out)], env=dict(os.environ, AUTOGLM_GEMM_ISA="avx512_bf16"), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    tiles = vm.encode(patches, gh, gw)
+    assert _rel_err(tiles, np.load(out)) <= 0.05 * err

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "error.h"
+#include "gemm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #    define AUTOGLM_X86_ATTN 1
@@ -18,6 +19,7 @@
 
 #    include "avx2_reduce.h"
 #    include "bf16_pairs.h"
+#    include "cpu_amx.h"
 #endif
 
 namespace autoglm {
@@ -201,6 +203,7 @@ void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
     const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
     thread_local std::vector<float> scratch;  // Qb, S, Pb, O, m, l (attend_block)
     scratch.resize((size_t) BLOCK_Q * (hp + BLOCK_K + BLOCK_K / 2 + hd + 2));
+    static const bool tiles = cpu_attention_bf16_tiles();
     for (int t = ith; t < n_head * n_qb; t += nth) {
         const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
         kbf16::attend_block(std::min(BLOCK_Q, n - q0), n_kv, hd, scale,
@@ -208,7 +211,7 @@ void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
                             (const uint32_t *) ((const char *) kp->data + hk * kp->nb[2]),
                             (const uint32_t *) ((const char *) vp->data + hk * vp->nb[2]),
                             (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]), dst->nb[2] / 4,
-                            scratch.data(), BLOCK_K);
+                            scratch.data(), BLOCK_K, tiles);
     }
 }
 
@@ -297,6 +300,18 @@ ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     (void) kernel;
     throw error("cpu_attention: no CPU kernel on this platform");
 #endif
+}
+
+bool cpu_attention_bf16_tiles() {
+    // AUTOGLM_GEMM_ISA=avx512_bf16 keeps the tiles idle here too
+    static const bool tiles = [] {
+        try {
+            return gemm_available() && gemm_best_isa() == gemm_isa::amx;
+        } catch (const std::exception &) {  // a bad AUTOGLM_GEMM_ISA: refused where the graphs are planned
+            return false;
+        }
+    }();
+    return tiles;
 }
 
 ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {

@@ -48,6 +48,9 @@ inline constexpr const char * cpu_attention_name = "cpu_attention";  // the op's
 // q: F32 [hd, n_head, n]; k, v: F32 [hd, n_head_kv, n_kv], rows contiguous (any strides). K and V are
 // packed into BF16 pairs once (two ops), then one op attends. Needs cpu_attention_has(avx512_bf16).
 ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v);
+// Whether cpu_attention_bf16's products run on the AMX-BF16 tiles (where our GEMMs use them:
+// gemm_isa amx), else by vdpbf16ps.
+bool cpu_attention_bf16_tiles();
 inline constexpr const char * cpu_attention_bf16_name = "cpu_attention_bf16";
 
 }  // namespace autoglm

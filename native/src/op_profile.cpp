@@ -108,7 +108,7 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
         const ggml_tensor * q = t->src[0];
         r.family = "ATTENTION bf16 (ours)";
         r.ops = 4.0 * (double) q->ne[0] * (double) q->ne[1] * (double) q->ne[2] * (double) t->src[1]->ne[0];
-        r.peak = "bf16";
+        r.peak = cpu_attention_bf16_tiles() ? "amx_bf16" : "bf16";
     } else if (const char * family = nullptr;
                gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes) || gemv_q4_k_node_info(t, &family, &r.ops, &r.bytes) ||
                gemv_q6_k_node_info(t, &family, &r.ops, &r.bytes) || gemv_q5_k_node_info(t, &family, &r.ops, &r.bytes) ||

@@ -157,11 +157,14 @@ void vision_model::init_backends(const vision_params & params) {
         const bool ours = gemm_available() && !gemm::disabled_by_env() && gemm_isa_has_bf16(gemm_best_isa());
         if (ours || std::find(feats.begin(), feats.end(), "AVX512_BF16") != feats.end()) matmul_type_ = GGML_TYPE_BF16;
     }
-    // a BF16 tower computes its attention in BF16 too, unless a kernel was asked for by name, or
-    // vdpbf16ps does fewer multiply-adds per cycle than the F32 FMAs on this core (measured: Zen 4 twice
-    // as many, a Sapphire/Emerald Rapids Xeon half as many; cpu_peak.h)
+    // a BF16 tower computes its attention in BF16 too, unless a kernel was asked for by name, or its
+    // products would run slower than in F32: neither on the AMX tiles (where our GEMMs use them) nor by
+    // a vdpbf16ps that does more multiply-adds per cycle than the F32 FMAs (measured: Zen 4 twice as many,
+    // a Sapphire/Emerald Rapids Xeon half as many; cpu_peak.h)
+    const bool bf16_fast =
+        (gemm_available() && gemm_best_isa() == gemm_isa::amx) || cpu_peak(1).bf16_per_cycle > cpu_peak(1).f32_per_cycle;
     if (matmul_type_ == GGML_TYPE_BF16 && attn_ == attn_kernel::avx512 && cpu_attention_is_auto(params.attention) &&
-        cpu_attention_has(attn_kernel::avx512_bf16) && cpu_peak(1).bf16_per_cycle > cpu_peak(1).f32_per_cycle) {
+        cpu_attention_has(attn_kernel::avx512_bf16) && bf16_fast) {
         attn_ = attn_kernel::avx512_bf16;
     }
 }
