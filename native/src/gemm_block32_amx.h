@@ -38,9 +38,6 @@ inline amx_tile_config block32_amx_tiles() {
     return cfg;
 }
 
-// 32 rows x 32 columns: out[r][c] = sum_b da * dw * (sum_k q * w) (+ mw x (da x sum(q)) for an affine
-// type). a_q: row 0's quantized bytes, the rows a_stride bytes apart; rows[r]: the row whose scales row
-// r uses. v[j], dw[j], mw[j]: the two 16-column panels.
 // One block's int32 sums (tiles 0-3 stored in sums) scaled into the F32 sums.
 template <bool affine>
 AUTOGLM_TARGET_AMX_INT8 inline void block32_amx_scale(const int32_t (*sums)[16][16], const float * const dw[2],
@@ -63,12 +60,13 @@ AUTOGLM_TARGET_AMX_INT8 inline void block32_amx_scale(const int32_t (*sums)[16][
 }
 
 // 32 rows x 32 columns: out[r][c] = sum_b da * dw * (sum_k q * w) (+ mw x (da x sum(q)) for an affine
-// type). a_q: row 0's quantized bytes, the rows a_stride bytes apart; rows[r]: the row whose scales row
-// r uses. v[j], dw[j], mw[j]: the two 16-column panels. The tiles of block b are stored while block b - 1
-// is scaled (two buffers), so the tile unit and the vector units overlap.
+// type). a_tiles: the 32 rows' quantized bytes in tile order (block b's 32 rows x 32 bytes at b * 1024:
+// each activation tile is 512 contiguous bytes); rows[r]: the row whose scales row r uses. v[j], dw[j],
+// mw[j]: the two 16-column panels. The tiles of block b are stored while block b - 1 is scaled (two
+// buffers), so the tile unit and the vector units overlap.
 template <bool affine>
 AUTOGLM_TARGET_AMX_INT8 inline void block32_amx_kernel(const __m512i * const v[2], const float * const dw[2],
-                                                       const float * const mw[2], int64_t nb, const int8_t * a_q, size_t a_stride,
+                                                       const float * const mw[2], int64_t nb, const int8_t * a_tiles,
                                                        const q8_0_rows & a, const int64_t * rows, float out[32][32]) {
     alignas(64) int32_t sums[2][4][16][16];
     for (int r = 0; r < 32; ++r) {
@@ -78,8 +76,8 @@ AUTOGLM_TARGET_AMX_INT8 inline void block32_amx_kernel(const __m512i * const v[2
     const float * da[32];
     for (int r = 0; r < 32; ++r) da[r] = a.d(rows[r]);
     for (int64_t b = 0; b < nb; ++b) {
-        _tile_loadd(4, a_q + b * q8_0_block, a_stride);
-        _tile_loadd(5, a_q + 16 * a_stride + b * q8_0_block, a_stride);
+        _tile_loadd(4, a_tiles + b * 32 * q8_0_block, q8_0_block);
+        _tile_loadd(5, a_tiles + b * 32 * q8_0_block + 16 * q8_0_block, q8_0_block);
         _tile_loadd(6, v[0] + b * 8, 64);
         _tile_loadd(7, v[1] + b * 8, 64);
         _tile_zero(0);
@@ -131,9 +129,20 @@ AUTOGLM_TARGET_AMX_INT8 void block32_amx_panels(int64_t n, int64_t k, const uint
     std::vector<block32_wide_panel> wide;
     wide.reserve((size_t) (2 * groups));
     for (int64_t i = 0; i < 2 * groups; ++i) wide.emplace_back(nb);
-    // the last tile's rows past m repeat row m - 1; they are copied once, so that a tile is always 32
-    // rows a fixed stride apart
-    std::vector<int8_t> edge;
+    // every tile of 32 rows in tile order, once per call (the last tile's rows past m repeat row m - 1):
+    // an activation tile is then 8 whole cache lines, not 16 halves a row apart
+    // (kept per thread from call to call: a fresh buffer's pages would be faulted in every time)
+    const int64_t row_tiles = (m + 31) / 32;
+    thread_local std::vector<int8_t> a_bytes;
+    if (a_bytes.size() < (size_t) (row_tiles * 32 * k) + 64) a_bytes.resize((size_t) (row_tiles * 32 * k) + 64);
+    int8_t * a_tiles = (int8_t *) (((uintptr_t) a_bytes.data() + 63) & ~(uintptr_t) 63);
+    for (int64_t t = 0; t < row_tiles; ++t) {
+        for (int r = 0; r < 32; ++r) {
+            const int8_t * src = a.q(std::min(32 * t + r, m - 1));
+            int8_t * dst = a_tiles + t * 32 * k + r * q8_0_block;
+            for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * 32 * q8_0_block, src + b * q8_0_block, q8_0_block);
+        }
+    }
     alignas(64) float out[32][32];
     amx_load_tiles(block32_amx_tiles());
     for (int64_t c0 = p0 * 8; c0 < c_end; c0 += 32 * groups) {
@@ -150,22 +159,13 @@ AUTOGLM_TARGET_AMX_INT8 void block32_amx_panels(int64_t n, int64_t k, const uint
         for (int64_t m0 = 0; m0 < m; m0 += 32) {
             int64_t rows[32];
             for (int r = 0; r < 32; ++r) rows[r] = std::min(m0 + r, m - 1);
-            const int8_t * a_q = a.q(m0);
-            size_t a_stride = a.row_bytes();
-            if (m0 + 32 > m) {
-                if (edge.empty()) {
-                    edge.resize((size_t) 32 * k);
-                    for (int r = 0; r < 32; ++r) std::memcpy(edge.data() + r * k, a.q(rows[r]), (size_t) k);
-                }
-                a_q = edge.data();
-                a_stride = (size_t) k;
-            }
+            const int8_t * a_q = a_tiles + m0 * k;
             for (int64_t g = 0; g < ng; ++g) {
                 block32_wide_panel &w0 = wide[(size_t) (2 * g)], &w1 = wide[(size_t) (2 * g + 1)];
                 const __m512i * v[2] = {w0.v(), w1.v()};
                 const float * dw[2] = {w0.dw.data(), w1.dw.data()};
                 const float * mw[2] = {w0.mw.data(), w1.mw.data()};
-                block32_amx_kernel<affine>(v, dw, mw, nb, a_q, a_stride, a, rows, out);
+                block32_amx_kernel<affine>(v, dw, mw, nb, a_q, a, rows, out);
                 const int64_t cg = c0 + 32 * g, nc = std::min<int64_t>(32, c_end - cg);
                 for (int64_t r = 0; r < 32 && m0 + r < m; ++r) {
                     std::memcpy(c + (m0 + r) * c_row_stride + cg, out[r], (size_t) nc * sizeof(float));
