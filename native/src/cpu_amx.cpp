@@ -15,7 +15,7 @@ struct amx_bits {
     bool tile = false, int8 = false, bf16 = false, os_saves_tiles = false;
 };
 
-amx_bits read_amx_bits() {
+amx_bits read_amx_bits_once() {
     amx_bits bits;
     unsigned a, b, c, d;
     if (__get_cpuid_max(0, nullptr) < 7) return bits;
@@ -28,6 +28,12 @@ amx_bits read_amx_bits() {
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     bits.os_saves_tiles = ((lo >> 17) & 3) == 3;  // XTILECFG and XTILEDATA
+    return bits;
+}
+
+// CPUID and XCR0 do not change while the process runs: read them once.
+const amx_bits & read_amx_bits() {
+    static const amx_bits bits = read_amx_bits_once();
     return bits;
 }
 #endif
@@ -63,8 +69,7 @@ bool request_amx_permission() {
 // The tiles are granted and the CPU has the unit asked for.
 static bool unit_usable(bool int8) {
 #if defined(__linux__) && defined(__x86_64__)
-    const amx_bits bits = read_amx_bits();
-    return tiles_granted() && (int8 ? bits.int8 : bits.bf16);
+    return tiles_granted() && (int8 ? read_amx_bits().int8 : read_amx_bits().bf16);
 #else
     (void) int8;
     return false;

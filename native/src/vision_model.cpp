@@ -161,10 +161,14 @@ void vision_model::init_backends(const vision_params & params) {
     // products would run slower than in F32: neither on the AMX tiles (where our GEMMs use them) nor by
     // a vdpbf16ps that does more multiply-adds per cycle than the F32 FMAs (measured: Zen 4 twice as many,
     // a Sapphire/Emerald Rapids Xeon half as many; cpu_peak.h)
-    const bool bf16_fast =
-        (gemm_available() && gemm_best_isa() == gemm_isa::amx) || cpu_peak(1).bf16_per_cycle > cpu_peak(1).f32_per_cycle;
+    // (the peak is measured only when it decides: a few ms, once per process)
+    const auto bf16_fast = [] {
+        if (gemm_available() && gemm_best_isa() == gemm_isa::amx) return true;
+        const cpu_peak_info peak = cpu_peak(1);
+        return peak.bf16_per_cycle > peak.f32_per_cycle;
+    };
     if (matmul_type_ == GGML_TYPE_BF16 && attn_ == attn_kernel::avx512 && cpu_attention_is_auto(params.attention) &&
-        cpu_attention_has(attn_kernel::avx512_bf16) && bf16_fast) {
+        cpu_attention_has(attn_kernel::avx512_bf16) && bf16_fast()) {
         attn_ = attn_kernel::avx512_bf16;
     }
 }
