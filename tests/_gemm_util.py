@@ -72,7 +72,7 @@ def ggml_avx2_kernels() -> bool:
     return "AVX2" in features and not any(f.startswith(("AVX512", "AVX_VNNI", "AMX")) for f in features)
 
 
-ISAS = ("avx2", "avx512_vnni", "avx512_bf16", "amx")  # every variant of our kernels (native/src/gemm.h: gemm_isa)
+ISAS = ("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx")  # every variant of our kernels (native/src/gemm.h: gemm_isa)
 
 
 def need_isa(isa: str) -> None:
@@ -85,14 +85,18 @@ def need_isa(isa: str) -> None:
 
 def check_isas_agree(quantized: Path) -> None:
     """The decoder's prompt logits through our kernels are the same bits whichever instruction set the
-    graph picked (AUTOGLM_GEMM_ISA=avx2 against the machine's best)."""
+    graph picked (AUTOGLM_GEMM_ISA=avx2 against the machine's best, and against AVX-VNNI where the machine
+    has it beside a better one)."""
     from autoglm_gguf import _core
 
     if _core._gemm_isas() == ["avx2"]:
         pytest.skip("this CPU runs only the AVX2 variant of our kernels")
-    best = prompt_logits(quantized, "all")
     avx2 = prompt_logits(quantized, "all", isa="avx2")
+    best = prompt_logits(quantized, "all")
     assert np.array_equal(best, avx2), np.abs(best - avx2).max()
+    if "avx_vnni" in _core._gemm_isas() and _core._gemm_isa() != "avx_vnni":
+        vnni256 = prompt_logits(quantized, "all", isa="avx_vnni")
+        assert np.array_equal(vnni256, avx2), np.abs(vnni256 - avx2).max()
 
 
 _BLOCK32_BYTES = {"q4_0": 18, "q5_0": 22, "q8_0": 34, "q4_1": 20, "q5_1": 24}

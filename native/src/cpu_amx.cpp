@@ -1,7 +1,9 @@
 #include "cpu_amx.h"
 
-#if defined(__linux__) && defined(__x86_64__)
+#if defined(__x86_64__) && defined(__GNUC__)
 #    include <cpuid.h>
+#endif
+#if defined(__linux__) && defined(__x86_64__)
 #    include <sys/syscall.h>
 #    include <unistd.h>
 #endif
@@ -77,6 +79,15 @@ static bool unit_usable(bool int8) {
 }
 
 bool amx_int8_usable() { return unit_usable(true); }
+
+bool cpu_has_avx_vnni() {
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+#else
+    return false;
+#endif
+}
 bool amx_bf16_usable() { return unit_usable(false); }
 
 }  // namespace autoglm

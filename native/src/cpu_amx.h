@@ -11,6 +11,11 @@
 
 namespace autoglm {
 
+// AVX-VNNI (the VEX vpdpbusd on 256-bit vectors; CPUID leaf 7, sub-leaf 1, EAX bit 4), read directly:
+// not every compiler's __builtin_cpu_supports knows the name. The OS saves the 256-bit state it needs
+// wherever AVX2 runs. Not an AMX feature, but asked of CPUID the same way.
+bool cpu_has_avx_vnni();
+
 // Asks Linux for the tile state once per process (harmless where there is no AMX); true if granted.
 bool request_amx_permission();
 

@@ -112,12 +112,6 @@ __attribute__((target("avx512f,avx512bf16"))) double time_dpbf16_zmm(uint64_t n)
 }
 #    undef AUTOGLM_PROBE
 
-// AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4), read directly: not every compiler's
-// __builtin_cpu_supports knows the name. The OS saves the 256-bit state it needs wherever AVX2 runs.
-bool cpu_has_avx_vnni() {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
-}
 #endif
 
 // Seconds of the fastest of 9 runs of `probe(n)` after a warm-up: a preempted run can only look slower.

@@ -44,7 +44,8 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * user) {
     kern->quantize((const float *) x->data, x->nb[1], k, m * ith / nth, m * (ith + 1) / nth, (uint8_t *) dst->data);
 }
 
-constexpr gemm_isa all_isas[] = {gemm_isa::avx2, gemm_isa::avx512_vnni, gemm_isa::avx512_bf16, gemm_isa::amx};  // in order
+constexpr gemm_isa all_isas[] = {gemm_isa::avx2, gemm_isa::avx_vnni, gemm_isa::avx512_vnni, gemm_isa::avx512_bf16,
+                                 gemm_isa::amx};  // in order
 
 bool cpu_has(gemm_isa isa) {
 #if AUTOGLM_GEMM_X86
@@ -52,6 +53,7 @@ bool cpu_has(gemm_isa isa) {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     switch (isa) {
         case gemm_isa::avx2: return avx2;
+        case gemm_isa::avx_vnni: return avx2 && cpu_has_avx_vnni();
         // libgcc sets the AVX-512 bits only where the OS saves the 512-bit state (XCR0)
         case gemm_isa::avx512_vnni:
             return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -75,7 +77,10 @@ variant variant_for(const gemm::kernel & kern, gemm_isa isa) {
     // AVX-512 VNNI has no break-even: measured 3-5x ggml's kernels at every K of the 9B shape, Q8_0
     // included (bench/README.md)
     if (isa == gemm_isa::amx && kern.panels_amx) return {kern.panels_amx, 4, 0};
-    if (isa != gemm_isa::avx2 && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
+    if (gemm_isa_has_avx512(isa) && kern.panels_avx512_vnni) return {kern.panels_avx512_vnni, 2, 0};
+    // groups of 4 panels, as the AVX2 kernel's; the break-even is AVX2's until measured against ggml's
+    // AVX-VNNI build on such a core
+    if (isa == gemm_isa::avx_vnni && kern.panels_avx_vnni) return {kern.panels_avx_vnni, 4, kern.min_k};
     return {kern.panels, 1, kern.min_k};
 }
 
@@ -103,6 +108,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
 
 const char * gemm_isa_name(gemm_isa isa) {
     switch (isa) {
+        case gemm_isa::avx_vnni: return "avx_vnni";
         case gemm_isa::avx512_vnni: return "avx512_vnni";
         case gemm_isa::avx512_bf16: return "avx512_bf16";
         case gemm_isa::amx: return "amx";
@@ -135,7 +141,7 @@ gemm_isa gemm_best_isa() {
             return isa;
         }
         throw invalid_argument("AUTOGLM_GEMM_ISA=" + pick +
-                               " is unknown: expected avx2, avx512_vnni, avx512_bf16 or amx, or unset for the best");
+                               " is unknown: expected avx2, avx_vnni, avx512_vnni, avx512_bf16 or amx, or unset for the best");
     }();
     return best;
 }

@@ -4,7 +4,8 @@
 // ggml's repacked layout where ggml repacked the weight; decode's matrix-vector products are the
 // gemv_*.h ones. Each
 // kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), the block-32 ones
-// also in an AMX-INT8 one (gemm_block32_amx.h), which all give the same bits; the best the CPU and the
+// also in an AMX-INT8 one (gemm_block32_amx.h) and an AVX-VNNI one (gemm_block32_avxvnni.h), which all
+// give the same bits; the best the CPU and the
 // OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
@@ -19,12 +20,16 @@ namespace autoglm {
 bool gemm_available();
 
 // The instruction sets our kernels come in, chosen at run time by what the CPU and the OS allow.
-// avx512_bf16 is avx512_vnni plus AVX512_BF16: the same quantized kernels, and vdpbf16ps for BF16
+// avx_vnni is AVX2 plus the VEX vpdpbusd of Intel's client cores since Alder Lake (no AVX-512): the
+// block-32 kernels on it, the others as avx2. It is not part of the AVX-512 levels (a Zen 4 or an Ice
+// Lake has AVX-512 VNNI without it), so a machine with both runs the AVX-512 ones. avx512_bf16 is avx512_vnni plus AVX512_BF16: the same quantized kernels, and vdpbf16ps for BF16
 // weights in the float GEMM (gemm_float.h). amx is avx512_bf16 plus AMX-INT8 and AMX-BF16 where this
 // process may use the tiles (cpu_amx.h): the block-32 kernels and the BF16 float GEMM on the tile unit,
 // the others as avx512_bf16.
-enum class gemm_isa { avx2, avx512_vnni, avx512_bf16, amx };
-const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx512_vnni", "avx512_bf16", "amx"
+enum class gemm_isa { avx2, avx_vnni, avx512_vnni, avx512_bf16, amx };
+const char * gemm_isa_name(gemm_isa isa);  // "avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx"
+// The ISA's kernels use 512-bit vectors (avx512_vnni and above).
+inline bool gemm_isa_has_avx512(gemm_isa isa) { return isa >= gemm_isa::avx512_vnni; }
 // The ISA has vdpbf16ps (avx512_bf16 and above).
 inline bool gemm_isa_has_bf16(gemm_isa isa) { return isa == gemm_isa::avx512_bf16 || isa == gemm_isa::amx; }
 std::vector<gemm_isa> gemm_isas();         // those this machine runs, in order

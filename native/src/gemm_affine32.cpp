@@ -9,7 +9,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_amx.h"
+#    include "gemm_block32_entry.h"
 #endif
 
 namespace autoglm {
@@ -51,7 +51,8 @@ const gemm::kernel & gemm_q5_1_kernel() {
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels),
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels_vnni),
-                                AUTOGLM_GEMM_FN(q5_1_entry::panels_amx)};
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_amx),
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_avx_vnni)};
     return k;
 }
 
@@ -68,7 +69,8 @@ const gemm::kernel & gemm_q4_1_kernel() {
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels),
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels_vnni),
-                                AUTOGLM_GEMM_FN(q4_1_entry::panels_amx)};
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_amx),
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_avx_vnni)};
     return k;
 }
 

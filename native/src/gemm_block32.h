@@ -115,6 +115,27 @@ __attribute__((target("avx2,fma,f16c"))) void unpack_nibble_panel(const uint8_t 
     }
 }
 
+// Block b's F32 step for R rows x P panels: acc += float(dot) x (dw x da) (+ mw x (da x sum(q)) for an
+// affine type), one fmadd per block and row as ggml's block kernels; every 256-bit kernel (AVX2's
+// below, AVX-VNNI's) ends each block with it, so they give the same bits.
+template <bool affine, int R, int P, int planes>
+__attribute__((target("avx2,fma,f16c"))) inline void block32_f32_step(const __m256i (&dot)[R][P],
+                                                                      const block32_panel<planes> * const * pan, int64_t b,
+                                                                      const q8_0_rows & a, const int64_t * rows,
+                                                                      __m256 (&acc)[R][P]) {
+    for (int c = 0; c < P; ++c) {
+        const __m256 dwv = _mm256_loadu_ps(pan[c]->dw + b * 8);
+        for (int r = 0; r < R; ++r) {
+            acc[r][c] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r][c]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])), acc[r][c]);
+            if constexpr (affine) {
+                acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(pan[c]->mw + b * 8), _mm256_set1_ps(affine_row_scale(a, rows[r], b)),
+                                            acc[r][c]);
+            }
+        }
+    }
+}
+
 // R rows (rows[0..R-1]) x P panels side by side -> out[r * ldo + j], j < 8P: C = sum_b da * dw * (corr + sum_k q * u),
 // corr = -offset * sum(q), accumulated per block in F32 as ggml's block kernels do (one fmadd per block
 // and row); for an affine type C = sum_b (da * dw * sum_k q * u + mw * (da * sum(q))), two fmadds. Each
@@ -169,17 +190,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void block32_kernel(const block3
                     dot[r][c] = _mm256_add_epi32(start, wide);
                 }
         }
-        for (int c = 0; c < P; ++c) {
-            const __m256 dwv = _mm256_loadu_ps(pan[c]->dw + b * 8);
-            for (int r = 0; r < R; ++r) {
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r][c]), _mm256_mul_ps(dwv, _mm256_set1_ps(a.d(rows[r])[b])),
-                                            acc[r][c]);
-                if constexpr (affine) {
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_loadu_ps(pan[c]->mw + b * 8),
-                                                _mm256_set1_ps(affine_row_scale(a, rows[r], b)), acc[r][c]);
-                }
-            }
-        }
+        block32_f32_step<affine, R, P>(dot, pan, b, a, rows, acc);
     }
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < P; ++c) _mm256_storeu_ps(out + r * ldo + 8 * c, acc[r][c]);

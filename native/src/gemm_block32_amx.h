@@ -176,33 +176,4 @@ AUTOGLM_TARGET_AMX_INT8 void block32_amx_panels(int64_t n, int64_t k, const uint
     amx_release_tiles();
 }
 
-// The three `panels` entry points of a block-32 weight type (kernel::panels, panels_avx512_vnni and
-// panels_amx) from its panel unpacker: unpack(w, repacked, n, nb, c0, panel) fills columns [c0, c0 + 8)
-// with u = w + offset (an affine type: w = dw * u + mw, offset unused).
-template <int planes, int quads_per_widen,
-          void (*unpack)(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0,
-                         const block32_panel<planes> & panel),
-          int offset, bool affine = false>
-struct block32_entry {
-    __attribute__((target("avx2,fma,f16c"))) static void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k,
-                                                                const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-                                                                int64_t p0, int64_t p1) {
-        block32_panels<planes, quads_per_widen, affine>(
-            n, k, q, m, c, c_row_stride, p0, p1,
-            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
-    }
-    AUTOGLM_TARGET_AVX512_VNNI static void panels_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
-                                                       int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
-        block32_vnni_panels<planes, affine>(
-            n, k, q, m, c, c_row_stride, p0, p1,
-            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
-    }
-    AUTOGLM_TARGET_AMX_INT8 static void panels_amx(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
-                                                   int64_t m, float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
-        block32_amx_panels<planes, offset, affine>(
-            n, k, q, m, c, c_row_stride, p0, p1,
-            [&](int64_t c0, const block32_panel<planes> & panel) { unpack(w, repacked, n, k / q8_0_block, c0, panel); });
-    }
-};
-
 }  // namespace autoglm::gemm

@@ -202,7 +202,7 @@ namespace {
 void float_gemm_thread(const float_weights & w, int64_t k, const float * a, int64_t lda, int64_t m, float * c, int64_t ldc,
                        gemm_isa isa, int ith, int nth) {
 #if AUTOGLM_GEMM_X86
-    const bool wide = isa != gemm_isa::avx2, bf16_dot = gemm_isa_has_bf16(isa) && w.type == GGML_TYPE_BF16;
+    const bool wide = gemm_isa_has_avx512(isa), bf16_dot = gemm_isa_has_bf16(isa) && w.type == GGML_TYPE_BF16;
     const int P = wide ? f512::P : f256::P;
     const int64_t n_panels = (w.n + P - 1) / P;
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;

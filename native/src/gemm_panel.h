@@ -266,6 +266,8 @@ struct kernel {
     panels_fn panels_avx512_vnni = nullptr;
     // The same again on AMX-INT8 (tiles of 32 rows x 32 columns, one block of k at a time), bit for bit.
     panels_fn panels_amx = nullptr;
+    // The same again on AVX-VNNI (vpdpbusd on 256-bit vectors, 8 columns at a time), bit for bit.
+    panels_fn panels_avx_vnni = nullptr;
     size_t row_bytes(int64_t k) const { return (size_t) (k / block) * act_block_bytes; }
 };
 

@@ -6,7 +6,7 @@
 #include "ggml.h"
 
 #if AUTOGLM_GEMM_X86
-#    include "gemm_block32_amx.h"
+#    include "gemm_block32_entry.h"
 #endif
 
 namespace autoglm {
@@ -73,7 +73,8 @@ const gemm::kernel & gemm_q8_0_kernel() {
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(entry::panels),
                                 AUTOGLM_GEMM_FN(entry::panels_vnni),
-                                AUTOGLM_GEMM_FN(entry::panels_amx)};
+                                AUTOGLM_GEMM_FN(entry::panels_amx),
+                                AUTOGLM_GEMM_FN(entry::panels_avx_vnni)};
     return k;
 }
 

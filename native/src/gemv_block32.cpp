@@ -158,7 +158,7 @@ AUTOGLM_TARGET_AVX512_VNNI inline __m256i group_sums_vnni(const uint8_t * const 
 
 using rows_fn = void (*)(const uint8_t *, int64_t, size_t, const gemm::q8_0_rows &, float *, int64_t, int64_t);
 rows_fn rows_for(ggml_type t, gemm_isa isa) {
-    const bool vnni = isa != gemm_isa::avx2;
+    const bool vnni = gemm_isa_has_avx512(isa);
     switch (t) {
         case GGML_TYPE_Q8_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q8_0> : gemv_rows_avx2<GGML_TYPE_Q8_0>;
         case GGML_TYPE_Q5_0: return vnni ? gemv_rows_vnni<GGML_TYPE_Q5_0> : gemv_rows_avx2<GGML_TYPE_Q5_0>;

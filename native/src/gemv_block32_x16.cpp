@@ -140,7 +140,7 @@ AUTOGLM_TARGET_AVX2 void rows_avx2(const uint8_t * w, int64_t nb, const gemm::q8
 
 using rows_fn = void (*)(const uint8_t *, int64_t, const gemm::q8_0_rows &, float *, int64_t, int64_t);
 rows_fn rows_for(ggml_type t, gemm_isa isa) {
-    const bool vnni = isa != gemm_isa::avx2;
+    const bool vnni = gemm_isa_has_avx512(isa);
     switch (t) {
         case GGML_TYPE_Q5_0: return vnni ? rows_vnni<GGML_TYPE_Q5_0> : rows_avx2<GGML_TYPE_Q5_0>;
         case GGML_TYPE_Q5_1: return vnni ? rows_vnni<GGML_TYPE_Q5_1> : rows_avx2<GGML_TYPE_Q5_1>;

@@ -133,7 +133,7 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     if (p0 >= p1) return;
     const int64_t nb = k / q4_0_block;
     const gemm::q8_0_rows a = gemm::quantize_row_for_thread(x, k, 8);
-    if (isa == gemm_isa::avx2) {
+    if (!gemm_isa_has_avx512(isa)) {
         gemv_panels_avx2(w, nb, a, y, p0, p1);
     } else {
         gemv_panels(w, nb, a, y, p0, p1);

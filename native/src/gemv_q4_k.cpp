@@ -287,7 +287,7 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     const int64_t p0 = n_panels * ith / nth, p1 = n_panels * (ith + 1) / nth;
     if (p0 >= p1) return;
     const gemm::q8k_rows a = gemm::quantize_row_q8_k_for_thread(x, k);
-    if (isa == gemm_isa::avx2) {
+    if (!gemm_isa_has_avx512(isa)) {
         gemv_panels_avx2(w, k / q4_k_block, a, y, p0, p1);
     } else {
         gemv_panels(w, k / q4_k_block, a, y, p0, p1);

@@ -192,7 +192,7 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     gemm::group_share(n, group, ith, nth, r0, r1);
     if (r0 >= r1) return;
     const gemm::q8k_rows a = gemm::quantize_row_q8_k_for_thread(x, k);
-    if (isa == gemm_isa::avx2) {
+    if (!gemm_isa_has_avx512(isa)) {
         gemv_rows_avx2(w, k / block, a, y, r0, r1);
     } else {
         gemv_rows_vnni(w, k / block, a, y, r0, r1);

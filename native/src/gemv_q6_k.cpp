@@ -169,8 +169,8 @@ void gemv_thread(const uint8_t * w, int64_t n, int64_t k, const float * x, float
     int64_t r0, r1;
     gemm::group_share(n, group, ith, nth, r0, r1);
     if (r0 >= r1) return;
-    const activations a = quantize_for_thread(x, k, isa == gemm_isa::avx2);
-    if (isa == gemm_isa::avx2) {
+    const activations a = quantize_for_thread(x, k, !gemm_isa_has_avx512(isa));
+    if (!gemm_isa_has_avx512(isa)) {
         gemv_rows_avx2(w, k / block, a, y, r0, r1);
     } else {
         gemv_rows_vnni(w, k / block, a, y, r0, r1);

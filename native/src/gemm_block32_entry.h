@@ -1,0 +1,49 @@
+// Where a block-32 weight type's GEMM variants meet: one struct of `panels` functions, one per ISA
+// (gemm_panel.h's kernel), from the type's AVX2 panel unpacker.
+// Include only where AUTOGLM_GEMM_X86 (gemm_panel.h) is set.
+#pragma once
+
+#include <cstdint>
+
+#include "gemm_block32.h"
+#include "gemm_block32_amx.h"
+#include "gemm_block32_avxvnni.h"
+#include "gemm_block32_vnni.h"
+
+namespace autoglm::gemm {
+
+// The four `panels` entry points of a block-32 weight type (kernel::panels, panels_avx512_vnni,
+// panels_amx and panels_avx_vnni) from its panel unpacker: unpack(w, repacked, n, nb, c0, panel)
+// fills columns [c0, c0 + 8) with u = w + offset (an affine type: w = dw * u + mw, offset unused).
+template <int planes, int quads_per_widen,
+          void (*unpack)(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0,
+                         const block32_panel<planes> & panel),
+          int offset, bool affine = false>
+struct block32_entry {
+    // unpack as the kernels call it: columns [c0, c0 + 8) of w into a panel
+    struct unpacker {
+        const uint8_t * w;
+        bool repacked;
+        int64_t n, nb;
+        void operator()(int64_t c0, const block32_panel<planes> & panel) const { unpack(w, repacked, n, nb, c0, panel); }
+    };
+    __attribute__((target("avx2,fma,f16c"))) static void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k,
+                                                                const uint8_t * q, int64_t m, float * c, int64_t ldc, int64_t p0,
+                                                                int64_t p1) {
+        block32_panels<planes, quads_per_widen, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+    }
+    AUTOGLM_TARGET_AVX512_VNNI static void panels_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
+                                                       int64_t m, float * c, int64_t ldc, int64_t p0, int64_t p1) {
+        block32_vnni_panels<planes, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+    }
+    AUTOGLM_TARGET_AMX_INT8 static void panels_amx(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
+                                                   int64_t m, float * c, int64_t ldc, int64_t p0, int64_t p1) {
+        block32_amx_panels<planes, offset, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+    }
+    AUTOGLM_TARGET_AVX_VNNI static void panels_avx_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
+                                                        int64_t m, float * c, int64_t ldc, int64_t p0, int64_t p1) {
+        block32_avxvnni_panels<planes, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+    }
+};
+
+}  // namespace autoglm::gemm
