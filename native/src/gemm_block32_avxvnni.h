@@ -21,8 +21,6 @@
 #include "gemm_panel.h"
 #include "gemm_q8_act.h"
 
-#define AUTOGLM_TARGET_AVX_VNNI __attribute__((target("avxvnni,avx2,fma,f16c")))
-
 namespace autoglm::gemm {
 
 // A two-plane panel (Q8_0: u = 16 hi + lo) as one plane of bytes, with its scales and offsets.

@@ -19,6 +19,8 @@
 #    define AUTOGLM_GEMM_FN(f) f
 // the AVX-512 VNNI variants (chosen at run time: gemm.cpp)
 #    define AUTOGLM_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+// the AVX-VNNI variants (256-bit vpdpbusd without AVX-512; also chosen at run time)
+#    define AUTOGLM_TARGET_AVX_VNNI __attribute__((target("avxvnni,avx2,fma,f16c")))
 #else
 #    define AUTOGLM_GEMM_FN(f) nullptr
 #endif

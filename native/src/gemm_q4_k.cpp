@@ -84,6 +84,25 @@ void unpack_panel(const uint8_t * w, int64_t n, int64_t nb, int64_t c0, bool rep
     }
 }
 
+// The F32 step of sub-blocks 2p and 2p+1 of super-block b for R rows x P panels: the scaled sums
+// (isum, the exact integers as F32) and the mins' share into two accumulators, as ggml's kernel; the
+// AVX2 and AVX-VNNI kernels below both end each pair with it.
+template <int R, int P>
+inline void pair_step(const __m256 (&isum)[R][P], const panel_block * const (&blk)[P], int64_t b, int p, const q8k_rows & a,
+                      const int64_t * rows, __m256 (&acc)[R][P], __m256 (&acc_min)[R][P]) {
+    for (int r = 0; r < R; ++r) {
+        const __m256 dy = _mm256_set1_ps(a.d(rows[r])[b]);
+        int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
+        std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
+        for (int c = 0; c < P; ++c) {
+            const __m256i ms = _mm256_madd_epi16(blk[c]->mins[p], _mm256_set1_epi32(pair));
+            acc[r][c] = _mm256_fmadd_ps(isum[r][c], _mm256_mul_ps(_mm256_loadu_ps(blk[c]->d), dy), acc[r][c]);
+            acc_min[r][c] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(_mm256_loadu_ps(blk[c]->dmin), dy), acc_min[r][c]);
+        }
+    }
+}
+
 // R rows (rows[0..R-1], possibly repeated at the bottom edge) x P panels side by side -> out[r * ldo
 // + j], j < 8P. Each broadcast of 4 activation bytes serves P vpmaddubsw.
 //
@@ -131,41 +150,40 @@ inline void kernel(const panel_block * const * pan, int64_t nb, const q8k_rows &
                         isum[r][c] = j == 2 * p ? wide : _mm256_add_epi32(isum[r][c], wide);
                     }
             }
-            for (int r = 0; r < R; ++r) {
-                const __m256 dy = _mm256_set1_ps(a.d(rows[r])[b]);
-                int32_t pair;  // the sums of sub-blocks 2p and 2p+1, as two int16
-                std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
-                for (int c = 0; c < P; ++c) {
-                    const __m256i ms = _mm256_madd_epi16(blk[c]->mins[p], _mm256_set1_epi32(pair));
-                    acc[r][c] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][c]), _mm256_mul_ps(_mm256_loadu_ps(blk[c]->d), dy), acc[r][c]);
-                    acc_min[r][c] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(_mm256_loadu_ps(blk[c]->dmin), dy), acc_min[r][c]);
-                }
-            }
+            __m256 fsum[R][P];
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < P; ++c) fsum[r][c] = _mm256_cvtepi32_ps(isum[r][c]);
+            pair_step<R, P>(fsum, blk, b, p, a, rows, acc, acc_min);
         }
     }
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < P; ++c) _mm256_storeu_ps(out + r * ldo + 8 * c, _mm256_sub_ps(acc[r][c], acc_min[r][c]));
 }
 
-// Panels [p0, p1) of 8 columns for every row; c row r starts at c + r * c_row_stride (floats). Groups of
-// 4 panels, 3 rows x 2 panels per kernel call (gemm_panel.h paired_panel_loop; as the block-32 GEMMs,
-// gemm_block32.h): 6 int16 and 6 int32 sums, 2 weight vectors and the broadcast in registers.
-void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
+// Panels [p0, p1) of 8 columns for every row with a 3-row x 2-panel kernel (kernel or kernel_avx_vnni);
+// c row r starts at c + r * c_row_stride (floats). Groups of 4 panels, 3 rows x 2 panels per kernel
+// call (gemm_panel.h paired_panel_loop; as the block-32 GEMMs, gemm_block32.h): 6 int16 and 6 int32
+// sums, 2 weight vectors and the broadcast in registers.
+template <class Kernel>
+void paired_panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
+                   int64_t c_row_stride, int64_t p0, int64_t p1, Kernel kern) {
     const q8k_rows a{const_cast<uint8_t *>(q), k, k / q4_k_block};
     const int64_t nb = k / q4_k_block;
-    constexpr int R = 3, group = 4;
+    constexpr int group = 4;
     gemm::aligned_bytes panel_bytes((size_t) group * nb * sizeof(panel_block));
     panel_block * panel = panel_bytes.as<panel_block>();  // panel i at panel + i * nb
-    gemm::paired_panel_loop<R, group>(
+    gemm::paired_panel_loop<3, group>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0, int i) { unpack_panel(w, n, nb, c0, repacked, panel + i * nb); },
         [&](int i) { std::memset((void *) (panel + i * nb), 0, (size_t) nb * sizeof(panel_block)); },
         [&](int i, const int64_t * rows, float * out, int ldo) {
             const panel_block * pan[2] = {panel + i * nb, panel + (i + 1) * nb};
-            kernel<R, 2>(pan, nb, a, rows, out, ldo);
+            kern(pan, nb, a, rows, out, ldo);
         });
+}
+
+void panels(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
+    paired_panels(w, repacked, n, k, q, m, c, c_row_stride, p0, p1, kernel<3, 2>);
 }
 
 // The AVX-512 VNNI form: 16 columns, two of the panels above joined per super-block. vpdpbusd sums a
@@ -233,6 +251,57 @@ AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool repacked, in
         });
 }
 
+// The AVX-VNNI form (256-bit vpdpbusd, laptop cores without AVX-512): kernel's panels and shape, each
+// sub-block's 8 quads summed straight into int32 and the scales applied in F32, exactly, as
+// kernel_vnni does (the same bound), so the bits are kernel's.
+template <int R, int P>
+AUTOGLM_TARGET_AVX_VNNI inline void kernel_avx_vnni(const panel_block * const * pan, int64_t nb, const q8k_rows & a,
+                                                    const int64_t * rows, float * out, int ldo) {
+    const int8_t * q[R];
+    for (int r = 0; r < R; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[R][P], acc_min[R][P];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) acc[r][c] = acc_min[r][c] = _mm256_setzero_ps();
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF);  // sc holds each scale twice, as two int16
+    for (int64_t b = 0; b < nb; ++b) {
+        const panel_block * blk[P];
+        for (int c = 0; c < P; ++c) blk[c] = pan[c] + b;
+        for (int p = 0; p < sub_blocks / 2; ++p) {
+            __m256 isum[R][P];
+            for (int j = 2 * p; j < 2 * p + 2; ++j) {
+                __m256i dot[R][P];
+                for (int r = 0; r < R; ++r)
+                    for (int c = 0; c < P; ++c) dot[r][c] = _mm256_setzero_si256();
+                const int64_t k0 = b * q4_k_block + 32 * j;
+#    pragma GCC unroll 8
+                for (int t = 0; t < 8; ++t) {
+                    __m256i wv[P];
+                    for (int c = 0; c < P; ++c) wv[c] = _mm256_load_si256(blk[c]->q + 8 * j + t);
+                    for (int r = 0; r < R; ++r) {
+                        const __m256i x = _mm256_set1_epi32(gemm::quad(q[r] + k0 + 4 * t));
+                        for (int c = 0; c < P; ++c) dot[r][c] = _mm256_dpbusd_avx_epi32(dot[r][c], wv[c], x);
+                    }
+                }
+                for (int c = 0; c < P; ++c) {
+                    const __m256 sc = _mm256_cvtepi32_ps(_mm256_and_si256(blk[c]->sc[j], low16));
+                    for (int r = 0; r < R; ++r) {  // exact (kernel_vnni)
+                        const __m256 s = _mm256_cvtepi32_ps(dot[r][c]);
+                        isum[r][c] = j == 2 * p ? _mm256_mul_ps(s, sc) : _mm256_fmadd_ps(s, sc, isum[r][c]);
+                    }
+                }
+            }
+            pair_step<R, P>(isum, blk, b, p, a, rows, acc, acc_min);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < P; ++c) _mm256_storeu_ps(out + r * ldo + 8 * c, _mm256_sub_ps(acc[r][c], acc_min[r][c]));
+}
+
+AUTOGLM_TARGET_AVX_VNNI void panels_avx_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                             float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
+    paired_panels(w, repacked, n, k, q, m, c, c_row_stride, p0, p1, kernel_avx_vnni<3, 2>);
+}
+
 }  // namespace
 #    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
@@ -249,7 +318,9 @@ const gemm::kernel & gemm_q4_k_kernel() {
                                 "GEMM q4_K rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(panels),
-                                AUTOGLM_GEMM_FN(panels_vnni)};
+                                AUTOGLM_GEMM_FN(panels_vnni),
+                                nullptr,
+                                AUTOGLM_GEMM_FN(panels_avx_vnni)};
     return k;
 }
 
