@@ -143,26 +143,9 @@ void pack_a(const float * a, int64_t lda, int64_t m, int64_t m0, int tiles, int 
 #    pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
 namespace {
 
-// Columns [j0, j0 + ncols) of BF16 w^T over k [k0, k0 + kc) as panels bp[panel][k/2][P] of pairs
-// (w[j][k] low, w[j][k+1] high: the halves vdpbf16ps multiplies in one F32 lane); an odd kc's last
-// pair and columns past w.n are zero.
+// The packed weights vdpbf16ps reads: bp[panel][k/2][P] (bf16_pairs.h).
 void pack_b_bf16_pairs(const float_weights & w, int64_t j0, int64_t ncols, int P, int64_t k0, int kc, uint32_t * bp) {
-    const int kp = (kc + 1) / 2, whole = kc / 2;
-    for (int64_t jj = 0; jj < ncols; ++jj) {
-        uint32_t * dst = bp + (size_t) (jj / P) * kp * P + jj % P;
-        const int64_t j = j0 + jj;
-        if (j >= w.n) {
-            for (int k = 0; k < kp; ++k) dst[(size_t) k * P] = 0;
-            continue;
-        }
-        const uint16_t * s = (const uint16_t *) (w.data + (size_t) j * w.row_bytes) + k0;
-        for (int k = 0; k < whole; ++k) {
-            uint32_t pair;
-            std::memcpy(&pair, s + 2 * k, sizeof pair);  // k0 is even: a pair never straddles two blocks
-            dst[(size_t) k * P] = pair;
-        }
-        if (kc % 2) dst[(size_t) whole * P] = s[kc - 1];
-    }
+    pack_bf16_weight_pairs(w.data, w.row_bytes, w.n, j0, ncols, P, k0, kc, (kc + 1) / 2, bp);
 }
 
 // Rows [m0, m0 + tiles*R) of a over k [k0, k0 + kc) rounded to BF16 as tiles ap[tile][k/2][R] of

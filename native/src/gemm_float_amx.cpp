@@ -35,29 +35,6 @@ amx_tile_config bf16_tiles() {
     return cfg;
 }
 
-// Columns [g0, g0 + ncols) of w^T (ncols a multiple of 32) over k [k0, k0 + kc) as panels of 16
-// columns, bp[panel][pair][16]: pair p holds w[j][k0 + 2p] low and w[j][k0 + 2p + 1] high, kp16
-// pairs per panel (zero past kc and for columns past n): each 16 pairs of a panel is a weight tile.
-void pack_weights(const uint8_t * w, size_t w_row_bytes, int64_t n, int64_t g0, int64_t ncols, int64_t k0, int kc, int kp16,
-                  uint32_t * bp) {
-    const int whole = kc / 2;
-    for (int64_t jj = 0; jj < ncols; ++jj) {
-        uint32_t * dst = bp + (size_t) (jj / 16) * kp16 * 16 + jj % 16;
-        const int64_t j = g0 + jj;
-        int p = 0;
-        if (j < n) {
-            const uint16_t * s = (const uint16_t *) (w + (size_t) j * w_row_bytes) + k0;
-            for (; p < whole; ++p) {
-                uint32_t pair;
-                std::memcpy(&pair, s + 2 * p, sizeof pair);  // k0 is even: a pair never straddles two blocks
-                dst[(size_t) p * 16] = pair;
-            }
-            if (kc % 2) dst[(size_t) p++ * 16] = s[kc - 1];
-        }
-        for (; p < kp16; ++p) dst[(size_t) p * 16] = 0;
-    }
-}
-
 // Rows [m0, m0 + n_rows) of a over k [k0, k0 + kc) rounded to BF16 pairs, row r at ap + r * kp16
 // (zero past kc, and whole rows of zeros past m).
 AUTOGLM_TARGET_AMX_BF16 void pack_rows(const float * a, int64_t lda, int64_t m, int64_t m0, int n_rows, int64_t k0, int kc,
@@ -124,7 +101,8 @@ AUTOGLM_TARGET_AMX_BF16 void bf16_amx_gemm_columns(const uint8_t * w, size_t w_r
         const int steps = ((kc + 1) / 2 + step_pairs - 1) / step_pairs, kp16 = steps * step_pairs;
         for (int64_t g0 = j0; g0 < j1; g0 += NC) {
             const int64_t ncols = (std::min(NC, j1 - g0) + 31) / 32 * 32;
-            pack_weights(w, w_row_bytes, n, g0, ncols, k0, kc, kp16, bp);
+            // panels of 16 columns, kp16 pairs each: every 16 pairs of a panel is a weight tile
+            pack_bf16_weight_pairs(w, w_row_bytes, n, g0, ncols, 16, k0, kc, kp16, bp);
             for (int64_t m0 = 0; m0 < m; m0 += MC) {
                 const int rows = (int) std::min<int64_t>(MC, m - m0), tiles = (rows + 31) / 32;
                 pack_rows(a, lda, m, m0, tiles * 32, k0, kc, kp16, ap);
