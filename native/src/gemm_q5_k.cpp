@@ -116,15 +116,23 @@ inline void kernel_4x8(const panel_block * panel, int64_t nb, const q8k_rows & a
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], _mm256_sub_ps(acc[r], acc_min[r]));
 }
 
-void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
+// Panels [p0, p1) of 8 columns for every row, 4 rows x one panel per call of kern (kernel_4x8 or
+// kernel_avx_vnni).
+template <class Kernel>
+void panels_with(const uint8_t * w, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+                 int64_t p0, int64_t p1, Kernel kern) {
     const q8k_rows a{const_cast<uint8_t *>(q), k, k / q5_k_block};
     const int64_t nb = k / q5_k_block;
     gemm::aligned_bytes panel_bytes((size_t) nb * sizeof(panel_block));
     auto * panel = panel_bytes.as<panel_block>();
     gemm::panel_loop<4, 8>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, panel); },
-        [&](const int64_t * rows, float out[4][8]) { kernel_4x8(panel, nb, a, rows, out); });
+        [&](const int64_t * rows, float out[4][8]) { kern(panel, nb, a, rows, out); });
+}
+
+void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
+    panels_with(w, n, k, q, m, c, c_row_stride, p0, p1, kernel_4x8);
 }
 
 // The AVX-512 VNNI form: 16 columns, both sub-blocks of a pair at once (2R vpdpbusd chains). The
@@ -185,6 +193,60 @@ AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool, int64_t n, 
         });
 }
 
+// The AVX-VNNI form (256-bit vpdpbusd, laptop cores without AVX-512): kernel_vnni's arithmetic on one
+// 8-column panel, 4 rows per call as kernel_4x8 (the same exact scaling, the same F32 steps: the same
+// bits).
+AUTOGLM_TARGET_AVX_VNNI inline void kernel_avx_vnni(const panel_block * panel, int64_t nb, const q8k_rows & a,
+                                                    const int64_t * rows, float out[4][8]) {
+    constexpr int R = 4;
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF);  // sc holds each scale twice, as two int16
+    const int8_t * q[R];
+    for (int r = 0; r < R; ++r) q[r] = a.q(rows[r]);
+    __m256 acc[R], acc_min[R];
+    for (int r = 0; r < R; ++r) acc[r] = acc_min[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const panel_block & P = panel[b];
+        __m256i isum[R], msum[R];
+        for (int r = 0; r < R; ++r) isum[r] = msum[r] = _mm256_setzero_si256();
+        for (int p = 0; p < sub_blocks / 2; ++p) {
+            const int64_t k0 = b * q5_k_block + 64 * p;
+            __m256i dot[2][R];
+            for (int h = 0; h < 2; ++h)
+                for (int r = 0; r < R; ++r) dot[h][r] = _mm256_setzero_si256();
+            for (int t = 0; t < 8; ++t) {
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i wv = _mm256_load_si256(P.q + 8 * (2 * p + h) + t);
+                    for (int r = 0; r < R; ++r)
+                        dot[h][r] =
+                            _mm256_dpbusd_avx_epi32(dot[h][r], wv, _mm256_set1_epi32(gemm::quad(q[r] + k0 + 32 * h + 4 * t)));
+                }
+            }
+            const __m256 sc0 = _mm256_cvtepi32_ps(_mm256_and_si256(P.sc[2 * p], low16));
+            const __m256 sc1 = _mm256_cvtepi32_ps(_mm256_and_si256(P.sc[2 * p + 1], low16));
+            for (int r = 0; r < R; ++r) {
+                const __m256 scaled =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[1][r]), sc1, _mm256_mul_ps(_mm256_cvtepi32_ps(dot[0][r]), sc0));
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_cvtps_epi32(scaled));
+                int32_t pair;
+                std::memcpy(&pair, a.sums(rows[r]) + b * sub_blocks + 2 * p, 4);
+                msum[r] = _mm256_add_epi32(msum[r], _mm256_madd_epi16(P.mins[p], _mm256_set1_epi32(pair)));
+            }
+        }
+        const __m256 dw = _mm256_loadu_ps(P.d), dm = _mm256_loadu_ps(P.dmin);
+        for (int r = 0; r < R; ++r) {
+            const __m256 dy = _mm256_set1_ps(a.d(rows[r])[b]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, dy), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum[r]), _mm256_mul_ps(dm, dy), acc_min[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out[r], _mm256_sub_ps(acc[r], acc_min[r]));
+}
+
+AUTOGLM_TARGET_AVX_VNNI void panels_avx_vnni(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                             float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
+    panels_with(w, n, k, q, m, c, c_row_stride, p0, p1, kernel_avx_vnni);
+}
+
 }  // namespace
 #    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
@@ -201,7 +263,9 @@ const gemm::kernel & gemm_q5_k_kernel() {
                                 "GEMM q5_K rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(panels),
-                                AUTOGLM_GEMM_FN(panels_vnni)};
+                                AUTOGLM_GEMM_FN(panels_vnni),
+                                nullptr,
+                                AUTOGLM_GEMM_FN(panels_avx_vnni)};
     return k;
 }
 

@@ -141,15 +141,23 @@ inline void kernel_4x8(const panel_block * panel, int64_t nb, const q6_act_rows 
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(out[r], acc[r]);
 }
 
-void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
-            int64_t p0, int64_t p1) {
+// Panels [p0, p1) of 8 columns for every row, 4 rows x one panel per call of kern (kernel_4x8 or
+// kernel_avx_vnni<4>).
+template <class Kernel>
+void panels_with(const uint8_t * w, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+                 int64_t p0, int64_t p1, Kernel kern) {
     const q6_act_rows a{const_cast<uint8_t *>(q), k, k / block};
     const int64_t nb = k / block;
     gemm::aligned_bytes panel_bytes((size_t) nb * sizeof(panel_block));
     auto * panel = panel_bytes.as<panel_block>();
     gemm::panel_loop<4, 8>(
         n, m, c, c_row_stride, p0, p1, [&](int64_t c0) { unpack_panel(w, n, nb, c0, panel); },
-        [&](const int64_t * rows, float out[4][8]) { kernel_4x8(panel, nb, a, rows, out); });
+        [&](const int64_t * rows, float out[4][8]) { kern(panel, nb, a, rows, out); });
+}
+
+void panels(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c, int64_t c_row_stride,
+            int64_t p0, int64_t p1) {
+    panels_with(w, n, k, q, m, c, c_row_stride, p0, p1, kernel_4x8);
 }
 
 // The AVX-512 VNNI form: 16 columns (two panels joined).
@@ -223,6 +231,52 @@ AUTOGLM_TARGET_AVX512_VNNI void panels_vnni(const uint8_t * w, bool, int64_t n, 
         });
 }
 
+// The AVX-VNNI form (256-bit vpdpbusd and vpdpwssd, laptop cores without AVX-512): kernel_vnni's
+// arithmetic on one 8-column panel, 4 rows per call as kernel_4x8: the same integers, the same F32
+// steps, the same bits.
+template <int R>
+AUTOGLM_TARGET_AVX_VNNI inline void kernel_avx_vnni(const panel_block * panel, int64_t nb, const q6_act_rows & a,
+                                                    const int64_t * rows, float out[R][8]) {
+    const int8_t * q[R];
+    const int32_t * s8[R];
+    for (int r = 0; r < R; ++r) {
+        q[r] = a.q(rows[r]);
+        s8[r] = a.s32(rows[r]);
+    }
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const panel_block & P = panel[b];
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int j = 0; j < sub_blocks; ++j) {
+            const __m256i w0 = _mm256_load_si256(P.q + 4 * j), w1 = _mm256_load_si256(P.q + 4 * j + 1);
+            const __m256i w2 = _mm256_load_si256(P.q + 4 * j + 2), w3 = _mm256_load_si256(P.q + 4 * j + 3);
+            for (int r = 0; r < R; ++r) {
+                const int8_t * qb = q[r] + b * block + 16 * j;
+                const int32_t * st = s8[r] + b * (block / 8) + 2 * j;
+                __m256i h0 = _mm256_dpbusd_avx_epi32(_mm256_set1_epi32(st[0]), w0, _mm256_set1_epi32(gemm::quad(qb)));
+                h0 = _mm256_dpbusd_avx_epi32(h0, w1, _mm256_set1_epi32(gemm::quad(qb + 4)));
+                __m256i h1 = _mm256_dpbusd_avx_epi32(_mm256_set1_epi32(st[1]), w2, _mm256_set1_epi32(gemm::quad(qb + 8)));
+                h1 = _mm256_dpbusd_avx_epi32(h1, w3, _mm256_set1_epi32(gemm::quad(qb + 12)));
+                // h0 in the low int16 of each lane, h1 in the high one: both exact within int16
+                const __m256i halves = _mm256_blend_epi16(h0, _mm256_slli_epi32(h1, 16), 0xAA);
+                isum[r] = _mm256_dpwssd_avx_epi32(isum[r], halves, P.sc[j]);
+            }
+        }
+        const __m256 dw = _mm256_loadu_ps(P.d);
+        for (int r = 0; r < R; ++r) {
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, _mm256_set1_ps(a.d(rows[r])[b])), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out[r], acc[r]);
+}
+
+AUTOGLM_TARGET_AVX_VNNI void panels_avx_vnni(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                             float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
+    panels_with(w, n, k, q, m, c, c_row_stride, p0, p1, kernel_avx_vnni<4>);
+}
+
 }  // namespace
 #    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
@@ -239,7 +293,9 @@ const gemm::kernel & gemm_q6_k_kernel() {
                                 "GEMM q6_K rows to int8 (ours)",
                                 AUTOGLM_GEMM_FN(quantize),
                                 AUTOGLM_GEMM_FN(panels),
-                                AUTOGLM_GEMM_FN(panels_vnni)};
+                                AUTOGLM_GEMM_FN(panels_vnni),
+                                nullptr,
+                                AUTOGLM_GEMM_FN(panels_avx_vnni)};
     return k;
 }
 
