@@ -19,18 +19,22 @@ _CHILD = ("import sys, numpy as np\nfrom autoglm_gguf import _core\n"
 
 
 def prompt_logits(path: Path, env_gemm: str | None, isa: str | None = None, n_batch: int = 64, n_tokens: int = 77,
-                  profile: list[str] | None = None, repack: bool = True) -> np.ndarray:
+                  profile: list[str] | None = None, repack: bool = True, tiles: str | None = None) -> np.ndarray:
     """All logits of an n_tokens prompt (default 77: micro-batches of 64 and 13 rows, ours applies to the
     first only, except on weights in our interleaved layout; n_batch=1 decodes token by token), with our
     kernels of `isa` (AUTOGLM_GEMM_ISA; None: the best this machine runs). With `profile` (a list),
     AUTOGLM_PROFILE's report is appended to it. repack=False loads with TextModel(repack=False): no
-    repacked layouts, ggml's or ours (block32_x16.h)."""
-    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.{n_batch}.{n_tokens}.{int(repack)}.npy")
-    env = {k: v for k, v in os.environ.items() if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA", "AUTOGLM_PROFILE")}
+    repacked layouts, ggml's or ours (block32_x16.h). `tiles`: AUTOGLM_AMX_TILES (int8 or bf16; None: the
+    graph's choice by rows)."""
+    out = Path(str(path) + f".{env_gemm or 'ours'}.{isa or 'best'}.{n_batch}.{n_tokens}.{int(repack)}.{tiles}.npy")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AUTOGLM_GEMM", "AUTOGLM_GEMM_ISA", "AUTOGLM_PROFILE", "AUTOGLM_AMX_TILES")}
     if env_gemm:
         env["AUTOGLM_GEMM"] = env_gemm
     if isa:
         env["AUTOGLM_GEMM_ISA"] = isa
+    if tiles:
+        env["AUTOGLM_AMX_TILES"] = tiles
     if profile is not None:
         env["AUTOGLM_PROFILE"] = "1"
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(out), str(n_batch), str(n_tokens), str(int(repack))],
@@ -86,13 +90,13 @@ def need_isa(isa: str) -> None:
 def check_isas_agree(quantized: Path) -> None:
     """The decoder's prompt logits through our kernels are the same bits whichever instruction set the
     graph picked (AUTOGLM_GEMM_ISA=avx2 against the machine's best, and against AVX-VNNI where the machine
-    has it beside a better one)."""
+    has it beside a better one); on AMX, the int8 tiles (the BF16 ones round the operands: check_bf16_tiles)."""
     from autoglm_gguf import _core
 
     if _core._gemm_isas() == ["avx2"]:
         pytest.skip("this CPU runs only the AVX2 variant of our kernels")
     avx2 = prompt_logits(quantized, "all", isa="avx2")
-    best = prompt_logits(quantized, "all")
+    best = prompt_logits(quantized, "all", tiles="int8")
     assert np.array_equal(best, avx2), np.abs(best - avx2).max()
     if "avx_vnni" in _core._gemm_isas() and _core._gemm_isa() != "avx_vnni":
         vnni256 = prompt_logits(quantized, "all", isa="avx_vnni")

@@ -21,7 +21,7 @@ void bind_backends(py::module_ & m) {
     m.def(
         "_gemm",
         [](py::array_t<uint8_t, py::array::c_style> w, py::array_t<float, py::array::c_style> a, const std::string & type,
-           int n_threads, const std::string & isa, bool interleaved) {
+           int n_threads, const std::string & isa, bool interleaved, const std::string & tiles) {
             const ggml_type t = autoglm::parse_storage_type(type);
             if (w.ndim() != 2 || a.ndim() != 2) throw autoglm::invalid_argument("_gemm: expected 2-D arrays");
             const int64_t n = w.shape(0), k = a.shape(1), m = a.shape(0);
@@ -35,15 +35,16 @@ void bind_backends(py::module_ & m) {
             float * cp = c.mutable_data();
             {
                 py::gil_scoped_release nogil;
-                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads, isa.c_str(), interleaved);
+                autoglm::gemm_run(t, wp, n, k, ap, m, cp, n_threads, isa.c_str(), interleaved, tiles.c_str());
             }
             return c;
         },
         py::arg("w"), py::arg("a"), py::arg("type"), py::arg("n_threads") = 1, py::arg("isa") = "",
-        py::arg("interleaved") = false,
+        py::arg("interleaved") = false, py::arg("tiles") = "",
         "Our prompt GEMM for `type` weights (native/src/gemm.h): a [M, K] float32 x w (N rows of blocks)^T -> [M, N]\n"
         "float32, activations quantized to int8 as ggml's kernel for that type does, with the kernels of `isa` (one of\n"
-        "_gemm_isas(); empty: the best, as the graph uses); `interleaved`: w from _x16_repack. For tests and\n"
+        "_gemm_isas(); empty: the best, as the graph uses); `interleaved`: w from _x16_repack; `tiles` on amx: 'int8',\n"
+        "'bf16' (activations and weights rounded to BF16) or empty (the graph's choice for M rows). For tests and\n"
         "bench_gemm.py.");
     m.def(
         "_x16_repack",
@@ -141,6 +142,13 @@ void bind_backends(py::module_ & m) {
         "-> y [N] float32, with the kernel of `isa` (one of _gemm_isas();\n"
         "empty: the best); `interleaved`: q5_0/q5_1/q4_1 rows from _x16_repack (gemv_block32_x16.h), x [K] or [M, K] -> y [N]\n"
         "or [M, N]. For tests.");
+    m.def(
+        "_gemm_tiles",
+        [](const std::string & type, int64_t m) {
+            return std::string(autoglm::gemm_tiles(autoglm::parse_storage_type(type), m));
+        },
+        py::arg("type"), py::arg("m"),
+        "Which AMX tiles the graph's GEMM of `type` weights over m rows runs on: 'bf16', 'int8', or '' where none.");
     m.def("_gemm_available", &autoglm::gemm_available, "Whether this CPU runs our prompt GEMMs (AVX2, FMA, F16C).");
     m.def(
         "_gemm_isas",

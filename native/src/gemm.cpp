@@ -10,6 +10,7 @@
 #include "cpu_amx.h"
 #include "error.h"
 #include "gemm_affine32.h"
+#include "gemm_bf16_rows.h"
 #include "gemm_float.h"
 #include "gemm_panel.h"
 #include "gemm_q4_0.h"
@@ -104,7 +105,66 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
              (float *) dst->data, (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
 }
 
+// The BF16 tile path's two ops: the rows of x rounded to BF16 pairs in tile order (gemm_bf16_rows.h),
+// then the panels. The packed rows start at the first 64-byte boundary of the op's data (ggml aligns a
+// tensor to 32 bytes; a tile row must not split a cache line).
+uint32_t * bf16_rows_at(const ggml_tensor * t) { return (uint32_t *) (((uintptr_t) t->data + 63) & ~(uintptr_t) 63); }
+
+void pack_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], m = x->ne[1];
+    pack_bf16_tile_rows((const float *) x->data, x->nb[1], k, m, m * ith / nth, m * (ith + 1) / nth, bf16_rows_at(dst));
+}
+
+void gemm_bf16_op(ggml_tensor * dst, int ith, int nth, void * user) {
+    const auto * w = static_cast<const ggml_tensor *>(user);
+    const gemm::kernel * kern = kernel_for(w->type);
+    const int64_t n = w->ne[1];
+    int64_t p0, p1;
+    thread_panels((n + 7) / 8, 4, ith, nth, p0, p1);
+    if (p0 >= p1) return;
+    kern->panels_amx_bf16((const uint8_t *) w->data, gemm::is_repacked(w) || x16_marked(w), n, w->ne[0],
+                          (const uint8_t *) bf16_rows_at(dst->src[0]), dst->ne[1], (float *) dst->data,
+                          (int64_t) (dst->nb[1] / sizeof(float)), p0, p1);
+}
+
+// AUTOGLM_AMX_TILES, read once per process; a bad value throws from the first product that asks
+// (at graph build or in gemm_run, never inside a running op).
+const std::string & amx_tiles_setting() {
+    static const std::string pick = [] {
+        const std::string v = std::getenv("AUTOGLM_AMX_TILES") ? std::getenv("AUTOGLM_AMX_TILES") : "";
+        if (v.empty() || v == "auto" || v == "int8" || v == "bf16") return v;
+        throw invalid_argument("AUTOGLM_AMX_TILES=" + v + " is unknown: expected int8, bf16 or auto (or unset)");
+    }();
+    return pick;
+}
+
 }  // namespace
+
+bool gemm_uses_bf16_tiles(ggml_type type, gemm_isa isa, int64_t m, const char * tiles) {
+    const gemm::kernel * kern = kernel_for(type);
+    const bool can = isa == gemm_isa::amx && kern && kern->panels_amx_bf16;
+    std::string pick = tiles ? tiles : "";
+    if (pick.empty()) {
+        const std::string & env = amx_tiles_setting();
+        if (env == "int8") return false;
+        if (env != "bf16") return can && m >= amx_bf16_min_rows;
+        return can;  // AUTOGLM_AMX_TILES=bf16 where there are tiles; other ISAs keep theirs
+    }
+    if (pick == "int8") return false;
+    if (pick != "bf16") throw invalid_argument("gemm: tiles must be int8, bf16 or empty, not '" + pick + "'");
+    if (!can) {
+        throw invalid_argument(std::string("gemm: no BF16 tile kernel for ") + ggml_type_name(type) + " weights on " +
+                               gemm_isa_name(isa) + " (the block-32 types on amx)");
+    }
+    return true;
+}
+
+const char * gemm_tiles(ggml_type type, int64_t m) {
+    if (gemm_uses_bf16_tiles(type, gemm_best_isa(), m)) return "bf16";
+    const gemm::kernel * kern = kernel_for(type);
+    return gemm_best_isa() == gemm_isa::amx && kern && kern->panels_amx ? "int8" : "";
+}
 
 const char * gemm_isa_name(gemm_isa isa) {
     switch (isa) {
@@ -176,6 +236,17 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
         return ggml_mul_mat(ctx, w, x);
     }
     ggml_tensor * args[1] = {x};
+    if (gemm_uses_bf16_tiles(w->type, gemm_best_isa(), x->ne[1])) {
+        const size_t bytes = bf16_tile_rows(x->ne[0], x->ne[1]).bytes() + 64;
+        ggml_tensor * xb =
+            ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) bytes, 1, 1, 1, args, 1, pack_bf16_op, GGML_N_TASKS_MAX, nullptr);
+        ggml_format_name(xb, "%s_bf16", kern->quantize_name);
+        ggml_tensor * args2[1] = {xb};
+        ggml_tensor * out =
+            ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args2, 1, gemm_bf16_op, GGML_N_TASKS_MAX, w);
+        ggml_format_name(out, "%s_bf16", kern->name);
+        return out;
+    }
     ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) kern->row_bytes(w->ne[0]), x->ne[1], 1, 1, args, 1,
                                       quantize_op, GGML_N_TASKS_MAX, const_cast<gemm::kernel *>(kern));
     ggml_set_name(xq, kern->quantize_name);
@@ -186,7 +257,7 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 }
 
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
-              const char * isa_name, bool interleaved) {
+              const char * isa_name, bool interleaved, const char * tiles) {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) {
         return float_gemm_run(type, w, n, k, a, m, c, n_threads, gemm_isa_by_name(isa_name));
     }
@@ -201,7 +272,22 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
         throw invalid_argument(std::string("gemm: no interleaved layout for ") + ggml_type_name(type) +
                                " with N = " + std::to_string(n) + " (Q5_0, Q5_1, Q4_1; N a multiple of 16)");
     }
-    const variant v = variant_for(*kern, gemm_isa_by_name(isa_name));
+    const gemm_isa isa = gemm_isa_by_name(isa_name);
+    if (gemm_uses_bf16_tiles(type, isa, m, tiles)) {
+        const bf16_tile_rows rows(k, m);
+        std::vector<uint32_t> packed(rows.words() + 16);
+        uint32_t * ap = (uint32_t *) (((uintptr_t) packed.data() + 63) & ~(uintptr_t) 63);
+        gemm::on_threads(n_threads, [&](int t, int nt) {
+            pack_bf16_tile_rows(a, (size_t) k * sizeof(float), k, m, m * t / nt, m * (t + 1) / nt, ap);
+        });
+        gemm::on_threads(n_threads, [&](int t, int nt) {
+            int64_t p0, p1;
+            thread_panels((n + 7) / 8, 4, t, nt, p0, p1);
+            if (p0 < p1) kern->panels_amx_bf16(w, interleaved, n, k, (const uint8_t *) ap, m, c, n, p0, p1);
+        });
+        return;
+    }
+    const variant v = variant_for(*kern, isa);
     std::vector<uint8_t> q((size_t) m * kern->row_bytes(k));
     gemm::on_threads(n_threads, [&](int t, int nt) {
         kern->quantize(a, (size_t) k * sizeof(float), k, m * t / nt, m * (t + 1) / nt, q.data());
@@ -226,6 +312,28 @@ bool gemm_node_info(const ggml_tensor * t, const char ** family, double * ops, c
         *family = kern->family;
         *ops = 2.0 * k * (double) t->ne[0] * (double) t->ne[1];
         if (gemm_best_isa() == gemm_isa::amx && kern->panels_amx) *peak = "amx_int8";
+        return true;
+    }
+    if (gemm::is_custom_op(t, gemm_bf16_op, &user)) {  // user: the weight
+        const gemm::kernel * kern = kernel_for(static_cast<const ggml_tensor *>(user)->type);
+        if (!kern) return false;
+        static const std::vector<std::string> names = [] {
+            std::vector<std::string> out;
+            for (const gemm::kernel * kn : kernels()) {  // "GEMM q4_0 (ours)" -> "GEMM q4_0 on BF16 tiles (ours)"
+                std::string f = kn->family;
+                const size_t at = f.rfind(" (ours)");
+                out.push_back(f.substr(0, at) + " on BF16 tiles" + (at == std::string::npos ? "" : f.substr(at)));
+            }
+            return out;
+        }();
+        *family = names[(size_t) (std::find(kernels().begin(), kernels().end(), kern) - kernels().begin())].c_str();
+        *ops = 2.0 * (double) static_cast<const ggml_tensor *>(user)->ne[0] * (double) t->ne[0] * (double) t->ne[1];
+        *peak = "amx_bf16";
+        return true;
+    }
+    if (gemm::is_custom_op(t, pack_bf16_op)) {
+        *family = "GEMM rows to BF16 (ours)";
+        *ops = 0.0;
         return true;
     }
     if (gemm::is_custom_op(t, quantize_op, &user)) {  // user: the kernel

@@ -5,7 +5,7 @@
 // gemv_*.h ones. Each
 // kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), the block-32 ones
 // also in an AMX-INT8 one (gemm_block32_amx.h) and an AVX-VNNI one (gemm_block32_avxvnni.h), which all
-// give the same bits; the best the CPU and the
+// give the same bits, and in an AMX-BF16 one (gemm_block32_bf16amx.h) that does not; the best the CPU and the
 // OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
@@ -39,6 +39,24 @@ gemm_isa gemm_best_isa();
 // this machine does not run.
 gemm_isa gemm_isa_by_name(const char * isa_name);
 
+// How the amx ISA multiplies block-32 weights (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) for a prompt. "int8":
+// tdpbssd one block of 32 k at a time (gemm_block32_amx.h), the AVX2 kernel's bits. "bf16": the weights
+// dequantized to BF16 and tdpbf16ps over the whole of K (gemm_block32_bf16amx.h): each output within
+// (2^-8 + K x 2^-24) x sum_k |a w| of the exact product (tested), where the int8 path's rounding of the
+// activations alone allows up to 1/254 of each block's largest |a| per term; faster where the product
+// has enough rows to pay for dequantizing the weights.
+// The graph takes bf16 from amx_bf16_min_rows rows on; AUTOGLM_AMX_TILES=int8 or bf16 fixes the choice
+// ("auto" or unset: by rows). Measured on machine M6 (Q4_0, K = N = 4096, alternating): bf16 against
+// int8 0.88x at 32 rows, 0.95-0.97x at 64, 1.02-1.05x at 96, 1.10-1.14x at 128, 1.4-1.5x at 512.
+constexpr int64_t amx_bf16_min_rows = 96;
+// Whether a product of `type` weights over m rows on `isa` runs on BF16 tiles. tiles: "int8", "bf16"
+// or "" (the graph's choice, as above). Throws autoglm::invalid_argument for a bad AUTOGLM_AMX_TILES or
+// for "bf16" where the ISA or the type has no such kernel.
+bool gemm_uses_bf16_tiles(ggml_type type, gemm_isa isa, int64_t m, const char * tiles = "");
+// Which tiles the graph's product of `type` weights over m rows runs on: "bf16", "int8", or "" where it
+// uses none (no AMX, or no tile kernel for the type). For the profiler's and the benchmark's peaks.
+const char * gemm_tiles(ggml_type type, int64_t m);
+
 // Whether ggml_mul_mat(w, x) over n_rows rows should run as gemm_mul_mat: a weight type we have a
 // kernel for, rows a multiple of its block and at least the variant's measured break-even K, held on
 // the CPU (a host buffer or ggml's repacked one), at least 32 rows, an AVX2 CPU, and AUTOGLM_GEMM not
@@ -52,11 +70,12 @@ ggml_tensor * gemm_mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x)
 
 // For tests and benchmarks: c[M][N] = a[M][K] (F32, row-major) x w^T, w N rows of `type` blocks in the
 // GGUF layout (or of F32/F16/BF16 elements: gemm_float.h), on n_threads threads, with the kernels of
-// `isa` (a gemm_isa_name; empty: the best); `interleaved`: w in block32_x16.h's layout instead.
+// `isa` (a gemm_isa_name; empty: the best); `interleaved`: w in block32_x16.h's layout instead;
+// `tiles`: as gemm_uses_bf16_tiles's.
 // Throws autoglm::invalid_argument for a type without a kernel, a K that is not a multiple of its
 // block or an ISA this machine lacks, autoglm::error on a CPU without AVX2.
 void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const float * a, int64_t m, float * c, int n_threads,
-              const char * isa = "", bool interleaved = false);
+              const char * isa = "", bool interleaved = false, const char * tiles = "");
 
 // For the profiler: a GEMM node's family name, operation count and the peak it is measured against
 // ("int8", "f32"), or false for other nodes.

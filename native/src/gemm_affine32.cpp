@@ -52,7 +52,8 @@ const gemm::kernel & gemm_q5_1_kernel() {
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels),
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels_vnni),
                                 AUTOGLM_GEMM_FN(q5_1_entry::panels_amx),
-                                AUTOGLM_GEMM_FN(q5_1_entry::panels_avx_vnni)};
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_avx_vnni),
+                                AUTOGLM_GEMM_FN(q5_1_entry::panels_amx_bf16)};
     return k;
 }
 
@@ -70,7 +71,8 @@ const gemm::kernel & gemm_q4_1_kernel() {
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels),
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels_vnni),
                                 AUTOGLM_GEMM_FN(q4_1_entry::panels_amx),
-                                AUTOGLM_GEMM_FN(q4_1_entry::panels_avx_vnni)};
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_avx_vnni),
+                                AUTOGLM_GEMM_FN(q4_1_entry::panels_amx_bf16)};
     return k;
 }
 

@@ -8,12 +8,13 @@
 #include "gemm_block32.h"
 #include "gemm_block32_amx.h"
 #include "gemm_block32_avxvnni.h"
+#include "gemm_block32_bf16amx.h"
 #include "gemm_block32_vnni.h"
 
 namespace autoglm::gemm {
 
-// The four `panels` entry points of a block-32 weight type (kernel::panels, panels_avx512_vnni,
-// panels_amx and panels_avx_vnni) from its panel unpacker: unpack(w, repacked, n, nb, c0, panel)
+// The `panels` entry points of a block-32 weight type (kernel::panels, panels_avx512_vnni, panels_amx,
+// panels_avx_vnni and panels_amx_bf16) from its panel unpacker: unpack(w, repacked, n, nb, c0, panel)
 // fills columns [c0, c0 + 8) with u = w + offset (an affine type: w = dw * u + mw, offset unused).
 template <int planes, int quads_per_widen,
           void (*unpack)(const uint8_t * w, bool repacked, int64_t n, int64_t nb, int64_t c0,
@@ -43,6 +44,12 @@ struct block32_entry {
     AUTOGLM_TARGET_AVX_VNNI static void panels_avx_vnni(const uint8_t * w, bool repacked, int64_t n, int64_t k, const uint8_t * q,
                                                         int64_t m, float * c, int64_t ldc, int64_t p0, int64_t p1) {
         block32_avxvnni_panels<planes, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+    }
+    // q: the activations as gemm_bf16_rows.h packs them, not int8
+    AUTOGLM_TARGET_AMX_BF16_DEQUANT static void panels_amx_bf16(const uint8_t * w, bool repacked, int64_t n, int64_t k,
+                                                                const uint8_t * q, int64_t m, float * c, int64_t ldc, int64_t p0,
+                                                                int64_t p1) {
+        block32_bf16_amx_panels<planes, offset, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
     }
 };
 

@@ -85,7 +85,8 @@ const gemm::kernel & gemm_q4_0_kernel() {
                                 AUTOGLM_GEMM_FN(entry::panels),
                                 AUTOGLM_GEMM_FN(entry::panels_vnni),
                                 AUTOGLM_GEMM_FN(entry::panels_amx),
-                                AUTOGLM_GEMM_FN(entry::panels_avx_vnni)};
+                                AUTOGLM_GEMM_FN(entry::panels_avx_vnni),
+                                AUTOGLM_GEMM_FN(entry::panels_amx_bf16)};
     return k;
 }
 

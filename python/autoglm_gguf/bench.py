@@ -7,6 +7,7 @@ bench/compare_llamacpp.py so that both measure the same workload.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -114,8 +115,16 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     peak = _core.cpu_peak(n_threads)
     common.update(cpu_variant=_core.cpu_variant(), clock_ghz=round(peak["clock_ghz"], 2))
 
-    def arithmetic(work: op_count.Work, seconds: float) -> dict:
-        """GOP/s and share of this machine's peak for that family (meaningful on the CPU only)."""
+    def arithmetic(work: op_count.Work, seconds: float, rows: int = 0) -> dict:
+        """GOP/s and share of this machine's peak for that family (meaningful on the CPU only). Quantized
+        weights whose micro-batches of `rows` run on AMX tiles are measured against the tiles' peak."""
+        if work.family == "int8" and rows and work.dtype and args.gpu_layers == 0:
+            try:
+                tiles = _core._gemm_tiles(work.dtype, rows)
+            except ValueError:  # a type our kernels do not name
+                tiles = ""
+            if tiles:
+                work = dataclasses.replace(work, family=f"amx_{tiles}")
         gops, share = op_count.share_of_peak(work, seconds, peak)
         out = {"gops": round(gops, 1), "peak_family": work.family}
         if args.gpu_layers == 0:
@@ -126,7 +135,8 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
     if args.n_prompt > 0:
         vals = [time_generation(llm, ids(args.n_prompt), 1).prompt_tokens_per_s for _ in range(args.reps)]
         work = op_count.text_prefill(args.model, args.n_prompt)
-        record(f"pp{args.n_prompt}", "tok/s", vals, **arithmetic(work, args.n_prompt / statistics.fmean(vals)))
+        record(f"pp{args.n_prompt}", "tok/s", vals,
+               **arithmetic(work, args.n_prompt / statistics.fmean(vals), min(args.n_prompt, args.batch)))
     if args.n_gen > 0:
         vals = [time_generation(llm, ids(1), args.n_gen).generation_tokens_per_s for _ in range(args.reps)]
         extra = {}

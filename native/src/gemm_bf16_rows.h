@@ -1,0 +1,31 @@
+// The activations of the BF16 tile path for block-32 weights (gemm_block32_bf16amx.h): the rows of x
+// rounded to BF16 pairs once per product, laid out as the tiles read them. Per block of kc k, every
+// tile of 32 rows is one contiguous run of 32 rows x pairs(kb) pairs (32 KiB for a whole block), so an
+// activation tile is 16 rows 1 KiB apart, never 16 rows a whole row of x apart in one cache set.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+namespace autoglm {
+
+struct bf16_tile_rows {
+    static constexpr int64_t kc = 512;  // k per block: 256 pairs, 16 tile steps
+    int64_t k;                          // a multiple of 32
+    int64_t m_tiles;                    // tiles of 32 rows; rows past m are zero
+    bf16_tile_rows(int64_t k_, int64_t m) : k(k_), m_tiles((m + 31) / 32) {}
+    int64_t blocks() const { return (k + kc - 1) / kc; }
+    int pairs(int64_t kb) const { return (int) (std::min(kc, k - kb * kc) / 2); }
+    size_t words() const { return (size_t) (m_tiles * 32) * (size_t) (k / 2); }
+    size_t bytes() const { return words() * sizeof(uint32_t); }
+    // the 32 rows of tile mt over block kb, row r at + r * pairs(kb)
+    size_t tile_at(int64_t kb, int64_t mt) const { return (size_t) (m_tiles * 32 * (kb * kc / 2) + mt * 32 * pairs(kb)); }
+};
+
+// Rows [r0, r1) of a (F32, rows a_row_bytes apart, k columns) into `out` (bf16_tile_rows(k, m).words()
+// words, 64-byte aligned), rounded to nearest even as vcvtne2ps2bf16; the call whose r1 is m also
+// zeroes the rows past m. Needs AVX512_BF16 (gemm_isa::amx implies it).
+void pack_bf16_tile_rows(const float * a, size_t a_row_bytes, int64_t k, int64_t m, int64_t r0, int64_t r1, uint32_t * out);
+
+}  // namespace autoglm
