@@ -57,7 +57,9 @@ def check_against_ggml(quantized: Path, reference: Path, mirrors_ggml_order: boo
     amplifies (measured: up to 1.3% of the largest logit). Then: as accurate as ggml's against the
     unquantized `reference` file, and the difference a small part of the quantization error itself
     (measured: at most a tenth), where a misread block would be comparable to it."""
-    ours, ggml = prompt_logits(quantized, "all"), prompt_logits(quantized, "ggml")  # "all": ours at any K
+    # "all": ours at any K; on AMX the int8 tiles, whose integers are ggml's (check_bf16_tiles_in_model
+    # holds the BF16 ones to the same accuracy rule)
+    ours, ggml = prompt_logits(quantized, "all", tiles="int8"), prompt_logits(quantized, "ggml")
     if mirrors_ggml_order:
         assert np.array_equal(ours, ggml), f"max |diff| {np.abs(ours - ggml).max():.3g}"
         return
@@ -101,6 +103,53 @@ def check_isas_agree(quantized: Path) -> None:
     if "avx_vnni" in _core._gemm_isas() and _core._gemm_isa() != "avx_vnni":
         vnni256 = prompt_logits(quantized, "all", isa="avx_vnni")
         assert np.array_equal(vnni256, avx2), np.abs(vnni256 - avx2).max()
+
+
+def bf16_rounded(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to BF16 (nearest, ties to even; finite values), as float64."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def check_bf16_tiles(wq: np.ndarray, qtype: str, a: np.ndarray, deq: np.ndarray, threads: int) -> None:
+    """Our GEMM on BF16 tiles (AMX; native/src/gemm_dequant_tiles.h) for `qtype` weights wq against
+    activations a, deq the weights as ggml dequantizes them (exact in float32). It rounds each
+    activation and each weight to BF16 and sums the exact products in F32: within K x 2^-24 of
+    sum |products| of the product of the rounded operands, so a weight read from the wrong place, a
+    wrong scale or a wrong pair order fails; and within 2^-8 + K x 2^-24 of sum |a w| of the exact
+    product (the bound native/src/gemm.h states)."""
+    from autoglm_gguf import _core
+
+    m, k = a.shape
+    ra, rw = bf16_rounded(a), bf16_rounded(deq.astype(np.float32))
+    rounded, rounded_abs = ra @ rw.T, np.abs(ra) @ np.abs(rw).T
+    exact = a.astype(np.float64) @ deq.astype(np.float64).T
+    exact_abs = np.abs(a.astype(np.float64)) @ np.abs(deq.astype(np.float64)).T
+    got = _core._gemm(wq, a, qtype, threads, "amx", tiles="bf16")
+    assert got.shape == (m, deq.shape[0])
+    assert np.all(np.abs(got - rounded) <= 1.01 * k * 2.0**-24 * rounded_abs + 1e-30), (m, deq.shape[0], k, threads)
+    assert np.all(np.abs(got - exact) <= (2.0**-8 + 1.01 * k * 2.0**-24) * exact_abs + 1e-30), (m, deq.shape[0], k, threads)
+
+
+def check_bf16_tiles_in_model(quantized: Path, reference: Path, types: list[str]) -> None:
+    """A prompt's logits with the BF16 tiles (AUTOGLM_AMX_TILES=bf16; `types`' GEMMs named so in the
+    profile) and with the int8 ones: the same quantized weights, the activations rounded to BF16 instead
+    of to 8 bits per block, so no further from the unquantized `reference` file's logits than the int8
+    path. (On these random models a rounding difference is amplified layer by layer, so the two paths'
+    logits differ by about as much as the int8 path's error where the weights add little error of
+    their own, as Q8_0's.)"""
+    need_isa("amx")
+    prof: list[str] = []
+    bf16 = prompt_logits(quantized, "all", tiles="bf16", profile=prof)
+    int8 = prompt_logits(quantized, "all", tiles="int8")
+    ref = prompt_logits(reference, None)
+    for t in types:
+        line = next((ln for ln in prof[0].splitlines() if ln.strip().startswith(f"GEMM {t} on BF16 tiles (ours)")), "")
+        assert "of amx_bf16 peak" in line, (t, prof[0])
+    assert "GEMM rows to BF16 (ours)" in prof[0]
+    err_bf16, err_int8 = np.abs(bf16 - ref).max(), np.abs(int8 - ref).max()
+    assert err_bf16 <= 1.1 * err_int8 + 1e-3 * np.abs(ref).max(), (err_bf16, err_int8)
 
 
 _BLOCK32_BYTES = {"q4_0": 18, "q5_0": 22, "q8_0": 34, "q4_1": 20, "q5_1": 24}

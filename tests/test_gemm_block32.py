@@ -18,10 +18,11 @@ from _gemm_util import (
     block32_dequantized,
     block32_reference,
     check_against_ggml,
+    check_bf16_tiles,
+    check_bf16_tiles_in_model,
     check_isas_agree,
     ggml_avx2_kernels,
     need_isa,
-    prompt_logits,
 )
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
@@ -73,21 +74,11 @@ def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa, qtype):
             assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
 
 
-def _bf16(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to BF16 (nearest, ties to even; finite values), as float64."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
-    return r.astype(np.uint32).view(np.float32).astype(np.float64)
-
-
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q8_0", "q4_1", "q5_1"])
 def test_bf16_tiles_round_only_the_operands(qtype):
-    """The BF16 tile path (gemm_block32_bf16amx.h) rounds each activation and each dequantized weight
-    (dw x (u - offset), or dw x u + m, exact in F32) to BF16 and sums the exact products in F32: within
-    K x 2^-24 of sum |products| of the product of the rounded operands, so a weight read from the wrong
-    place, a wrong scale or a wrong pair order fails; and within 2^-8 + K x 2^-24 of the exact product's
-    sum |a w| (the bound gemm.h states). The shapes cross every edge: groups of 32 columns and of 512 k
-    left part-full, row tiles part-full, 1-3 threads."""
+    """The BF16 tile path (_gemm_util.check_bf16_tiles) with each block-32 type's weights (dw x (u - offset),
+    or dw x u + m, exact in F32). The shapes cross every edge: groups of 32 and of 512 columns and blocks
+    of 512 k left part-full, row tiles part-full, 1-3 threads."""
     need_isa("amx")
     rng = np.random.default_rng(11)
     for m, n, k in [(1, 8, 32), (7, 13, 96), (33, 40, 544), (130, 17, 256), (96, 100, 1056), (40, 600, 64),
@@ -97,15 +88,8 @@ def test_bf16_tiles_round_only_the_operands(qtype):
         a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
         a[0, :32] = 0.0
         wq = _core.quantize(w, qtype)
-        deq = block32_dequantized(wq, qtype, k)  # exact in float64, and in float32
-        ra, rw = _bf16(a), _bf16(deq.astype(np.float32))
-        rounded, rounded_abs = ra @ rw.T, np.abs(ra) @ np.abs(rw).T
-        exact, exact_abs = a.astype(np.float64) @ deq.T, np.abs(a.astype(np.float64)) @ np.abs(deq).T
         for threads in (1, 2, 3):
-            got = _core._gemm(wq, a, qtype, threads, "amx", tiles="bf16")
-            assert got.shape == (m, n)
-            assert np.all(np.abs(got - rounded) <= 1.01 * k * 2.0**-24 * rounded_abs + 1e-30), (m, n, k, threads)
-            assert np.all(np.abs(got - exact) <= (2.0**-8 + 1.01 * k * 2.0**-24) * exact_abs + 1e-30), (m, n, k, threads)
+            check_bf16_tiles(wq, qtype, a, block32_dequantized(wq, qtype, k), threads)
 
 
 def test_bf16_tiles_are_refused_where_there_are_none():
@@ -117,9 +101,9 @@ def test_bf16_tiles_are_refused_where_there_are_none():
     with pytest.raises(ValueError, match="tiles must be int8, bf16 or empty"):
         _core._gemm(wq, a, "q4_0", 1, "", tiles="fp8")
     if "amx" in _core._gemm_isas():
-        wk = _core.quantize(np.ones((8, 256), np.float32), "q4_k")
-        with pytest.raises(ValueError, match="no BF16 tile kernel for q4_K weights on amx"):
-            _core._gemm(wk, np.ones((2, 256), np.float32), "q4_k", 1, "amx", tiles="bf16")
+        wk = _core.quantize(np.ones((8, 32), np.float32), "iq4_nl")
+        with pytest.raises(ValueError, match="no kernel for iq4_nl"):
+            _core._gemm(wk, np.ones((2, 32), np.float32), "iq4_nl", 1, "amx", tiles="bf16")
 
 
 def test_an_isa_this_machine_lacks_is_refused():
@@ -205,20 +189,8 @@ def test_importance_matrix_sees_every_matmul_of_a_q4_0_model(tiny_checkpoint, co
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q8_0", "q5_1"])
 def test_bf16_tiles_in_a_model_are_as_accurate_as_the_int8_ones(qtype, tiny_checkpoint, convert_tiny, tmp_path):
-    """A 77-token prompt with the BF16 tiles (AUTOGLM_AMX_TILES=bf16) and with the int8 ones: the same
-    quantized weights, the activations rounded to BF16 instead of to 8 bits per block, so no further from
-    the F32 file's logits than the int8 path (on these random models a rounding difference is amplified
-    layer by layer, so the two paths' logits differ by about as much as the int8 path's error for Q8_0,
-    whose weights add little error of their own)."""
     need_isa("amx")
     f32, _ = convert_tiny(tiny_checkpoint, "f32", "f16")
     q = tmp_path / f"{qtype}.gguf"
     quantize_gguf(f32, q, qtype, progress=False)
-    prof: list[str] = []
-    bf16 = prompt_logits(q, "all", tiles="bf16", profile=prof)
-    int8 = prompt_logits(q, "all", tiles="int8")
-    ref = prompt_logits(f32, None)
-    assert f"GEMM {qtype} on BF16 tiles (ours)" in prof[0] and "GEMM rows to BF16 (ours)" in prof[0], prof[0]
-    assert "of amx_bf16 peak" in next(ln for ln in prof[0].splitlines() if "on BF16 tiles" in ln)
-    err_bf16, err_int8 = np.abs(bf16 - ref).max(), np.abs(int8 - ref).max()
-    assert err_bf16 <= 1.1 * err_int8 + 1e-3 * np.abs(ref).max()
+    check_bf16_tiles_in_model(q, f32, [qtype])

@@ -11,6 +11,7 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
+import _gemm_util
 from _gemm_util import ISAS, check_against_ggml, check_isas_agree, ggml_avx2_kernels, need_isa, q4_k_reference
 from autoglm_gguf import _core
 from autoglm_gguf.quantize import quantize_gguf
@@ -31,7 +32,7 @@ def test_matches_exact_integer_arithmetic(isa, m, n, k, threads):
     if m > 1:
         a[1, 7] = -50.0  # the largest magnitude negative: the other sign of the scale
     wq = _core.quantize(w, "q4_k")
-    got = _core._gemm(wq, a, "q4_k", threads, isa)
+    got = _core._gemm(wq, a, "q4_k", threads, isa, tiles="int8")
     ref = q4_k_reference(wq, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/256 super-blocks vs the exact sum
@@ -57,8 +58,25 @@ def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa):
         wq = _core.quantize(w, "q4_k")
         for threads in (1, 2, 3):
             want = _core._gemm(wq, a, "q4_k", threads, "avx2")
-            got = _core._gemm(wq, a, "q4_k", threads, isa)
+            got = _core._gemm(wq, a, "q4_k", threads, isa, tiles="int8")
             assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("qtype", ["q4_k", "q5_k", "q6_k"])
+def test_bf16_tiles_round_only_the_operands(qtype):
+    """The K-quants on BF16 tiles (_gemm_util.check_bf16_tiles): each weight as ggml dequantizes it
+    (Q4_K, Q5_K: d sc_j u - dmin m_j; Q6_K: d sc (u - 32), a scale per 16 k), rounded to BF16. Over the
+    edges of the column groups, the row tiles, the blocks of 512 k and the threads' shares."""
+    need_isa("amx")
+    rng = np.random.default_rng(5)
+    for m, n, k in [(1, 8, 256), (7, 13, 512), (33, 40, 768), (130, 17, 256), (96, 600, 1280)]:
+        w = (rng.standard_normal((n, k)) * rng.uniform(0.2, 3, (n, 1))).astype(np.float32)
+        w[0, :64] += 4.0  # a lopsided sub-block pair: large mins
+        a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
+        wq = _core.quantize(w, qtype)
+        deq = dequantize(wq, getattr(GGMLQuantizationType, qtype.upper())).reshape(n, k)
+        for threads in (1, 2, 3):
+            _gemm_util.check_bf16_tiles(wq, qtype, a, deq, threads)
 
 
 def test_bad_shapes_are_refused():
@@ -90,3 +108,11 @@ def test_prompt_processing_with_our_gemm_matches_ggml(k256_models, tmp_path):
 
 def test_a_models_logits_do_not_depend_on_the_instruction_set(k256_models):
     check_isas_agree(k256_models[1])
+
+
+def test_bf16_tiles_in_k_quant_models_are_as_accurate_as_the_int8_ones(k256_models, k256_q5_k_m):
+    """The Q4_K_M file (its Q4_K matrices in ggml's repacked layout, its Q6_K ones in the GGUF's) and the
+    Q5_K_M one on BF16 tiles (_gemm_util.check_bf16_tiles_in_model)."""
+    f16, q4_k_m = k256_models
+    _gemm_util.check_bf16_tiles_in_model(q4_k_m, f16, ["q4_K", "q6_K"])
+    _gemm_util.check_bf16_tiles_in_model(k256_q5_k_m, f16, ["q5_K"])

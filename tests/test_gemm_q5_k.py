@@ -37,7 +37,7 @@ def test_matches_exact_integer_arithmetic(isa, m, n, k, threads):
         a[1, 7] = -50.0  # the largest magnitude negative: the other sign of the scale
         a[1, -256:] = 127.0 * np.sign(rng.standard_normal(256))  # the extremes of int8
     wq = _core.quantize(w, "q5_k")
-    got = _core._gemm(wq, a, "q5_k", threads, isa)
+    got = _core._gemm(wq, a, "q5_k", threads, isa, tiles="int8")
     ref = q4_k_reference(wq, a, "q5_k")
     assert got.shape == (m, n)
     # F32 accumulation over K/256 super-blocks (each super-block's integer sums converted once) vs the
@@ -62,7 +62,7 @@ def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa):
         a = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
         for threads in (1, 2, 3):
             want = _core._gemm(wq, a, "q5_k", threads, "avx2")
-            got = _core._gemm(wq, a, "q5_k", threads, isa)
+            got = _core._gemm(wq, a, "q5_k", threads, isa, tiles="int8")
             assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
 
 
@@ -80,7 +80,7 @@ def test_prompt_processing_with_our_gemm_is_as_accurate_as_ggmls(k256_models, k2
     integers, F32 steps that differ (ggml keeps 8 partial sums per row), so the logits are held to
     check_against_ggml's accuracy rule against the F16 file."""
     profile: list[str] = []
-    prompt_logits(k256_q5_k_m, None, n_tokens=64, profile=profile)  # one micro-batch of 64 rows
+    prompt_logits(k256_q5_k_m, None, n_tokens=64, profile=profile, tiles="int8")  # one micro-batch of 64 rows (AMX: our int8 path)
     assert "GEMM q5_K (ours)" in profile[0] and "MUL_MAT q5_K" not in profile[0]
     check_against_ggml(k256_q5_k_m, k256_models[0], mirrors_ggml_order=False)
 

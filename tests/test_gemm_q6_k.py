@@ -37,7 +37,7 @@ def _case(m: int, n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_matches_exact_integer_arithmetic_and_the_decode_gemv(isa, m, n, k, threads):
     need_isa(isa)
     wq, a = _case(m, n, k, m * 1000 + n * 10 + k)
-    got = _core._gemm(wq, a, "q6_k", threads, isa)
+    got = _core._gemm(wq, a, "q6_k", threads, isa, tiles="int8")
     ref = q6_k_reference(wq, a)
     assert got.shape == (m, n)
     # F32 accumulation over K/256 super-blocks of exact integer sums
@@ -61,7 +61,7 @@ def test_every_isa_variant_equals_the_avx2_kernel_bit_for_bit(isa):
         wq, a = _case(m, n, k, 3 * m + n + k)
         for threads in (1, 2, 3):
             want = _core._gemm(wq, a, "q6_k", threads, "avx2")
-            got = _core._gemm(wq, a, "q6_k", threads, isa)
+            got = _core._gemm(wq, a, "q6_k", threads, isa, tiles="int8")
             assert np.array_equal(got, want), (m, n, k, threads, np.abs(got - want).max())
 
 
@@ -85,7 +85,7 @@ def test_prompt_processing_with_our_gemm_is_as_accurate_as_ggmls(k256_models, q6
     kernel did not) and through ggml's (AUTOGLM_GEMM=ggml), whose F32 steps differ (8 partial sums per
     row): held to check_against_ggml's accuracy rule against the F16 file."""
     profile: list[str] = []
-    prompt_logits(q6_k_file, None, n_tokens=64, profile=profile)
+    prompt_logits(q6_k_file, None, n_tokens=64, profile=profile, tiles="int8")  # (AMX: our int8 path)
     assert "GEMM q6_K (ours)" in profile[0] and "MUL_MAT q6_K" not in profile[0]
     check_against_ggml(q6_k_file, k256_models[0], mirrors_ggml_order=False)
 

@@ -1,5 +1,5 @@
 // The AMX-BF16 register tile our BF16 tile GEMMs share (gemm_float_amx.cpp for BF16 weights,
-// gemm_block32_bf16amx.h for block-32 weights dequantized to BF16): four 16 x 16 F32 tiles, 32 rows x 32
+// gemm_dequant_tiles.h for quantized weights dequantized to BF16): four 16 x 16 F32 tiles, 32 rows x 32
 // columns, summed by tdpbf16ps over tile steps of 16 pairs of k, nothing leaving the tiles until the
 // caller's block of k is done.
 #pragma once

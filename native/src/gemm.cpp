@@ -148,7 +148,7 @@ bool gemm_uses_bf16_tiles(ggml_type type, gemm_isa isa, int64_t m, const char * 
     if (pick.empty()) {
         const std::string & env = amx_tiles_setting();
         if (env == "int8") return false;
-        if (env != "bf16") return can && m >= amx_bf16_min_rows;
+        if (env != "bf16") return can && m >= (kern->panels_amx ? amx_bf16_min_rows_block32 : amx_bf16_min_rows_kquant);
         return can;  // AUTOGLM_AMX_TILES=bf16 where there are tiles; other ISAs keep theirs
     }
     if (pick == "int8") return false;

@@ -2,10 +2,9 @@
 // the profiler and the tests reach them through. Each kernel (gemm_q4_0.h, gemm_q4_k.h, gemm_q5_0.h,
 // gemm_q5_k.h, gemm_q8_0.h, gemm_affine32.h) multiplies its weight type against int8-quantized activations, reading
 // ggml's repacked layout where ggml repacked the weight; decode's matrix-vector products are the
-// gemv_*.h ones. Each
-// kernel comes in an AVX2 variant and an AVX-512 VNNI one (16 columns per vpdpbusd), the block-32 ones
-// also in an AMX-INT8 one (gemm_block32_amx.h) and an AVX-VNNI one (gemm_block32_avxvnni.h), which all
-// give the same bits, and in an AMX-BF16 one (gemm_block32_bf16amx.h) that does not; the best the CPU and the
+// gemv_*.h ones. Each kernel comes in AVX2, AVX-VNNI and AVX-512 VNNI variants, the block-32 ones also
+// in an AMX-INT8 one (gemm_block32_amx.h), which all give the same bits; and every one in an AMX-BF16
+// form (gemm_dequant_tiles.h) that rounds the operands to BF16 instead. The best the CPU and the
 // OS allow is chosen at run time, whatever the build's flags.
 #pragma once
 
@@ -39,16 +38,19 @@ gemm_isa gemm_best_isa();
 // this machine does not run.
 gemm_isa gemm_isa_by_name(const char * isa_name);
 
-// How the amx ISA multiplies block-32 weights (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1) for a prompt. "int8":
-// tdpbssd one block of 32 k at a time (gemm_block32_amx.h), the AVX2 kernel's bits. "bf16": the weights
-// dequantized to BF16 and tdpbf16ps over the whole of K (gemm_block32_bf16amx.h): each output within
+// How the amx ISA multiplies quantized weights for a prompt. "int8": the block-32 types' tdpbssd one
+// block of 32 k at a time (gemm_block32_amx.h), the AVX2 kernel's bits; the K-quants have no int8 tile
+// kernel and run their AVX-512 VNNI one. "bf16": the weights dequantized to BF16 and tdpbf16ps over the
+// whole of K (gemm_dequant_tiles.h), every type we have a kernel for: each output within
 // (2^-8 + K x 2^-24) x sum_k |a w| of the exact product (tested), where the int8 path's rounding of the
 // activations alone allows up to 1/254 of each block's largest |a| per term; faster where the product
-// has enough rows to pay for dequantizing the weights.
-// The graph takes bf16 from amx_bf16_min_rows rows on; AUTOGLM_AMX_TILES=int8 or bf16 fixes the choice
-// ("auto" or unset: by rows). Measured on machine M6 (Q4_0, K = N = 4096, alternating): bf16 against
-// int8 0.88x at 32 rows, 0.95-0.97x at 64, 1.02-1.05x at 96, 1.10-1.14x at 128, 1.4-1.5x at 512.
-constexpr int64_t amx_bf16_min_rows = 96;
+// has enough rows to pay for dequantizing the weights. The graph takes bf16 from the rows below on;
+// AUTOGLM_AMX_TILES=int8 or bf16 fixes the choice ("auto" or unset: by rows). Measured on machine M6
+// (K = N = 4096, one thread, alternating; bf16 against int8 tiles or VNNI):
+//   Q4_0: 0.89x at 32 rows, 0.95-0.97x at 64, 1.02-1.06x at 96, 1.10-1.14x at 128, 1.14-1.5x at 512;
+//   Q4_K: 0.76x at 32, 1.05x at 64, 1.28x at 96, 1.78x at 512 (Q6_K 0.81x, 1.14x, 1.40x, 1.90x).
+constexpr int64_t amx_bf16_min_rows_block32 = 96;  // the types with int8 tiles
+constexpr int64_t amx_bf16_min_rows_kquant = 64;   // the others
 // Whether a product of `type` weights over m rows on `isa` runs on BF16 tiles. tiles: "int8", "bf16"
 // or "" (the graph's choice, as above). Throws autoglm::invalid_argument for a bad AUTOGLM_AMX_TILES or
 // for "bf16" where the ISA or the type has no such kernel.

@@ -1,4 +1,4 @@
-// The activations of the BF16 tile path for block-32 weights (gemm_block32_bf16amx.h): the rows of x
+// The activations of the BF16 tile path for quantized weights (gemm_dequant_tiles.h): the rows of x
 // rounded to BF16 pairs once per product, laid out as the tiles read them. Per block of kc k, every
 // tile of 32 rows is one contiguous run of 32 rows x pairs(kb) pairs (32 KiB for a whole block), so an
 // activation tile is 16 rows 1 KiB apart, never 16 rows a whole row of x apart in one cache set.

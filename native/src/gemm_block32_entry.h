@@ -8,8 +8,8 @@
 #include "gemm_block32.h"
 #include "gemm_block32_amx.h"
 #include "gemm_block32_avxvnni.h"
-#include "gemm_block32_bf16amx.h"
 #include "gemm_block32_vnni.h"
+#include "gemm_dequant_tiles.h"
 
 namespace autoglm::gemm {
 
@@ -49,7 +49,21 @@ struct block32_entry {
     AUTOGLM_TARGET_AMX_BF16_DEQUANT static void panels_amx_bf16(const uint8_t * w, bool repacked, int64_t n, int64_t k,
                                                                 const uint8_t * q, int64_t m, float * c, int64_t ldc, int64_t p0,
                                                                 int64_t p1) {
-        block32_bf16_amx_panels<planes, offset, affine>(n, k, q, m, c, ldc, p0, p1, unpacker{w, repacked, n, k / q8_0_block});
+        const int64_t nb = k / q8_0_block;
+        const unpacker cols{w, repacked, n, nb};
+        block32_panel_storage<planes> lo_cols(nb), hi_cols(nb);
+        block32_wide_panel wide(nb);
+        dequant_tile_panels(n, k, q, m, c, ldc, p0, p1, [&](int64_t c0, auto tile) AUTOGLM_TARGET_AMX_BF16_DEQUANT {
+            cols(c0, lo_cols.panel);
+            cols(c0 + 8, hi_cols.panel);
+            join_panels<planes>(lo_cols.panel, hi_cols.panel, nb, wide.v(), wide.dw.data(), wide.mw.data());
+            for (int64_t b = 0; b < nb; ++b) {
+                const float * dw = wide.dw.data() + b * 16;
+                float mw[16];  // w = dw x (u - offset) = dw x u - offset x dw, both products exact
+                for (int i = 0; i < 16; ++i) mw[i] = affine ? wide.mw[(size_t) (b * 16 + i)] : -(float) offset * dw[i];
+                quads_to_bf16_tile(wide.v() + b * 8, dw, mw, dw, mw, tile(b));
+            }
+        });
     }
 };
 

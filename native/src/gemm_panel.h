@@ -271,7 +271,7 @@ struct kernel {
     // The same again on AVX-VNNI (vpdpbusd on 256-bit vectors, 8 columns at a time), bit for bit.
     panels_fn panels_avx_vnni = nullptr;
     // The product on AMX-BF16 tiles, the weights dequantized to BF16 and q the activations rounded to
-    // BF16 (gemm_bf16_rows.h): within a tested bound, not the same bits (gemm_block32_bf16amx.h).
+    // BF16 (gemm_bf16_rows.h): within a tested bound, not the same bits (gemm_dequant_tiles.h).
     panels_fn panels_amx_bf16 = nullptr;
     size_t row_bytes(int64_t k) const { return (size_t) (k / block) * act_block_bytes; }
 };

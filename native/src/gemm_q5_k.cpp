@@ -247,6 +247,13 @@ AUTOGLM_TARGET_AVX_VNNI void panels_avx_vnni(const uint8_t * w, bool, int64_t n,
     panels_with(w, n, k, q, m, c, c_row_stride, p0, p1, kernel_avx_vnni);
 }
 
+// The BF16 tile form (gemm_kquant_panel.h): q holds the activations as gemm_bf16_rows.h packs them.
+AUTOGLM_TARGET_AMX_BF16_DEQUANT void panels_amx_bf16(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                                     float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
+    gemm::kq::panels_amx_bf16(n, k, q, m, c, c_row_stride, p0, p1,
+                              [&](int64_t c0, panel_block * panel) { unpack_panel(w, n, k / q5_k_block, c0, panel); });
+}
+
 }  // namespace
 #    pragma GCC pop_options
 #endif  // AUTOGLM_GEMM_X86
@@ -265,7 +272,8 @@ const gemm::kernel & gemm_q5_k_kernel() {
                                 AUTOGLM_GEMM_FN(panels),
                                 AUTOGLM_GEMM_FN(panels_vnni),
                                 nullptr,
-                                AUTOGLM_GEMM_FN(panels_avx_vnni)};
+                                AUTOGLM_GEMM_FN(panels_avx_vnni),
+                                AUTOGLM_GEMM_FN(panels_amx_bf16)};
     return k;
 }
 
