@@ -71,14 +71,15 @@ AUTOGLM_TARGET_AMX_BF16_DEQUANT inline void quads_to_bf16_tile(const __m512i * v
 // weight tiles of columns [c0, c0 + 16) (zero past n), tile(b) being that of block b of 32 k
 // (quads_to_bf16_tile). The thread's columns go in groups of up to 512, each dequantized once over the
 // whole of K into weight tiles ([block of kc][16-column panel][tile step][16 pairs][16 columns]); then
-// per block of k, each tile of 32 rows (32 KiB of pairs, in L1) passes every column of the group (the
-// block's 512 KiB, in L2).
+// per block of k, each tile of 32 rows (64 KiB of pairs) passes every column of the group (the block's
+// 1 MiB, in L2).
 template <class Dequant16>
 AUTOGLM_TARGET_AMX_BF16_DEQUANT void dequant_tile_panels(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                          int64_t c_row_stride, int64_t p0, int64_t p1, Dequant16 dequant16) {
     // columns per group: 512 where their tiles take at most 16 MiB (K up to 16384): measured on machine
-    // M6 (Q4_0 512 x 4096 x 4096, one thread, alternating) 1.37x the int8 tiles against 1.28x for 256
-    // and 1.33x for 1024 (each group reads all the activations once; its block of k must stay in L2)
+    // M6 (Q4_0 512 x 4096 x 4096, one thread, alternating, 512 k per block) 1.37x the int8 tiles against
+    // 1.28x for 256 and 1.33x for 1024 (each group reads all the activations once; its block of k must
+    // stay in L2)
     const int64_t NC = std::clamp<int64_t>((int64_t(8) << 20) / k / 32 * 32, 32, 512);
     const int64_t c_end = std::min(n, p1 * 8);
     const bf16_tile_rows a(k, m);
