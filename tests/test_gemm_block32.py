@@ -194,3 +194,15 @@ def test_bf16_tiles_in_a_model_are_as_accurate_as_the_int8_ones(qtype, tiny_chec
     q = tmp_path / f"{qtype}.gguf"
     quantize_gguf(f32, q, qtype, progress=False)
     check_bf16_tiles_in_model(q, f32, [qtype])
+
+
+def test_the_tiles_a_product_runs_on_are_named():
+    """_gemm_tiles names what the graph picks (the benchmark's peak follows it): on AMX the int8 tiles
+    below the BF16 ones' row threshold for the block-32 types, the VNNI kernels (no tiles) for the
+    K-quants there, the BF16 tiles above; elsewhere none."""
+    amx = "amx" in _core._gemm_isas() and _core._gemm_isa() == "amx"
+    assert _core._gemm_tiles("q4_0", 32) == ("int8" if amx else "")
+    assert _core._gemm_tiles("q4_0", 96) == ("bf16" if amx else "")
+    assert _core._gemm_tiles("q4_k", 32) == ""
+    assert _core._gemm_tiles("q6_k", 64) == ("bf16" if amx else "")
+    assert _core._gemm_tiles("f16", 512) == ""
