@@ -108,6 +108,8 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * user) {
 // The BF16 tile path's two ops: the rows of x rounded to BF16 pairs in tile order (gemm_bf16_rows.h),
 // then the panels. The packed rows start at the first 64-byte boundary of the op's data (ggml aligns a
 // tensor to 32 bytes; a tile row must not split a cache line).
+constexpr int64_t bf16_tile_panels = 4;  // 8-column panels per tile pass (32 columns): a thread's unit
+
 uint32_t * bf16_rows_at(const ggml_tensor * t) { return (uint32_t *) (((uintptr_t) t->data + 63) & ~(uintptr_t) 63); }
 
 void pack_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
@@ -121,7 +123,7 @@ void gemm_bf16_op(ggml_tensor * dst, int ith, int nth, void * user) {
     const gemm::kernel * kern = kernel_for(w->type);
     const int64_t n = w->ne[1];
     int64_t p0, p1;
-    thread_panels((n + 7) / 8, 4, ith, nth, p0, p1);
+    thread_panels((n + 7) / 8, bf16_tile_panels, ith, nth, p0, p1);
     if (p0 >= p1) return;
     kern->panels_amx_bf16((const uint8_t *) w->data, gemm::is_repacked(w) || x16_marked(w), n, w->ne[0],
                           (const uint8_t *) bf16_rows_at(dst->src[0]), dst->ne[1], (float *) dst->data,
@@ -282,7 +284,7 @@ void gemm_run(ggml_type type, const uint8_t * w, int64_t n, int64_t k, const flo
         });
         gemm::on_threads(n_threads, [&](int t, int nt) {
             int64_t p0, p1;
-            thread_panels((n + 7) / 8, 4, t, nt, p0, p1);
+            thread_panels((n + 7) / 8, bf16_tile_panels, t, nt, p0, p1);
             if (p0 < p1) kern->panels_amx_bf16(w, interleaved, n, k, (const uint8_t *) ap, m, c, n, p0, p1);
         });
         return;

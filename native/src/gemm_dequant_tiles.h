@@ -120,4 +120,23 @@ AUTOGLM_TARGET_AMX_BF16_DEQUANT void dequant_tile_panels(int64_t n, int64_t k, c
     amx_release_tiles();
 }
 
+// dequant_tile_panels for types whose 16-column groups are two 8-column panels joined (the K-quants, as
+// gemm_panel.h's joined_panel_loop): the scratch for nb blocks of each, unpack(c0, narrow) filling
+// columns [c0, c0 + 8), join(lo, hi, wide), to_tiles(wide, tile) writing the group's weight tiles.
+template <class Narrow, class Wide, class Unpack, class Join, class ToTiles>
+AUTOGLM_TARGET_AMX_BF16_DEQUANT void joined_dequant_tile_panels(int64_t nb, int64_t n, int64_t k, const uint8_t * q, int64_t m,
+                                                                float * c, int64_t c_row_stride, int64_t p0, int64_t p1,
+                                                                Unpack unpack, Join join, ToTiles to_tiles) {
+    aligned_bytes lo_bytes((size_t) nb * sizeof(Narrow)), hi_bytes((size_t) nb * sizeof(Narrow));
+    aligned_bytes wide_bytes((size_t) nb * sizeof(Wide));
+    Narrow *lo = lo_bytes.as<Narrow>(), *hi = hi_bytes.as<Narrow>();
+    Wide * wide = wide_bytes.as<Wide>();
+    dequant_tile_panels(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, auto tile) {
+        unpack(c0, lo);
+        unpack(c0 + 8, hi);
+        join(lo, hi, wide);
+        to_tiles(wide, tile);
+    });
+}
+
 }  // namespace autoglm::gemm

@@ -88,28 +88,24 @@ template <class Unpack>
 AUTOGLM_TARGET_AMX_BF16_DEQUANT void panels_amx_bf16(int64_t n, int64_t k, const uint8_t * q, int64_t m, float * c,
                                                      int64_t c_row_stride, int64_t p0, int64_t p1, Unpack unpack) {
     const int64_t nb = k / (sub_blocks * 32);
-    aligned_bytes lo_bytes((size_t) nb * sizeof(panel_block)), hi_bytes((size_t) nb * sizeof(panel_block));
-    aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block));
-    panel_block *lo = lo_bytes.as<panel_block>(), *hi = hi_bytes.as<panel_block>();
-    wide_block * wide = wide_bytes.as<wide_block>();
-    dequant_tile_panels(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, auto tile) AUTOGLM_TARGET_AMX_BF16_DEQUANT {
-        unpack(c0, lo);
-        unpack(c0 + 8, hi);
-        join_panels(lo, hi, nb, wide);
-        for (int64_t b = 0; b < nb; ++b) {
-            const wide_block & W = wide[b];
-            const __m512 d = _mm512_loadu_ps(W.d), dmin = _mm512_loadu_ps(W.dmin);
-            for (int j = 0; j < sub_blocks; ++j) {
-                // mins[j / 2]: column c's m_j in int16 lane 2c + j % 2
-                const __m512i pair = W.mins[j / 2];
-                const __m512i mj = j % 2 ? _mm512_srli_epi32(pair, 16) : _mm512_and_si512(pair, _mm512_set1_epi32(0xFFFF));
-                alignas(64) float dw[16], mw[16];
-                _mm512_store_ps(dw, _mm512_mul_ps(d, W.sc[j]));
-                _mm512_store_ps(mw, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mj))));
-                quads_to_bf16_tile(W.q + 8 * j, dw, mw, dw, mw, tile(b * sub_blocks + j));
+    joined_dequant_tile_panels<panel_block, wide_block>(
+        nb, n, k, q, m, c, c_row_stride, p0, p1, unpack,
+        [&](const panel_block * lo, const panel_block * hi, wide_block * wide) { join_panels(lo, hi, nb, wide); },
+        [&](const wide_block * wide, auto tile) AUTOGLM_TARGET_AMX_BF16_DEQUANT {
+            for (int64_t b = 0; b < nb; ++b) {
+                const wide_block & W = wide[b];
+                const __m512 d = _mm512_loadu_ps(W.d), dmin = _mm512_loadu_ps(W.dmin);
+                for (int j = 0; j < sub_blocks; ++j) {
+                    // mins[j / 2]: column c's m_j in int16 lane 2c + j % 2
+                    const __m512i pair = W.mins[j / 2];
+                    const __m512i mj = j % 2 ? _mm512_srli_epi32(pair, 16) : _mm512_and_si512(pair, _mm512_set1_epi32(0xFFFF));
+                    alignas(64) float dw[16], mw[16];
+                    _mm512_store_ps(dw, _mm512_mul_ps(d, W.sc[j]));
+                    _mm512_store_ps(mw, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mj))));
+                    quads_to_bf16_tile(W.q + 8 * j, dw, mw, dw, mw, tile(b * sub_blocks + j));
+                }
             }
-        }
-    });
+        });
 }
 
 }  // namespace autoglm::gemm::kq

@@ -284,28 +284,24 @@ AUTOGLM_TARGET_AVX_VNNI void panels_avx_vnni(const uint8_t * w, bool, int64_t n,
 AUTOGLM_TARGET_AMX_BF16_DEQUANT void panels_amx_bf16(const uint8_t * w, bool, int64_t n, int64_t k, const uint8_t * q, int64_t m,
                                                      float * c, int64_t c_row_stride, int64_t p0, int64_t p1) {
     const int64_t nb = k / block;
-    gemm::aligned_bytes lo_bytes((size_t) nb * sizeof(panel_block)), hi_bytes((size_t) nb * sizeof(panel_block));
-    gemm::aligned_bytes wide_bytes((size_t) nb * sizeof(wide_block));
-    panel_block *lo = lo_bytes.as<panel_block>(), *hi = hi_bytes.as<panel_block>();
-    wide_block * wide = wide_bytes.as<wide_block>();
-    gemm::dequant_tile_panels(n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, auto tile) AUTOGLM_TARGET_AMX_BF16_DEQUANT {
-        unpack_panel(w, n, nb, c0, lo);
-        unpack_panel(w, n, nb, c0 + 8, hi);
-        join_panels(lo, hi, nb, wide);
-        for (int64_t b = 0; b < nb; ++b) {
-            const __m512 d = _mm512_loadu_ps(wide[b].d);
-            for (int i = 0; i < block / 32; ++i) {
-                alignas(64) float dw[2][16], mw[2][16];
-                for (int h = 0; h < 2; ++h) {  // sc[j]: the int8 scale in both int16 halves of lane c
-                    const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(wide[b].sc[2 * i + h], 16), 16);
-                    const __m512 dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-                    _mm512_store_ps(dw[h], dsc);
-                    _mm512_store_ps(mw[h], _mm512_mul_ps(dsc, _mm512_set1_ps(-32.0f)));
+    gemm::joined_dequant_tile_panels<panel_block, wide_block>(
+        nb, n, k, q, m, c, c_row_stride, p0, p1, [&](int64_t c0, panel_block * panel) { unpack_panel(w, n, nb, c0, panel); },
+        [&](const panel_block * lo, const panel_block * hi, wide_block * wide) { join_panels(lo, hi, nb, wide); },
+        [&](const wide_block * wide, auto tile) AUTOGLM_TARGET_AMX_BF16_DEQUANT {
+            for (int64_t b = 0; b < nb; ++b) {
+                const __m512 d = _mm512_loadu_ps(wide[b].d);
+                for (int i = 0; i < block / 32; ++i) {
+                    alignas(64) float dw[2][16], mw[2][16];
+                    for (int h = 0; h < 2; ++h) {  // sc[j]: the int8 scale in both int16 halves of lane c
+                        const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(wide[b].sc[2 * i + h], 16), 16);
+                        const __m512 dsc = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                        _mm512_store_ps(dw[h], dsc);
+                        _mm512_store_ps(mw[h], _mm512_mul_ps(dsc, _mm512_set1_ps(-32.0f)));
+                    }
+                    gemm::quads_to_bf16_tile(wide[b].q + 8 * i, dw[0], mw[0], dw[1], mw[1], tile(b * (block / 32) + i));
                 }
-                gemm::quads_to_bf16_tile(wide[b].q + 8 * i, dw[0], mw[0], dw[1], mw[1], tile(b * (block / 32) + i));
             }
-        }
-    });
+        });
 }
 
 }  // namespace
