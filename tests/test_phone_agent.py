@@ -112,6 +112,45 @@ def test_agent_model_replies_in_process(agent_gguf, conversation):
     assert got == [agent_model.STEP1, agent_model.STEP2]
 
 
+def _replies_in_child(text: Path, mmproj: Path, conversation: dict, env: dict) -> tuple[list[str], str]:
+    """agent_model.replies in a child process under `env` (the kernel settings are read once per process),
+    and the child's AUTOGLM_PROFILE report."""
+    child = ("import json, sys\nsys.path.insert(0, sys.argv[1])\nimport agent_model\n"
+             "c = json.loads(sys.argv[4])\n"
+             "print(json.dumps(agent_model.replies(sys.argv[2], sys.argv[3], c['system_prompt'], c['screen_info'])))\n")
+    proc = subprocess.run([sys.executable, "-c", child, str(HERE), str(text), str(mmproj), json.dumps(conversation)],
+                          env=dict(os.environ, AUTOGLM_PROFILE="1", **env), capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_agent_model_replies_with_bf16_arithmetic(agent_gguf, conversation, tmp_path):
+    """BF16 attention (AUTOGLM_CPU_ATTN=avx512_bf16: the decoder's prompt and the tower) changes no
+    token of either answer; on AMX neither does a Q8_0 file whose prompt matrices and attention run on
+    the BF16 tiles (AUTOGLM_AMX_TILES=bf16, our GEMMs at every width: what "auto" picks for a long
+    prompt's micro-batches)."""
+    from autoglm_gguf import _core
+    from autoglm_gguf.quantize import quantize_gguf
+
+    if "avx512_bf16" not in _core._gemm_isas():
+        pytest.skip(f"this CPU lacks AVX512_BF16; it runs {_core._gemm_isas()}")
+    text, mmproj = agent_gguf
+    want = [agent_model.STEP1, agent_model.STEP2]
+    got, profile = _replies_in_child(text, mmproj, conversation, {"AUTOGLM_CPU_ATTN": "avx512_bf16"})
+    assert got == want
+    assert "ATTENTION bf16 (ours)" in profile and "ATTENTION (ours)" not in profile
+    if "amx" not in _core._gemm_isas():
+        return
+    q8 = tmp_path / "agent-q8_0.gguf"
+    quantize_gguf(text, q8, "q8_0", progress=False)
+    got, profile = _replies_in_child(q8, mmproj, conversation, {"AUTOGLM_AMX_TILES": "bf16", "AUTOGLM_GEMM": "all"})
+    assert got == want
+    text_reports = [r for r in profile.split("autoglm profile [")[1:] if r.startswith("text session")]
+    assert text_reports and all("ATTENTION bf16 (ours)" in r and "GEMM q8_0 on BF16 tiles (ours)" in r
+                                for r in text_reports), profile[-4000:]
+
+
 def tail(path: Path, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:]
 

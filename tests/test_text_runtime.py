@@ -72,7 +72,7 @@ def test_incremental_decoding_equals_full_prompt(case, model):
 def _kernels(model):
     """The prompt-processing attention kernels this machine has (an unavailable one is refused)."""
     out = []
-    for k in ["ggml", "avx2", "avx512"]:
+    for k in ["ggml", "avx2", "avx512", "avx512_bf16"]:
         try:
             _core.Session(model, n_ctx=64, kv_type="f16", attention=k)
             out.append(k)
@@ -94,8 +94,14 @@ def test_cpu_attention_kernel_for_prompts(case, model):
     err = {k: float(np.abs(v - ref).max()) for k, v in logits.items()}
     print(f"\n[{case[0].name}] f16 cache, max |logit error| vs float64 by attention kernel: {err}")
     for k in kernels[1:]:
-        # as close as ggml's to within 1 % (both errors are dominated by the f16 cache; builds round differently)
-        assert err[k] <= max(err["ggml"] * 1.01, 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
+        if k == "avx512_bf16":
+            # q, k, v and the softmax's weights rounded to BF16 (8 bits), as a bf16 deployment computes:
+            # on these random models the logits move by 1-2.5% of the largest (measured; bounded per
+            # output in test_cpu_attention.py)
+            assert err[k] <= 0.05 * np.abs(ref).max()
+        else:
+            # as close as ggml's to within 1 % (both errors are dominated by the f16 cache; builds round differently)
+            assert err[k] <= max(err["ggml"] * 1.01, 0.05) and np.abs(logits[k] - logits["ggml"]).max() < 0.25
         # Both parts >= 32 tokens, so both run this kernel (a part under 32 would run ggml's, which rounds
         # differently and changes the cached K/V of later layers).
         seq = (ids * 3)[:96]
@@ -103,6 +109,9 @@ def test_cpu_attention_kernel_for_prompts(case, model):
         s = _core.Session(model, n_ctx=256, n_batch=512, kv_type="f16", attention=k)
         two = np.concatenate([s.eval_tokens(seq[:48], "all"), s.eval_tokens(seq[48:], "all")])
         assert np.abs(two - one).max() < 1e-4
+        if k == "avx512_bf16":
+            continue  # its greedy tokens: on the trained agent model (test_phone_agent.py); these random
+            # models' near-ties flip under 8-bit rounding
         assert greedy(_core.Session(model, n_ctx=256, kv_type="f16", attention=k), ids, 24) == \
             greedy(_core.Session(model, n_ctx=256, kv_type="f32"), ids, 24)
     with pytest.raises(ValueError, match="unknown"):

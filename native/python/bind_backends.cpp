@@ -1,5 +1,8 @@
 // Python view of what this process computes on: ggml's backends and devices, the build of ggml's CPU
 // kernels in use (backend_loader.h), and the machine's arithmetic peak (cpu_peak.h).
+#include <optional>
+
+#include "attention_run.h"
 #include "backend.h"
 #include "backend_loader.h"
 #include "bind_common.h"
@@ -46,6 +49,38 @@ void bind_backends(py::module_ & m) {
         "_gemm_isas(); empty: the best, as the graph uses); `interleaved`: w from _x16_repack; `tiles` on amx: 'int8',\n"
         "'bf16' (activations and weights rounded to BF16) or empty (the graph's choice for M rows). For tests and\n"
         "bench_gemm.py.");
+    m.def(
+        "_attention",
+        [](py::array_t<float, py::array::c_style> q, py::array_t<float, py::array::c_style> k,
+           py::array_t<float, py::array::c_style> v, std::optional<py::array_t<uint16_t, py::array::c_style>> mask,
+           const std::string & kernel, int n_threads) {
+            if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3) {
+                throw autoglm::invalid_argument("_attention: q, k and v must be 3-D: [tokens, heads, head_dim]");
+            }
+            const int64_t n = q.shape(0), n_head = q.shape(1), hd = q.shape(2), n_kv = k.shape(0), n_head_kv = k.shape(1);
+            for (int d = 0; d < 3; ++d) {
+                if (v.shape(d) != k.shape(d)) throw autoglm::invalid_argument("_attention: k and v must have one shape");
+            }
+            if (k.shape(2) != hd) throw autoglm::invalid_argument("_attention: q and k must have one head_dim");
+            if (mask && (mask->ndim() != 2 || mask->shape(0) != n || mask->shape(1) != n_kv)) {
+                throw autoglm::invalid_argument("_attention: mask must be [tokens, keys] float16 bits");
+            }
+            py::array_t<float> out({n, n_head, hd});
+            const float *qp = q.data(), *kp = k.data(), *vp = v.data();
+            const uint16_t * mp = mask ? mask->data() : nullptr;
+            float * op = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                autoglm::attention_run(qp, kp, vp, mp, hd, n_head, n, n_head_kv, n_kv, kernel, n_threads, op);
+            }
+            return out;
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask") = py::none(), py::arg("kernel") = "auto",
+        py::arg("n_threads") = 1,
+        "Our CPU attention (native/src/cpu_attention.h) on arrays: softmax(q k^T / sqrt(head_dim) + mask) v for q\n"
+        "[n, n_head, hd], k and v [n_kv, n_head_kv, hd] float32 (grouped-query where n_head_kv < n_head), mask None or\n"
+        "float16 bits (uint16) [n, n_kv] of 0 / -inf; `kernel`: auto, avx2, avx512 or avx512_bf16. For tests and\n"
+        "bench/bench_attention.py.");
     m.def(
         "_x16_repack",
         [](py::array_t<uint8_t, py::array::c_style> w, const std::string & type) {

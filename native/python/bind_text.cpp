@@ -150,7 +150,8 @@ void bind_text(py::module_ & m) {
              py::arg("model"), py::arg("n_ctx") = 8192, py::arg("n_batch") = 512, py::arg("kv_type") = "f16",
              py::arg("flash_attn") = py::none(), py::arg("attention") = "auto", py::keep_alive<1, 2>(),
              "flash_attn: None = automatic (on with the f16 cache), True/False to force.\n"
-             "attention: with flash attention, the CPU kernel for prompt processing: 'auto', 'ggml', 'avx2', 'avx512'.")
+             "attention: with flash attention, the CPU kernel for prompt processing: 'auto' (F32, or BF16 for a micro-batch\n"
+             "whose matrices run on the BF16 tiles), 'ggml', 'avx2', 'avx512', 'avx512_bf16'.")
         .def(
             "eval_tokens",
             [](autoglm::session & s, const std::vector<int32_t> & tokens, const std::string & logits) {

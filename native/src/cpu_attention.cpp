@@ -203,6 +203,8 @@ void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
     const int n_qb = (n + BLOCK_Q - 1) / BLOCK_Q;
     thread_local std::vector<float> scratch;  // Qb, S, Pb, O, m, l (attend_block)
     scratch.resize((size_t) BLOCK_Q * (hp + BLOCK_K + BLOCK_K / 2 + hd + 2));
+    const ggml_tensor * mask = dst->src[3];  // may be null
+    const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
     static const bool tiles = cpu_attention_bf16_tiles();
     for (int t = ith; t < n_head * n_qb; t += nth) {
         const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
@@ -211,6 +213,7 @@ void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
                             (const uint32_t *) ((const char *) kp->data + hk * kp->nb[2]),
                             (const uint32_t *) ((const char *) vp->data + hk * vp->nb[2]),
                             (float *) ((char *) dst->data + h * dst->nb[1] + (size_t) q0 * dst->nb[2]), dst->nb[2] / 4,
+                            mask ? (const ggml_fp16_t *) ((const char *) mask->data + (size_t) q0 * mask->nb[1]) : nullptr, mrow,
                             scratch.data(), BLOCK_K, tiles);
     }
 }
@@ -278,7 +281,7 @@ ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     if (!ok) throw error("cpu_attention: unexpected tensor layout");
 #if AUTOGLM_X86_ATTN
     if (kernel == attn_kernel::none) throw error("cpu_attention: no CPU kernel on this machine");
-    // (avx512_bf16 is the vision tower's, through cpu_attention_bf16; here it keeps F32 on AVX-512)
+    if (kernel == attn_kernel::avx512_bf16) return cpu_attention_bf16(ctx, q, k, v, mask);
     const bool avx512 = kernel != attn_kernel::avx2;
     const int64_t pw = avx512 ? f32_kernel<true>::pw : f32_kernel<false>::pw;
     const int64_t hd = q->ne[0], heads_kv = k->ne[1], n_kv = k->ne[2];
@@ -314,10 +317,11 @@ bool cpu_attention_bf16_tiles() {
     return tiles;
 }
 
-ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
+ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask) {
     const bool ok = q->type == GGML_TYPE_F32 && k->type == GGML_TYPE_F32 && v->type == GGML_TYPE_F32 &&
                     q->nb[0] == sizeof(float) && k->nb[0] == sizeof(float) && v->nb[0] == sizeof(float) && k->ne[0] == q->ne[0] &&
-                    v->ne[0] == q->ne[0] && k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && q->ne[1] % k->ne[1] == 0;
+                    v->ne[0] == q->ne[0] && k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && q->ne[1] % k->ne[1] == 0 &&
+                    (!mask || (mask->type == GGML_TYPE_F16 && mask->ne[0] == k->ne[2] && mask->ne[1] >= q->ne[2]));
     if (!ok) throw error("cpu_attention_bf16: unexpected tensor layout");
 #if AUTOGLM_X86_ATTN
     if (!cpu_attention_has(attn_kernel::avx512_bf16)) throw error("cpu_attention_bf16: this CPU lacks AVX512_BF16");
@@ -330,9 +334,9 @@ ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tenso
     ggml_tensor * vp =
         ggml_custom_4d(ctx, GGML_TYPE_I32, hd, (n_kv + 1) / 2, heads_kv, 1, vs, 1, pack_v_bf16_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(vp, "attention V as bf16 pairs");
-    ggml_tensor * args[3] = {q, kp, vp};
-    ggml_tensor * out =
-        ggml_custom_4d(ctx, GGML_TYPE_F32, hd, q->ne[1], q->ne[2], 1, args, 3, attention_bf16_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * args[4] = {q, kp, vp, mask};
+    ggml_tensor * out = ggml_custom_4d(ctx, GGML_TYPE_F32, hd, q->ne[1], q->ne[2], 1, args, mask ? 4 : 3, attention_bf16_op,
+                                       GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(out, cpu_attention_bf16_name);
     return out;
 #else

@@ -23,8 +23,9 @@
 
 namespace autoglm {
 
-// avx512_bf16: the vision tower's attention in BF16 (cpu_attention_bf16); never chosen by "auto",
-// which keeps F32 (the vision model picks it with its matrices in BF16: vision_model.h).
+// avx512_bf16: attention in BF16 (cpu_attention_bf16); never chosen by "auto", which keeps F32: the
+// vision model picks it with its matrices in BF16 (vision_model.h), the decoder for a prompt whose
+// matrices run on the BF16 tiles (text_graph.cpp).
 enum class attn_kernel { none, avx2, avx512, avx512_bf16 };
 
 // The kernel for `request`: "auto" (or empty: AUTOGLM_CPU_ATTN, else the best F32 kernel this CPU has),
@@ -38,16 +39,19 @@ const char * attn_kernel_name(attn_kernel kernel);  // "ggml", "avx2", "avx512",
 // q: F32 [head_dim, n_head, n], k and v: F32 [head_dim, n_head_kv, n_kv], all with contiguous rows (any
 // strides), n_head a multiple of n_head_kv (grouped-query attention); mask: null, or F16 [n_kv, >= n]
 // of 0 / -inf. Returns softmax(q k^T / sqrt(head_dim) + mask) v as F32 [head_dim, n_head, n], after two
-// ops that pack K and V into the kernel's panels. CPU backend only.
+// ops that pack K and V into the kernel's panels; avx512_bf16 is cpu_attention_bf16. CPU backend only.
 ggml_tensor * cpu_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_tensor * mask,
                             attn_kernel kernel);
 inline constexpr const char * cpu_attention_name = "cpu_attention";  // the op's node name
 
-// The vision tower's attention (no mask) with q, k, v and the softmax's weights rounded to BF16 and
-// the products summed in F32 by vdpbf16ps, as a bf16 ViT computes it, at twice the F32 kernel's peak.
-// q: F32 [hd, n_head, n]; k, v: F32 [hd, n_head_kv, n_kv], rows contiguous (any strides). K and V are
-// packed into BF16 pairs once (two ops), then one op attends. Needs cpu_attention_has(avx512_bf16).
-ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v);
+// Attention with q, k, v and the softmax's weights rounded to BF16 and the products summed in F32 (by
+// the tiles or vdpbf16ps), as a bf16 model computes it (vLLM's and SGLang's flash attention): the
+// vision tower's (no mask), and the decoder's prompt (causal mask, as cpu_attention's) where its
+// matrices are on the BF16 tiles anyway. q: F32 [hd, n_head, n]; k, v: F32 [hd, n_head_kv, n_kv], rows
+// contiguous (any strides). K and V are packed into BF16 pairs once (two ops), then one op attends.
+// Needs cpu_attention_has(avx512_bf16).
+ggml_tensor * cpu_attention_bf16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v,
+                                 ggml_tensor * mask = nullptr);
 // Whether cpu_attention_bf16's products run on the AMX-BF16 tiles (where our GEMMs use them:
 // gemm_isa amx), else by vdpbf16ps.
 bool cpu_attention_bf16_tiles();

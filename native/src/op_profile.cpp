@@ -57,6 +57,14 @@ void op_profile::attach(int n_threads) {
 
 static bool is_quantized(ggml_type t) { return ggml_is_quantized(t); }
 
+// The work of our attention kernels (q.k^T and p.v) for q [hd, n_head, n] over n_kv keys: with a
+// (causal) mask they skip the masked tail, so count the keys each query sees when the last sees all n_kv.
+static double attention_ops(const ggml_tensor * q, double n_kv, bool causal) {
+    const double hd = (double) q->ne[0], heads = (double) q->ne[1], n = (double) q->ne[2];
+    const double pairs = causal ? n * (n_kv - n + 1) + n * (n - 1) / 2 : n * n_kv;
+    return 4.0 * hd * heads * pairs;
+}
+
 op_profile::row op_profile::classify(const ggml_tensor * t) {
     row r;
     r.family = ggml_op_desc(t);
@@ -94,20 +102,14 @@ op_profile::row op_profile::classify(const ggml_tensor * t) {
             2.0 * (double) q->ne[1] * (double) k->ne[1] * (double) q->ne[2] * (double) q->ne[3] * (double) (q->ne[0] + v->ne[0]);
         r.peak = "f32";
     } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_name) {
-        // our attention kernel: q [hd, n_head, n], V panels [PW, n_kv, ...]; with a (causal) mask the
-        // kernel skips the masked tail, so count the keys each query sees when the last one sees all n_kv
-        const ggml_tensor * q = t->src[0];
-        const double hd = (double) q->ne[0], heads = (double) q->ne[1], n = (double) q->ne[2];
-        const double n_kv = (double) t->src[2]->ne[1];
-        const double pairs = t->src[3] ? n * (n_kv - n + 1) + n * (n - 1) / 2 : n * n_kv;
+        // our attention kernel: q [hd, n_head, n], V panels [PW, n_kv, ...]
         r.family = "ATTENTION (ours)";
-        r.ops = 4.0 * hd * heads * pairs;
+        r.ops = attention_ops(t->src[0], (double) t->src[2]->ne[1], t->src[3] != nullptr);
         r.peak = "f32";
     } else if (t->op == GGML_OP_CUSTOM && std::string(ggml_get_name(t)) == cpu_attention_bf16_name) {
-        // q [hd, n_head, n], K packed [n_kv, ...]: every query sees every key
-        const ggml_tensor * q = t->src[0];
+        // q [hd, n_head, n], K packed [n_kv, ...]
         r.family = "ATTENTION bf16 (ours)";
-        r.ops = 4.0 * (double) q->ne[0] * (double) q->ne[1] * (double) q->ne[2] * (double) t->src[1]->ne[0];
+        r.ops = attention_ops(t->src[0], (double) t->src[1]->ne[0], t->src[3] != nullptr);
         r.peak = cpu_attention_bf16_tiles() ? "amx_bf16" : "bf16";
     } else if (const char * family = nullptr;
                gemv_q4_0_node_info(t, &family, &r.ops, &r.bytes) || gemv_q4_k_node_info(t, &family, &r.ops, &r.bytes) ||

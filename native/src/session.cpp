@@ -14,8 +14,7 @@ session::session(const text_model & model, const session_params & params)
     flash_attn_ = params_.flash_attn == session_params::flash::on ||
                   (params_.flash_attn == session_params::flash::automatic && params_.kv_type == GGML_TYPE_F16);
     cpu_attn_ = flash_attn_ ? cpu_attention_kernel(params_.attention) : attn_kernel::none;
-    // BF16 attention is the vision tower's (as a bf16 ViT computes); prompts keep F32 on AVX-512
-    if (cpu_attn_ == attn_kernel::avx512_bf16) cpu_attn_ = attn_kernel::avx512;
+    attn_auto_ = cpu_attention_is_auto(params_.attention);
     auto backends = model_.backends().all();
     sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, (int) backends.size(), graph_max_nodes(model_), false, true));
     if (!sched_) throw error("cannot create the backend scheduler");
@@ -26,7 +25,8 @@ session::session(const text_model & model, const session_params & params)
     ggml_init_params ip{graph_buf_.size(), graph_buf_.data(), true};
     ggml_ctx_ptr ctx(ggml_init(ip));
     const uint32_t n_tok = std::min(params_.n_batch, params_.n_ctx);
-    text_graph g = build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx, n_tok, false, flash_attn_, cpu_attn_});
+    text_graph g =
+        build_text_graph(ctx.get(), model_, kv_, {n_tok, params_.n_ctx, n_tok, false, flash_attn_, cpu_attn_, attn_auto_});
     if (!ggml_backend_sched_reserve(sched_.get(), g.gf)) {
         throw out_of_memory("cannot reserve compute buffers for n_ctx=" + std::to_string(params_.n_ctx) +
                             ", n_batch=" + std::to_string(params_.n_batch) + "; use smaller values");
@@ -159,8 +159,8 @@ void session::run_ubatch(const int32_t * tokens, const float * embd, uint32_t n,
                          uint32_t n_out, float * logits_out) {
     const text_hparams & hp = model_.hparams();
     const uint32_t kv_head = kv_.n_used();
-    const text_graph_shape shape{n,         attended_cells(kv_head + n),    n_out, embd != nullptr, flash_attn_,
-                                 cpu_attn_, !(imatrix_ && imatrix_->active)};
+    const text_graph_shape shape{n,          attended_cells(kv_head + n),    n_out, embd != nullptr, flash_attn_, cpu_attn_,
+                                 attn_auto_, !(imatrix_ && imatrix_->active)};
     if (!graph_ctx_ || !(shape == graph_shape_)) {
         // ref: llama.cpp reuses the previous graph when its parameters match (llm_graph_result::can_reuse).
         graph_ctx_.reset();

@@ -30,7 +30,9 @@ struct session_params {
     // Fused attention kernel; on by default with an F16 cache. The F32 cache keeps the exact
     // softmax(QK^T)V path (its results match the float64 reference within 1e-4).
     enum class flash { automatic, on, off } flash_attn = flash::automatic;
-    // With flash attention, the kernel for prompt processing on the CPU (cpu_attention.h): auto, ggml, avx2, avx512.
+    // With flash attention, the kernel for prompt processing on the CPU (cpu_attention.h): auto, ggml, avx2,
+    // avx512, avx512_bf16. "auto": F32 (avx512, else avx2), BF16 for a micro-batch whose matrices run on the
+    // BF16 tiles (text_graph_shape::attn_auto).
     std::string attention = "auto";
 };
 
@@ -92,6 +94,7 @@ private:
     session_params params_;
     bool flash_attn_ = false;
     attn_kernel cpu_attn_ = attn_kernel::none;
+    bool attn_auto_ = true;
     kv_cache kv_;
     ggml_sched_ptr sched_;
     std::vector<uint8_t> graph_buf_;  // metadata arena for graph building (no tensor data)

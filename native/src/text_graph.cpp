@@ -52,6 +52,16 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
         ggml_tensor * y = mm(w, x);
         return b ? ggml_add(ctx, y, b) : y;
     };
+    // The prompt attention's kernel (with s.cpu_attn set): BF16 where "auto" and the layer's query
+    // matrix runs on the BF16 tiles (text_graph_shape::attn_auto).
+    auto attention_for = [&](ggml_tensor * wq) {
+        const bool own = x16_marked(wq) || (s.own_gemm && gemm_applies(wq, n_tokens));
+        if (s.attn_auto && s.cpu_attn == attn_kernel::avx512 && own && cpu_attention_has(attn_kernel::avx512_bf16) &&
+            gemm_uses_bf16_tiles(wq->type, gemm_best_isa(), n_tokens)) {
+            return attn_kernel::avx512_bf16;
+        }
+        return s.cpu_attn;
+    };
     auto f32_acc = [](ggml_tensor * t) {  // only ggml's matmul has a precision setting (ours accumulates in F32)
         if (t->op == GGML_OP_MUL_MAT) ggml_prec_set_acc(t, GGML_PREC_F32);
     };
@@ -114,7 +124,7 @@ text_graph build_text_graph(ggml_context * ctx, const text_model & model, const 
             // (and packed) once here instead of per tile; the mask's causal tail is skipped.
             ggml_tensor * Kf = ggml_permute(ctx, ggml_cast(ctx, K, GGML_TYPE_F32), 0, 2, 1, 3);  // [hd, n_kv_h, n_kv]
             ggml_tensor * Vf = ggml_permute(ctx, ggml_cast(ctx, V, GGML_TYPE_F32), 0, 2, 1, 3);  // [hd, n_kv_h, n_kv]
-            ggml_tensor * kqv = cpu_attention(ctx, q, Kf, Vf, g.inp_mask, s.cpu_attn);  // [hd, n_head, n_tok]
+            ggml_tensor * kqv = cpu_attention(ctx, q, Kf, Vf, g.inp_mask, attention_for(L.wq));  // [hd, n_head, n_tok]
             cur = ggml_reshape_2d(ctx, kqv, head_dim * n_head, n_tokens);
         } else if (s.flash_attn) {
             // Fused softmax(QK^T)V without materializing the [n_kv, n_tok, n_head] scores.

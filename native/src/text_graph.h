@@ -33,13 +33,17 @@ struct text_graph_shape {
     // With flash_attn: our CPU kernel (cpu_attention.h) for micro-batches of >= 32 tokens on layers
     // whose cache is in host memory; none: always ggml's.
     attn_kernel cpu_attn = attn_kernel::none;
+    // cpu_attn was chosen by "auto": a layer whose query matrix runs on the BF16 tiles (gemm.h,
+    // gemm_uses_bf16_tiles: quantized weights, AMX, a batch past the crossover) attends in BF16 too
+    // (cpu_attention_bf16), as that batch's arithmetic is BF16 already; else cpu_attn.
+    bool attn_auto = true;
     // Our prompt GEMMs where they apply (gemm.h); off while an importance matrix is collected,
     // whose callback reads the activations of ggml's MUL_MAT nodes.
     bool own_gemm = true;
 
     bool operator==(const text_graph_shape & o) const {
         return n_tokens == o.n_tokens && n_kv == o.n_kv && n_out == o.n_out && embd_input == o.embd_input &&
-               flash_attn == o.flash_attn && cpu_attn == o.cpu_attn && own_gemm == o.own_gemm;
+               flash_attn == o.flash_attn && cpu_attn == o.cpu_attn && attn_auto == o.attn_auto && own_gemm == o.own_gemm;
     }
 };
 
