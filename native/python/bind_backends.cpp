@@ -254,6 +254,8 @@ void bind_backends(py::module_ & m) {
             d["f32_isa"] = p.f32_isa;
             d["bf16_isa"] = p.bf16_isa;
             d["int8_isa"] = p.int8_isa;
+            d["amx_int8_isa"] = p.amx_int8_isa;
+            d["amx_bf16_isa"] = p.amx_bf16_isa;
             return d;
         },
         py::arg("threads"),

@@ -206,6 +206,7 @@ void attention_bf16_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * mask = dst->src[3];  // may be null
     const size_t mrow = mask ? mask->nb[1] / sizeof(ggml_fp16_t) : 0;
     static const bool tiles = cpu_attention_bf16_tiles();
+    const kbf16::attention_tiles configured(tiles);
     for (int t = ith; t < n_head * n_qb; t += nth) {
         const int h = t / n_qb, q0 = (t % n_qb) * BLOCK_Q, hk = h / group;
         kbf16::attend_block(std::min(BLOCK_Q, n - q0), n_kv, hd, scale,

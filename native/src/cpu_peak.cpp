@@ -112,6 +112,46 @@ __attribute__((target("avx512f,avx512bf16"))) double time_dpbf16_zmm(uint64_t n)
 }
 #    undef AUTOGLM_PROBE
 
+// The tile unit: n rounds of 4 tile products into 4 independent accumulators (tiles 0-3, 16 x 16 F32
+// or int32 each) from operand tiles 4-7 that never change, as our kernels' 32 x 32 blocks issue them
+// (four chains hide a product's latency); no loads or stores in the loop. Seconds. Call only where
+// amx_bf16_usable() (amx_int8_usable()); the caller releases the tiles after its last run (released
+// after every run, the runs measured a quarter of the rate on machine M6).
+template <bool INT8>
+__attribute__((target("amx-tile,amx-bf16,amx-int8"))) double time_tile_products(uint64_t n) {
+    amx_tile_config cfg;
+    for (int t = 0; t < 8; ++t) cfg.set(t, 16, 64);
+    alignas(64) static uint32_t operand[256];
+    for (uint32_t & x : operand) x = INT8 ? 0x01010101u : 0x3F803F80u;  // bytes of 1, or BF16 pairs of 1.0
+    amx_load_tiles(cfg);
+    _tile_loadd(4, operand, 64);  // (the tile is part of the instruction: no loop)
+    _tile_loadd(5, operand, 64);
+    _tile_loadd(6, operand, 64);
+    _tile_loadd(7, operand, 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (uint64_t i = 0; i < n; ++i) {
+        if constexpr (INT8) {
+            _tile_dpbssd(0, 4, 6);
+            _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(2, 5, 6);
+            _tile_dpbssd(3, 5, 7);
+        } else {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    alignas(64) static uint32_t out[256];
+    _tile_stored(0, out, 64);  // the products' results are read: nothing is dropped
+    const double s = seconds_since(t0);
+    sink = (int) out[0];
+    return s;
+}
 #endif
 
 // Seconds of the fastest of 9 runs of `probe(n)` after a warm-up: a preempted run can only look slower.
@@ -131,13 +171,13 @@ double best_seconds(Probe probe, uint64_t n) {
 // Operations per cycle per core of an instruction doing `ops` operations (a multiply-add = 2), timed
 // by `probe`, rounded to a power of two: the units retire a whole number of such instructions every
 // one, two or four cycles, and rounding absorbs the few percent a shared machine adds to either timing.
+// `ops_per_round`: the operations of one round of the probe (default: `chains` instructions of `ops`).
 template <class Probe>
-double measured_ops_per_cycle(Probe probe, double ops) {
+double measured_ops_per_cycle(Probe probe, double ops, uint64_t n = 100000, double ops_per_round = 0) {
     const double ghz = measured_clock_ghz();
-    const uint64_t n = 100000;  // 1.2 M instructions: 0.6-2.4 M cycles
-    const double s = best_seconds(probe, n);
+    const double s = best_seconds(probe, n);  // default n: 1.2 M instructions, 0.6-2.4 M cycles
     if (ghz <= 0 || s <= 0) return 0;
-    const double per_cycle = (double) n * chains * ops / s / (ghz * 1e9);
+    const double per_cycle = (double) n * (ops_per_round > 0 ? ops_per_round : chains * ops) / s / (ghz * 1e9);
     return std::exp2(std::round(std::log2(per_cycle)));
 }
 
@@ -159,13 +199,15 @@ namespace {
 
 // The measured rates, once per process.
 struct measured_rates {
-    double f32 = 0, bf16 = 0, int8 = 0;  // operations per cycle per core; 0 = not measured
-    std::string f32_isa, bf16_isa, int8_isa;
+    double f32 = 0, bf16 = 0, int8 = 0, amx_int8 = 0, amx_bf16 = 0;  // operations per cycle per core; 0 = not measured
+    std::string f32_isa, bf16_isa, int8_isa, amx_int8_isa, amx_bf16_isa;
 };
 
 std::string rate_label(const char * instr, double ops_per_cycle, double ops_per_instr) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "%s, %g/cycle measured", instr, ops_per_cycle / ops_per_instr);
+    char buf[128];
+    const double per = ops_per_cycle / ops_per_instr;
+    if (per >= 1) std::snprintf(buf, sizeof buf, "%s, %g/cycle measured", instr, per);
+    else std::snprintf(buf, sizeof buf, "%s, one per %g cycles measured", instr, 1 / per);
     return buf;
 }
 
@@ -199,6 +241,16 @@ const measured_rates & rates(const std::set<std::string> & f) {
         } else if (has("AVX2") && __builtin_cpu_supports("avx2")) {
             r.int8 = measured_ops_per_cycle(time_maddubs_ymm, 64);
             r.int8_isa = rate_label("AVX2 vpmaddubsw", r.int8, 64);
+        }
+        // the tiles: a tile product is 16 x 16 outputs of 32 BF16 pairs (2 x 8,192 operations) or 64
+        // int8 products (2 x 16,384); Intel's figure is one per 16 cycles. 20,000 rounds of 4: 1.3 M cycles
+        // at that rate (a VM sharing the core's tile unit, or a lower clock under AMX, measures fewer).
+        if (amx_int8_usable() && amx_bf16_usable()) {
+            r.amx_bf16 = measured_ops_per_cycle(time_tile_products<false>, 16384, 20000, 4 * 16384);
+            r.amx_bf16_isa = rate_label("AMX-BF16 tdpbf16ps", r.amx_bf16, 16384);
+            r.amx_int8 = measured_ops_per_cycle(time_tile_products<true>, 32768, 20000, 4 * 32768);
+            r.amx_int8_isa = rate_label("AMX-INT8 tdpbssd", r.amx_int8, 32768);
+            amx_release_tiles();
         }
 #else
         (void) has;
@@ -247,9 +299,11 @@ cpu_peak_info cpu_peak(int threads) {
     }
     // the tiles where this process may use them: our kernels' (gemm_isa amx), whichever ggml variant
     // is loaded (ggml's own AMX buffer type is not used: backend.cpp)
-    if (amx_int8_usable() && amx_bf16_usable()) {
-        p.amx_int8_per_cycle = 2048;
-        p.amx_bf16_per_cycle = 1024;
+    if (m.amx_bf16 > 0 && m.amx_int8 > 0) {
+        p.amx_int8_per_cycle = m.amx_int8;
+        p.amx_bf16_per_cycle = m.amx_bf16;
+        p.amx_int8_isa = m.amx_int8_isa;
+        p.amx_bf16_isa = m.amx_bf16_isa;
     }
     return p;
 }

@@ -14,10 +14,14 @@
 // The instructions (one multiply-add = 2 operations):
 //   f32  (F32/F16 weights): vfmadd231ps, 256-bit (8 lanes) or 512-bit (16) where AVX-512 is in use.
 //   bf16 (BF16 weights): AVX512_BF16 vdpbf16ps (16 lanes x 2 products); otherwise the f32 rate
-//        (converted to F32). AMX-BF16 from Intel's figure (16x16x32 per 16 cycles = 1024), not measured.
+//        (converted to F32).
 //   int8 (quantized weights x int8 activations): AVX-512 VNNI vpdpbusd (64 byte products), else
 //        AVX-VNNI vpdpbusd (32), else AVX2 vpmaddubsw (32; a kernel that also spends a vpmaddwd per
-//        vpmaddubsw gets at most half); AMX-INT8 from Intel's figure (16x16x64 per 16 cycles = 2048).
+//        vpmaddubsw gets at most half).
+//   amx_bf16, amx_int8 (our tile kernels, where this process may use AMX): tdpbf16ps (16 x 16 x 32
+//        products) and tdpbssd (16 x 16 x 64), four accumulator tiles, operands held in tiles. Intel's
+//        figure is one every 16 cycles (1024 and 2048 per cycle); a VM whose core shares its tile unit,
+//        or a clock that drops under AMX, measures less (a 2-vCPU Emerald Rapids VM: one per 32-64).
 //   Where nothing is measured (AArch64, x86 without AVX2): NEON FMA 2 x 4 lanes = 16, NEON sdot
 //        2 x 16 x 2 = 64, SSE 8 and 64.
 // These are the instruction throughputs, the ceiling no kernel passes; real kernels also load,
@@ -33,7 +37,7 @@ struct cpu_peak_info {
     int threads = 1;       // the cores the peak is for
     // operations per cycle per core, and the instructions they assume
     double f32_per_cycle = 0, bf16_per_cycle = 0, int8_per_cycle = 0, amx_int8_per_cycle = 0, amx_bf16_per_cycle = 0;
-    std::string f32_isa, bf16_isa, int8_isa;
+    std::string f32_isa, bf16_isa, int8_isa, amx_int8_isa, amx_bf16_isa;
 
     // GOP/s for `threads` cores
     double f32_gops() const { return f32_per_cycle * clock_ghz * threads; }

@@ -160,10 +160,11 @@ void op_profile::report(const char * what) {
                  "(measured): f32 %.0f GFLOP/s (%s), bf16 %.0f (%s), int8 %.0f GOP/s (%s)%s\n",
                  what, total, rows.size(), peak.threads, peak.clock_ghz, peak.f32_gops(), peak.f32_isa.c_str(), peak.bf16_gops(),
                  peak.bf16_isa.c_str(), peak.int8_gops(), peak.int8_isa.c_str(),
-                 peak.amx_int8_per_cycle > 0 ? (", AMX int8 " + std::to_string((int) peak.amx_int8_gops()) + ", AMX bf16 " +
-                                                std::to_string((int) peak.amx_bf16_gops()) + " (Intel's figures)")
-                                                   .c_str()
-                                             : "");
+                 peak.amx_int8_per_cycle > 0
+                     ? (", AMX int8 " + std::to_string((int) peak.amx_int8_gops()) + " (" + peak.amx_int8_isa + "), AMX bf16 " +
+                        std::to_string((int) peak.amx_bf16_gops()) + " (" + peak.amx_bf16_isa + ")")
+                           .c_str()
+                     : "");
     // The bandwidth-bound rows (the decode GEMVs) against what the cores can read, measured now: on a
     // shared machine it moves with the neighbours (read_bandwidth.h; ~0.2 s)
     const bool reads = std::any_of(rows.begin(), rows.end(), [](const row & r) { return r.bytes > 0 && r.on_cpu; });
