@@ -26,12 +26,25 @@ inline amx_tile_config bf16_tile_config() {
     return cfg;
 }
 
-// The 32 x 32 outputs at c (rows ldc floats apart) plus ap's 32 rows (pairs, kp16 apart) times the two
-// 16-column panels bp0 and bp1 ([step][16 pairs][16 columns]) over `steps` tile steps; `acc`: start
-// from c (a later block of k), else from zero. Call with bf16_tile_config() loaded.
-AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32(const uint32_t * ap, int kp16, const uint32_t * bp0, const uint32_t * bp1,
-                                                int steps, float * c, int64_t ldc, bool acc) {
-    const size_t c_stride = (size_t) ldc * sizeof(float), a_stride = (size_t) kp16 * sizeof(uint32_t);
+// Where the 32 rows of activation pairs of a bf16_tile32 call are: tile step s's rows 0-15 at
+// p + s * step words, rows 16-31 at p + s * step + half, each tile's 16 rows `stride` bytes apart.
+struct bf16_a_tiles {
+    const uint32_t * p;
+    size_t step, half, stride;
+    // rows of kp16 pairs one after another (gemm_float_amx.cpp)
+    static bf16_a_tiles rows(const uint32_t * p, int kp16) {
+        return {p, amx_step_pairs, (size_t) 16 * kp16, (size_t) kp16 * sizeof(uint32_t)};
+    }
+    // [step][32 rows][16 pairs]: every tile one contiguous KiB (gemm_bf16_rows.h)
+    static bf16_a_tiles packed(const uint32_t * p) { return {p, 32 * amx_step_pairs, 16 * amx_step_pairs, 64}; }
+};
+
+// The 32 x 32 outputs at c (rows ldc floats apart) plus a's 32 rows times the two 16-column panels bp0
+// and bp1 ([step][16 pairs][16 columns]) over `steps` tile steps; `acc`: start from c (a later block of
+// k), else from zero. Call with bf16_tile_config() loaded.
+AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32(const bf16_a_tiles & a, const uint32_t * bp0, const uint32_t * bp1, int steps,
+                                                float * c, int64_t ldc, bool acc) {
+    const size_t c_stride = (size_t) ldc * sizeof(float);
     if (acc) {
         _tile_loadd(0, c, c_stride);
         _tile_loadd(1, c + 16, c_stride);
@@ -44,8 +57,8 @@ AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32(const uint32_t * ap, int kp16, c
         _tile_zero(3);
     }
     for (int s = 0; s < steps; ++s) {
-        _tile_loadd(4, ap + s * amx_step_pairs, a_stride);
-        _tile_loadd(5, ap + 16 * (size_t) kp16 + s * amx_step_pairs, a_stride);
+        _tile_loadd(4, a.p + s * a.step, a.stride);
+        _tile_loadd(5, a.p + s * a.step + a.half, a.stride);
         _tile_loadd(6, bp0 + (size_t) s * amx_step_pairs * 16, 64);
         _tile_loadd(7, bp1 + (size_t) s * amx_step_pairs * 16, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -61,13 +74,13 @@ AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32(const uint32_t * ap, int kp16, c
 
 // bf16_tile32 for a block at the bottom or right edge of c: rows x cols (at most 32 x 32) of it exist,
 // so the tiles work on a local copy.
-AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32_edge(const uint32_t * ap, int kp16, const uint32_t * bp0, const uint32_t * bp1,
+AUTOGLM_TARGET_AMX_BF16 inline void bf16_tile32_edge(const bf16_a_tiles & a, const uint32_t * bp0, const uint32_t * bp1,
                                                      int steps, float * c, int64_t ldc, bool acc, int rows, int cols) {
     alignas(64) float edge[32 * 32];
     if (acc) {
         for (int i = 0; i < rows; ++i) __builtin_memcpy(edge + 32 * i, c + i * ldc, (size_t) cols * sizeof(float));
     }
-    bf16_tile32(ap, kp16, bp0, bp1, steps, edge, 32, acc);
+    bf16_tile32(a, bp0, bp1, steps, edge, 32, acc);
     for (int i = 0; i < rows; ++i) __builtin_memcpy(c + i * ldc, edge + 32 * i, (size_t) cols * sizeof(float));
 }
 

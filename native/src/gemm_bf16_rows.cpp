@@ -14,11 +14,13 @@ AUTOGLM_TARGET_BF16_PAIRS void pack_bf16_tile_rows(const float * a, size_t a_row
     for (int64_t r = r0; r < end; ++r) {
         const float * row = (const float *) ((const uint8_t *) a + (size_t) r * a_row_bytes);
         for (int64_t kb = 0; kb < l.blocks(); ++kb) {
-            uint32_t * dst = out + l.tile_at(kb, r / 32) + (size_t) (r % 32) * l.pairs(kb);
-            if (r < m) {
-                to_bf16_pairs(row + kb * bf16_tile_rows::kc, 2 * l.pairs(kb), 1.0f, dst);
-            } else {
-                std::memset(dst, 0, (size_t) l.pairs(kb) * sizeof(uint32_t));
+            uint32_t * dst = out + l.tile_at(kb, r / 32) + (size_t) (r % 32) * 16;
+            for (int step = 0; step < l.pairs(kb) / 16; ++step, dst += 32 * 16) {  // 32 k (16 pairs) a step
+                if (r < m) {
+                    to_bf16_pairs(row + kb * bf16_tile_rows::kc + 32 * step, 32, 1.0f, dst);
+                } else {
+                    std::memset(dst, 0, 16 * sizeof(uint32_t));
+                }
             }
         }
     }

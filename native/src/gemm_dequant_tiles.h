@@ -101,7 +101,7 @@ AUTOGLM_TARGET_AMX_BF16_DEQUANT void dequant_tile_panels(int64_t n, int64_t k, c
             const int pairs = a.pairs(kb), steps = pairs / amx_step_pairs;
             const uint32_t * bk = bp + (size_t) (kb * bf16_tile_rows::kc / 2 * ncols);
             for (int64_t mt = 0; mt < a.m_tiles; ++mt) {
-                const uint32_t * at = ap + a.tile_at(kb, mt);
+                const bf16_a_tiles at = bf16_a_tiles::packed(ap + a.tile_at(kb, mt));
                 const int rows = (int) std::min<int64_t>(32, m - 32 * mt);
                 for (int64_t cg = 0; cg < ncols; cg += 32) {
                     const uint32_t * b0 = bk + (size_t) (cg / 16) * pairs * 16;
@@ -109,9 +109,9 @@ AUTOGLM_TARGET_AMX_BF16_DEQUANT void dequant_tile_panels(int64_t n, int64_t k, c
                     const int cols = (int) std::min<int64_t>(32, c_end - (g0 + cg));
                     float * ct = c + 32 * mt * c_row_stride + g0 + cg;
                     if (rows == 32 && cols == 32) {
-                        bf16_tile32(at, pairs, b0, b1, steps, ct, c_row_stride, kb > 0);
+                        bf16_tile32(at, b0, b1, steps, ct, c_row_stride, kb > 0);
                     } else {  // at the bottom or right edge
-                        bf16_tile32_edge(at, pairs, b0, b1, steps, ct, c_row_stride, kb > 0, rows, cols);
+                        bf16_tile32_edge(at, b0, b1, steps, ct, c_row_stride, kb > 0, rows, cols);
                     }
                 }
             }

@@ -71,9 +71,9 @@ AUTOGLM_TARGET_AMX_BF16 void bf16_amx_gemm_columns(const uint8_t * w, size_t w_r
                         float * ct = c + (m0 + 32 * t) * ldc + g0 + cg;
                         const uint32_t * at = ap + (size_t) 32 * t * kp16;
                         if (r == 32 && cols == 32) {
-                            bf16_tile32(at, kp16, bp0, bp1, steps, ct, ldc, k0 > 0);
+                            bf16_tile32(bf16_a_tiles::rows(at, kp16), bp0, bp1, steps, ct, ldc, k0 > 0);
                         } else {  // at the bottom or right edge
-                            bf16_tile32_edge(at, kp16, bp0, bp1, steps, ct, ldc, k0 > 0, r, cols);
+                            bf16_tile32_edge(bf16_a_tiles::rows(at, kp16), bp0, bp1, steps, ct, ldc, k0 > 0, r, cols);
                         }
                     }
                 }
