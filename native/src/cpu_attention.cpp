@@ -17,6 +17,7 @@
 #    define AUTOGLM_X86_ATTN 1
 #    include <immintrin.h>
 
+#    include "amx_bf16_tile.h"
 #    include "avx2_reduce.h"
 #    include "bf16_pairs.h"
 #    include "cpu_amx.h"
@@ -25,6 +26,22 @@
 namespace autoglm {
 
 #if AUTOGLM_X86_ATTN
+
+namespace {
+// The keys worth scanning for M query rows (mask rows mask_row halves apart, n keys; null: all n): up
+// to the last key any of the rows sees. A causal mask hides the tail, so both kernels stop there.
+int visible_keys(const ggml_fp16_t * mask, size_t mask_row, int M, int n) {
+    if (!mask) return n;
+    int end = 0;
+    for (int i = 0; i < M; ++i) {
+        const ggml_fp16_t * mk = mask + i * mask_row;
+        int last = n;
+        while (last > end && mk[last - 1] == 0xFC00) --last;  // F16 -inf
+        end = std::max(end, last);
+    }
+    return end;
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------------------- AVX-512
 #    pragma GCC push_options
